@@ -1,0 +1,3 @@
+from agents.serve import main
+
+main()

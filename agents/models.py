@@ -1,0 +1,52 @@
+"""Building a model for a (model, variant) pair, and the inputs a job feeds it."""
+import inspect
+
+from agents.catalog import CATALOG, NUM_LABELS
+
+
+class UnknownModel(Exception):
+    pass
+
+
+def build(model_spec):
+    """An fp32 model in eval mode, from a catalog name (random weights) or a local checkpoint."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    if model_spec.get("path"):
+        model = AutoModelForSequenceClassification.from_pretrained(model_spec["path"])
+        return model.eval()
+    entry = CATALOG.get(model_spec["name"])
+    if entry is None:
+        raise UnknownModel("no catalog entry named %r" % model_spec["name"])
+    config = AutoConfig.for_model(entry["type"], num_labels=NUM_LABELS, **entry["config"])
+    return AutoModelForSequenceClassification.from_config(config).eval()
+
+
+def apply_variant(model, variant):
+    import torch
+
+    if variant == "fp32":
+        return model
+    if variant == "int8":
+        quantization = getattr(torch, "ao", torch).quantization
+        return quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    raise UnknownModel("unknown variant %r" % variant)
+
+
+def synthetic_inputs(model, batch_size, seq_len, seed=0):
+    """Random token ids of exactly seq_len, full attention: the cost of a padded batch."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    vocab = model.config.vocab_size
+    accepted = inspect.signature(model.forward).parameters
+    inputs = {"input_ids": torch.randint(0, vocab, (batch_size, seq_len), generator=generator)}
+    if "attention_mask" in accepted:
+        inputs["attention_mask"] = torch.ones(batch_size, seq_len, dtype=torch.long)
+    if "token_type_ids" in accepted:
+        inputs["token_type_ids"] = torch.zeros(batch_size, seq_len, dtype=torch.long)
+    return inputs
+
+
+def parameter_count(model):
+    return sum(p.numel() for p in model.parameters())

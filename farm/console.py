@@ -1,0 +1,93 @@
+"""What a person watching `farm submit` sees: a Rich progress bar while it runs, then a table."""
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Table
+
+STATUS_STYLE = {"done": "green", "oom": "yellow", "timeout": "yellow", "failed": "red",
+                "cancelled": "magenta", "queued": "dim", "running": "cyan"}
+
+
+def job_label(spec: dict) -> str:
+    return (f"{spec['model']['name']} {spec['variant']} {spec['task']} "
+            f"b{spec['batch_size']} s{spec['seq_len']}")
+
+
+class SweepProgress:
+    """An Observer (farm.controller) drawing one bar for the sweep and one line per device."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+        self.devices = Progress(SpinnerColumn(), TextColumn("{task.description}"), console=console)
+        self.live = Live(Group(self.progress, self.devices), console=console,
+                         refresh_per_second=4)
+        self.sweep_task = None
+        self.device_tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.live.stop()
+
+    def _device_line(self, device: str, text: str) -> None:
+        if device not in self.device_tasks:
+            self.device_tasks[device] = self.devices.add_task("", total=None)
+        self.devices.update(self.device_tasks[device], description=f"[bold]{device}[/] {text}")
+
+    def sweep_started(self, name: str, to_run: int, total: int) -> None:
+        done = total - to_run
+        note = f" ({done} of {total} already measured)" if done else ""
+        self.sweep_task = self.progress.add_task(f"[bold]{name}[/]{note}", total=to_run)
+
+    def devices_ready(self, facts: dict[str, dict]) -> None:
+        for name, fact in sorted(facts.items()):
+            limit = fact.get("memory_limit_mb")
+            where = f"{limit:.0f} MiB, {fact['threads']} thread(s)" if limit else "no memory limit"
+            self._device_line(name, f"[dim]ready ({where})[/]")
+
+    def job_started(self, job, device: str) -> None:
+        self._device_line(device, f"{job_label(job.spec)} [cyan]starting[/]")
+
+    def job_phase(self, job, device: str, phase: str) -> None:
+        self._device_line(device, f"{job_label(job.spec)} [cyan]{phase}[/]")
+
+    def job_finished(self, job, outcome: dict) -> None:
+        status = outcome["status"]
+        self.progress.advance(self.sweep_task)
+        if outcome.get("device"):
+            self._device_line(outcome["device"], "[dim]idle[/]")
+        if status != "done":
+            style = STATUS_STYLE.get(status, "red")
+            self.console.print(f"[{style}]{status}[/] {job_label(job.spec)} on "
+                               f"{outcome.get('device')}: {outcome.get('error')}")
+
+
+def _num(value, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def results_table(title: str, rows: list[dict]) -> Table:
+    """One row per job; tasks and sequence lengths get a column only when the sweep varies them."""
+    varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
+    table = Table(title=title, header_style="bold", pad_edge=False)
+    for name in ("model", "variant", *varying, "batch", "device", "status"):
+        table.add_column(name.replace("seq_len", "seq"), no_wrap=True)
+    for name in ("p50 ms", "ms/sample", "peak MiB", "GFLOP/sample", "params M"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        style = STATUS_STYLE.get(r["status"], "")
+        table.add_row(
+            r["model"], r["variant"], *[str(r[c]) for c in varying], str(r["batch_size"]),
+            r["device"] or "", f"[{style}]{r['status']}[/]", _num(r["p50_ms"], ".2f"),
+            _num(r["per_sample_ms"], ".2f"), _num(r["peak_mem_mb"], ".0f"),
+            _num(r["flops"] and r["flops"] / 1e9, ".3f"),
+            _num(r["params"] and r["params"] / 1e6, ".2f"))
+    return table

@@ -1,0 +1,215 @@
+"""Scheduling a sweep's jobs over devices with Ray.
+
+One Ray actor per device runs that device's jobs one at a time; where the Ray instance declares a
+`farm_device:<name>` resource (the private local instance always does), the actor holds it, so
+no second actor for that device can be placed. The controller (this process) hands each idle
+device its next job, preferring the (model, variant) it already has loaded, and is the only
+writer of the database: outcomes are stored as they arrive.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from typing import Protocol
+
+import ray
+from ray.exceptions import RayActorError, RayError, RayTaskError
+
+from farm.devices import CANCELLED, FAILED
+from farm.errors import DeviceError, FarmError
+from farm.store import QueuedJob, Store
+
+DEVICE_RESOURCE = "farm_device:{}"
+POLL_S = 0.5
+
+
+@ray.remote(num_cpus=0, max_concurrency=2)  # a second thread answers events() and cancel()
+class DeviceWorker:
+    def __init__(self, device):
+        from farm.devices import runner_for
+        self.device = device
+        self.runner = runner_for(device)
+        self.pending_events = deque()
+
+    def prepare(self) -> dict:
+        import socket
+        return self.runner.prepare(host=socket.gethostname(),
+                                   ray_node=ray.get_runtime_context().get_node_id())
+
+    def run_job(self, job: dict) -> dict:
+        return self.runner.run(job, self.pending_events.append)
+
+    def events(self) -> list[dict]:
+        drained = []
+        while self.pending_events:
+            drained.append(self.pending_events.popleft())
+        return drained
+
+    def cancel(self) -> None:
+        self.runner.cancel()
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+class Observer(Protocol):
+    """What a person watching a sweep is told (the CLI draws it with Rich)."""
+    def sweep_started(self, name: str, to_run: int, total: int) -> None: ...
+    def devices_ready(self, facts: dict[str, dict]) -> None: ...
+    def job_started(self, job: QueuedJob, device: str) -> None: ...
+    def job_phase(self, job: QueuedJob, device: str, phase: str) -> None: ...
+    def job_finished(self, job: QueuedJob, outcome: dict) -> None: ...
+
+
+def group_of(job: QueuedJob) -> str:
+    """Jobs of one group share a loaded model on a device."""
+    return json.dumps([job.spec["model"], job.spec["variant"]], sort_keys=True)
+
+
+def start_workers(devices: list) -> dict[str, object]:
+    """One actor per device, pinned to its node where the inventory names one."""
+    available = ray.cluster_resources()
+    workers = {}
+    for device in devices:
+        options = {}
+        resource = DEVICE_RESOURCE.format(device.name)
+        if available.get(resource, 0) >= 1:
+            options["resources"] = {resource: 1}
+        if device.node:
+            options.update(_placement(device.node))
+        workers[device.name] = DeviceWorker.options(**options).remote(device)
+    return workers
+
+
+def _placement(node: str) -> dict:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    for entry in ray.nodes():
+        if entry["Alive"] and node in (entry["NodeID"], entry["NodeManagerAddress"],
+                                       entry.get("NodeName")):
+            return {"scheduling_strategy": NodeAffinitySchedulingStrategy(entry["NodeID"], soft=False)}
+    raise DeviceError(f"no live Ray node {node!r} for a device's node:",
+                      "use a node's IP or id from `ray status`, or remove node:")
+
+
+def prepare_workers(workers: dict[str, object]) -> dict[str, dict]:
+    """Ready every device before anything is written; the first failure is raised as farm's own."""
+    names = list(workers)
+    try:
+        facts = ray.get([workers[n].prepare.remote() for n in names])
+    except RayTaskError as error:
+        cause = error.cause
+        raise cause if isinstance(cause, FarmError) else DeviceError(
+            f"a device failed to prepare: {cause}") from None
+    return dict(zip(names, facts))
+
+
+def close_workers(workers: dict[str, object]) -> None:
+    refs = [w.close.remote() for w in workers.values()]
+    try:
+        ray.get(refs, timeout=60)
+    except RayError:
+        pass
+    for worker in workers.values():
+        ray.kill(worker)
+
+
+class Scheduler:
+    def __init__(self, store: Store, workers: dict[str, object], pools: dict[str, list[str]],
+                 observer: Observer):
+        self.store, self.workers, self.pools, self.observer = store, workers, pools, observer
+        self.loaded: dict[str, str] = {}  # device -> group it has loaded
+        self.running: dict[object, tuple[QueuedJob, str]] = {}  # ObjectRef -> (job, device)
+
+    def run(self, jobs: list[QueuedJob]) -> None:
+        pending = list(jobs)
+        live = set(self.workers)
+        try:
+            while pending or self.running:
+                busy = {device for _, device in self.running.values()}
+                for device in sorted(live - busy):
+                    job = self._pick(device, pending)
+                    if job is not None:
+                        pending.remove(job)
+                        self._dispatch(job, device)
+                if not self.running:
+                    self._strand(pending)
+                    return
+                ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
+                self._forward_events()
+                for ref in ready:
+                    live -= self._collect(ref)
+        except BaseException:
+            self._cancel_running()
+            raise
+
+    def _pick(self, device: str, pending: list[QueuedJob]) -> QueuedJob | None:
+        eligible = [j for j in pending if device in self.pools[j.target]]
+        if not eligible:
+            return None
+        mine = self.loaded.get(device)
+        elsewhere = {g for d, g in self.loaded.items() if d != device}
+        for prefer in (lambda j: group_of(j) == mine, lambda j: group_of(j) not in elsewhere):
+            for job in eligible:
+                if prefer(job):
+                    return job
+        return eligible[0]
+
+    def _dispatch(self, job: QueuedJob, device: str) -> None:
+        self.store.job_started(job.id, device)
+        self.observer.job_started(job, device)
+        spec = dict(job.spec, key=job.key)
+        self.running[self.workers[device].run_job.remote(spec)] = (job, device)
+        self.loaded[device] = group_of(job)
+
+    def _forward_events(self) -> None:
+        for job, device in list(self.running.values()):
+            try:
+                events = ray.get(self.workers[device].events.remote(), timeout=10)
+            except RayError:
+                continue
+            phases = [e["phase"] for e in events if e.get("event") == "phase"]
+            if phases:
+                self.store.job_phase(job.id, phases[-1])
+                self.observer.job_phase(job, device, phases[-1])
+
+    def _collect(self, ref) -> set[str]:
+        """Store one finished job; return the devices that can no longer be used."""
+        job, device = self.running.pop(ref)
+        lost = set()
+        try:
+            outcome = ray.get(ref)
+        except (RayActorError, RayTaskError) as error:
+            now = time.time()
+            outcome = {"status": FAILED, "device": device, "started_at": now, "finished_at": now,
+                       "error": f"device worker for {device!r} failed: {_first_line(error)}",
+                       "result": {}}
+            lost.add(device)
+            self.loaded.pop(device, None)
+        self.store.job_finished(job.id, outcome)
+        self.observer.job_finished(job, outcome)
+        return lost
+
+    def _strand(self, pending: list[QueuedJob]) -> None:
+        for job in pending:
+            now = time.time()
+            outcome = {"status": FAILED, "device": None, "started_at": now, "finished_at": now,
+                       "error": f"no usable device left for target {job.target!r}", "result": {}}
+            self.store.job_finished(job.id, outcome)
+            self.observer.job_finished(job, outcome)
+
+    def _cancel_running(self) -> None:
+        for ref, (job, device) in list(self.running.items()):
+            try:
+                self.workers[device].cancel.remote()
+            except RayError:
+                pass
+            now = time.time()
+            self.store.job_finished(job.id, {
+                "status": CANCELLED, "device": device, "started_at": now, "finished_at": now,
+                "error": "cancelled: farm submit was interrupted", "result": {}})
+        self.running.clear()
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]

@@ -1,0 +1,34 @@
+"""Acting on devices. Inventory entries (farm.inventory) only describe a device; a runner made by
+runner_for() does the work, one module per kind of device, all behind DeviceRunner.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+# Job outcomes a runner reports. 'queued', 'running' and 'cancelled' are the controller's.
+DONE, OOM, FAILED, TIMEOUT, CANCELLED = "done", "oom", "failed", "timeout", "cancelled"
+
+
+class DeviceRunner(Protocol):
+    def prepare(self, **context) -> dict:
+        """Make the device ready (container, agent upload); return facts about it, with the
+        given context (host, Ray node), to be recorded with every result."""
+
+    def run(self, job: dict, on_event: Callable[[dict], None]) -> dict:
+        """Run one job to an outcome: {'status', 'error', 'result', 'started_at', ...}."""
+
+    def cancel(self) -> None:
+        """Stop the running job (from another thread); run() then returns 'cancelled'."""
+
+    def close(self) -> None:
+        """Stop the agent and release the device (remove its container)."""
+
+
+def runner_for(device) -> DeviceRunner:
+    if device.kind == "cgroup":
+        from farm.devices.cgroup import cgroup_runner
+        return cgroup_runner(device)
+    if device.kind == "local":
+        from farm.devices.local import local_runner
+        return local_runner(device)
+    raise ValueError(f"no runner for device kind {device.kind!r}")

@@ -1,0 +1,213 @@
+"""The results database: SQLite by default (any SQLAlchemy URL works), migrated on open.
+
+The controller is the only writer; every write is its own short transaction, so a crash loses
+nothing already measured, and readers (farm status, farm sql, sqlite3) never wait on a sweep.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from farm.errors import StoreError
+from farm.store.schema import FINAL_STATUSES, Job, Result, Sweep
+
+DEFAULT_DB = "farm.db"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+BUSY_TIMEOUT_MS = 30_000
+
+
+def resolve_url(value: str | None, default: str = DEFAULT_DB) -> str:
+    """--db, else FARM_DB, else ./farm.db. A value with '://' is a URL; anything else a path."""
+    value = value or os.environ.get("FARM_DB") or default
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    id: int
+    key: str
+    target: str
+    spec: dict  # what the runner needs: model, variant, task, batch_size, seq_len, measure, ...
+
+
+@dataclass(frozen=True)
+class SubmittedSweep:
+    id: int
+    name: str
+    new_jobs: int
+    known_jobs: int
+
+
+# Result fields copied from an outcome as they are; the rest are stored as JSON.
+_RESULT_FIELDS = ("iters", "window_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
+                  "stdev_ms", "min_ms", "max_ms", "per_sample_ms", "throughput", "peak_mem_mb",
+                  "container_peak_mb", "process_peak_mb", "memory_limit_mb", "load_s",
+                  "load_peak_mb", "flops", "params", "energy_mj", "metric", "score")
+
+
+class Store:
+    def __init__(self, url: str | None = None):
+        self.url = resolve_url(url)
+        try:
+            self.engine = create_engine(self.url)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            self._migrate()
+        except SQLAlchemyError as error:
+            raise StoreError(f"cannot open database {self.url}: {_reason(error)}",
+                             "check --db / FARM_DB and that the file is writable") from None
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def _write(self):
+        return _Transaction(self.session)
+
+    def add_sweep(self, sweep, source: str, inventory, jobs) -> SubmittedSweep:
+        """Record a sweep and its jobs in one transaction; known jobs are left as they are."""
+        now = utcnow()
+        with self._write() as db:
+            row = db.scalar(select(Sweep).where(Sweep.name == sweep.name))
+            if row is None:
+                row = Sweep(name=sweep.name, created_at=now)
+                db.add(row)
+            row.source, row.updated_at = source, now
+            row.spec_json = sweep.model_dump_json()
+            row.inventory_json = inventory.model_dump_json()
+            db.flush()
+            known = set(db.scalars(select(Job.key).where(Job.sweep_id == row.id)))
+            fresh = [job for job in jobs if job.key not in known]
+            for job in fresh:
+                db.add(Job(sweep_id=row.id, key=job.key, target=job.target,
+                           model=job.model.name, model_path=job.model.path, variant=job.variant,
+                           task=job.task, batch_size=job.batch_size, seq_len=job.seq_len,
+                           spec_json=json.dumps(job.runner_spec()),
+                           status="queued", attempts=0, created_at=now))
+            return SubmittedSweep(row.id, row.name, len(fresh), len(jobs) - len(fresh))
+
+    def runnable_jobs(self, sweep_id: int, keys: set[str]) -> list[QueuedJob]:
+        """Jobs of these keys not yet finished. A job left 'running' or 'cancelled' by an
+        earlier controller runs again; finished ones never do."""
+        with self.session() as db:
+            rows = db.scalars(select(Job).where(
+                Job.sweep_id == sweep_id, Job.status.not_in(FINAL_STATUSES)).order_by(Job.id))
+            return [QueuedJob(r.id, r.key, r.target, json.loads(r.spec_json))
+                    for r in rows if r.key in keys]
+
+    def finished_keys(self, sweep_name: str) -> set[str]:
+        with self.session() as db:
+            return set(db.scalars(select(Job.key).join(Sweep).where(
+                Sweep.name == sweep_name, Job.status.in_(FINAL_STATUSES))))
+
+    def job_started(self, job_id: int, device: str) -> None:
+        with self._write() as db:
+            db.execute(update(Job).where(Job.id == job_id).values(
+                status="running", device=device, started_at=utcnow(), finished_at=None,
+                phase="queued", error=None, attempts=Job.attempts + 1))
+
+    def job_phase(self, job_id: int, phase: str) -> None:
+        with self._write() as db:
+            db.execute(update(Job).where(Job.id == job_id).values(phase=phase))
+
+    def job_requeued(self, job_ids: list[int], reason: str) -> None:
+        with self._write() as db:
+            db.execute(update(Job).where(Job.id.in_(job_ids), Job.status == "running").values(
+                status="queued", phase=None, error=reason))
+
+    def job_finished(self, job_id: int, outcome: dict) -> None:
+        """Store a job's outcome and its figures together, in one transaction."""
+        result = outcome.get("result") or {}
+        with self._write() as db:
+            db.execute(update(Job).where(Job.id == job_id).values(
+                status=outcome["status"], error=outcome.get("error"), phase=None,
+                device=outcome["device"], started_at=from_epoch(outcome["started_at"]),
+                finished_at=from_epoch(outcome["finished_at"])))
+            if any(result.get(f) is not None for f in _RESULT_FIELDS):
+                existing = db.scalar(select(Result).where(Result.job_id == job_id))
+                if existing is not None:
+                    db.delete(existing)
+                    db.flush()
+                latencies = result.get("latencies_ms")
+                db.add(Result(
+                    job_id=job_id, device=outcome["device"], created_at=utcnow(),
+                    latencies_json=json.dumps(latencies) if latencies is not None else None,
+                    env_json=json.dumps(result.get("env"), sort_keys=True),
+                    **{f: result.get(f) for f in _RESULT_FIELDS}))
+
+    def status_counts(self, sweep_id: int) -> dict[str, int]:
+        with self.session() as db:
+            rows = db.execute(select(Job.status, func.count()).where(Job.sweep_id == sweep_id)
+                              .group_by(Job.status))
+            return {status: n for status, n in rows}
+
+    def sweep_results(self, sweep_name: str) -> list[dict]:
+        with self.session() as db:
+            rows = db.execute(text("SELECT * FROM v_results WHERE sweep = :name "
+                                   "ORDER BY model, variant, task, batch_size, seq_len, device"),
+                              {"name": sweep_name})
+            return [dict(r._mapping) for r in rows]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class _Transaction:
+    """A session that commits on success and maps database errors into StoreError."""
+
+    def __init__(self, factory):
+        self.db: Session = factory()
+
+    def __enter__(self) -> Session:
+        return self.db
+
+    def __exit__(self, kind, error, _tb) -> bool:
+        try:
+            if kind is None:
+                self.db.commit()
+            else:
+                self.db.rollback()
+        except SQLAlchemyError as failure:
+            self.db.rollback()
+            raise StoreError(f"database write failed: {_reason(failure)}") from None
+        finally:
+            self.db.close()
+        if isinstance(error, SQLAlchemyError):
+            raise StoreError(f"database write failed: {_reason(error)}") from None
+        return False
+
+
+def _reason(error: SQLAlchemyError) -> str:
+    return str(getattr(error, "orig", None) or error).splitlines()[0]

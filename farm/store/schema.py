@@ -1,0 +1,92 @@
+"""The database's tables. Change them only together with a new migration in migrations/."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String,
+                        Text, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JOB_STATUSES = ("queued", "running", "done", "oom", "failed", "timeout", "cancelled")
+FINAL_STATUSES = ("done", "oom", "failed", "timeout")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Sweep(Base):
+    __tablename__ = "sweeps"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    source: Mapped[str] = mapped_column(Text)  # the sweep file's path when last submitted
+    spec_json: Mapped[str] = mapped_column(Text)
+    inventory_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    jobs: Mapped[list[Job]] = relationship(back_populates="sweep")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("sweep_id", "key", name="uq_jobs_sweep_key"),
+        CheckConstraint(f"status in {JOB_STATUSES!r}", name="ck_jobs_status"),
+        Index("ix_jobs_status", "status"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id"))
+    key: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(64))  # device name or tag from the sweep
+    device: Mapped[str | None] = mapped_column(String(64))  # the device that ran it
+    model: Mapped[str] = mapped_column(String(64))
+    model_path: Mapped[str | None] = mapped_column(Text)
+    variant: Mapped[str] = mapped_column(String(32))
+    task: Mapped[str] = mapped_column(String(32))
+    batch_size: Mapped[int] = mapped_column(Integer)
+    seq_len: Mapped[int] = mapped_column(Integer)
+    spec_json: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    phase: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+    sweep: Mapped[Sweep] = relationship(back_populates="jobs")
+    result: Mapped[Result | None] = relationship(back_populates="job")
+
+
+class Result(Base):
+    """One row per job that produced figures (done, and oom/timeout with the memory seen)."""
+    __tablename__ = "results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
+    device: Mapped[str] = mapped_column(String(64))
+    iters: Mapped[int | None] = mapped_column(Integer)
+    window_s: Mapped[float | None] = mapped_column(Float)
+    p50_ms: Mapped[float | None] = mapped_column(Float)
+    p90_ms: Mapped[float | None] = mapped_column(Float)
+    p95_ms: Mapped[float | None] = mapped_column(Float)
+    p99_ms: Mapped[float | None] = mapped_column(Float)
+    mean_ms: Mapped[float | None] = mapped_column(Float)
+    stdev_ms: Mapped[float | None] = mapped_column(Float)
+    min_ms: Mapped[float | None] = mapped_column(Float)
+    max_ms: Mapped[float | None] = mapped_column(Float)
+    per_sample_ms: Mapped[float | None] = mapped_column(Float)
+    throughput: Mapped[float | None] = mapped_column(Float)  # samples per second
+    peak_mem_mb: Mapped[float | None] = mapped_column(Float)  # container peak, else process peak
+    container_peak_mb: Mapped[float | None] = mapped_column(Float)
+    process_peak_mb: Mapped[float | None] = mapped_column(Float)
+    memory_limit_mb: Mapped[float | None] = mapped_column(Float)
+    load_s: Mapped[float | None] = mapped_column(Float)
+    load_peak_mb: Mapped[float | None] = mapped_column(Float)
+    flops: Mapped[int | None] = mapped_column(Integer)  # per sample
+    params: Mapped[int | None] = mapped_column(Integer)
+    energy_mj: Mapped[float | None] = mapped_column(Float)  # per sample
+    metric: Mapped[str | None] = mapped_column(String(32))
+    score: Mapped[float | None] = mapped_column(Float)
+    latencies_json: Mapped[str | None] = mapped_column(Text)  # every timed call, in ms
+    env_json: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    job: Mapped[Job] = relationship(back_populates="result")

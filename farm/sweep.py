@@ -1,0 +1,163 @@
+"""Sweep files: what to measure. A sweep expands into jobs, each with a stable content key, so
+that submitting the same file again finds the jobs it already has.
+
+    name: demo
+    devices: [nano-2gb]        # device names or tags (a tag is a pool of interchangeable devices)
+    models: [bert-tiny, {name: mine, path: checkpoints/mine}]
+    variants: [fp32, int8]
+    tasks: [synthetic]
+    batch_sizes: [1, 8]
+    seq_lens: [128]
+    measure: {warmup: 3, min_iters: 10, min_seconds: 1.0}
+    timeout_s: 600
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
+                      model_validator)
+
+from agents.catalog import CATALOG, TASKS, VARIANTS
+from farm.config import Problem, field_name, load_spec
+from farm.errors import ConfigError
+from farm.inventory import Inventory, Name
+
+
+class Measure(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    warmup: int = Field(3, ge=0)
+    min_iters: int = Field(10, ge=1)
+    min_seconds: float = Field(1.0, ge=0)
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name
+    path: str | None = None  # a local checkpoint directory (config, weights, tokenizer)
+
+    def as_job(self) -> dict:
+        return {"name": self.name, "path": self.path}
+
+
+class Sweep(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name
+    devices: tuple[str, ...] | None = None
+    models: tuple[ModelRef, ...] = Field(min_length=1)
+    variants: tuple[str, ...] = Field(("fp32",), min_length=1)
+    tasks: tuple[str, ...] = Field(("synthetic",), min_length=1)
+    batch_sizes: tuple[Annotated[int, Field(gt=0)], ...] = Field((1,), min_length=1)
+    seq_lens: tuple[Annotated[int, Field(gt=0)], ...] = Field((128,), min_length=1)
+    measure: Measure = Measure()
+    timeout_s: float = Field(600, gt=0)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _names_as_refs(cls, models):
+        if isinstance(models, (list, tuple)):
+            return [{"name": m} if isinstance(m, str) else m for m in models]
+        return models
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models, info: ValidationInfo):
+        base = Path((info.context or {}).get("base_dir", "."))
+        for ref in models:
+            if ref.path is None and ref.name not in CATALOG:
+                raise Problem(f"unknown model {ref.name!r}",
+                              f"use a catalog name ({', '.join(sorted(CATALOG))}) or add path:")
+            if ref.path is not None and not (base / ref.path / "config.json").is_file():
+                raise Problem(f"model {ref.name!r}: no config.json in {base / ref.path}",
+                              "point path: at a saved checkpoint directory")
+        return models
+
+    @field_validator("variants")
+    @classmethod
+    def _known_variants(cls, variants):
+        return _all_known(variants, VARIANTS, "variant")
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks):
+        return _all_known(tasks, TASKS, "task")
+
+    @model_validator(mode="after")
+    def _resolve_paths(self, info: ValidationInfo):
+        base = Path((info.context or {}).get("base_dir", "."))
+        refs = tuple(ModelRef(name=m.name, path=str((base / m.path).resolve())) if m.path else m
+                     for m in self.models)
+        object.__setattr__(self, "models", refs)
+        return self
+
+
+def _all_known(values, known, what):
+    for value in values:
+        if value not in known:
+            raise Problem(f"unknown {what} {value!r}", f"use one of: {', '.join(known)}")
+    return values
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    target: str  # the device name or tag the sweep named
+    model: ModelRef
+    variant: str
+    task: str
+    batch_size: int
+    seq_len: int
+    measure: Measure
+    timeout_s: float
+    seq_lens: tuple[int, ...] = ()  # all of the sweep's, so that a load counts FLOPs for each
+
+    @property
+    def identity(self) -> dict:
+        """Everything that changes what is measured (timeout_s does not)."""
+        return {"target": self.target, "model": self.model.as_job(), "variant": self.variant,
+                "task": self.task, "batch_size": self.batch_size, "seq_len": self.seq_len,
+                "measure": self.measure.model_dump()}
+
+    def runner_spec(self) -> dict:
+        """What a device runner is given: the identity plus settings that do not change it."""
+        return self.identity | {"timeout_s": self.timeout_s, "seq_lens": list(self.seq_lens)}
+
+    @property
+    def key(self) -> str:
+        canonical = json.dumps(self.identity, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    return load_spec(path, Sweep, context={"base_dir": str(Path(path).resolve().parent)})
+
+
+def resolve_targets(sweep: Sweep, inventory: Inventory, sweep_file: str,
+                    inventory_file: str) -> dict[str, list[str]]:
+    """Each target of the sweep -> the devices that may run its jobs."""
+    if sweep.devices is None:
+        return {"*": [d.name for d in inventory.devices]}
+    pools = {}
+    for i, target in enumerate(sweep.devices):
+        pool = inventory.pool(target)
+        if not pool:
+            known = sorted(set(inventory.by_name()) | {t for d in inventory.devices for t in d.tags})
+            raise ConfigError(sweep_file, field_name(("devices", i)),
+                              f"no device or tag named {target!r} in {inventory_file}",
+                              f"use one of: {', '.join(known)}")
+        pools[target] = pool
+    return pools
+
+
+def expand(sweep: Sweep, targets: list[str]) -> list[JobSpec]:
+    jobs = [JobSpec(target, model, variant, task, batch, seq, sweep.measure, sweep.timeout_s,
+                    tuple(sorted(sweep.seq_lens)))
+            for target, model, variant, task, batch, seq in itertools.product(
+                targets, sweep.models, sweep.variants, sweep.tasks, sweep.batch_sizes,
+                sweep.seq_lens)]
+    unique = {job.key: job for job in jobs}  # a value listed twice is one job
+    return list(unique.values())

@@ -1,0 +1,87 @@
+"""The agent as the controller sees it: a real process speaking JSON lines."""
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from agents import content_hash
+from agents.measure import percentile, summarize
+from conftest import QUICK, REPO
+from farm.devices.process import agent_env
+
+
+def _agent(commands, *, extra_env=None):
+    env = dict(agent_env(1), **(extra_env or {}))
+    lines = "".join(json.dumps(c) + "\n" for c in commands)
+    done = subprocess.run([sys.executable, "-m", "agents"], input=lines, capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=300)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    return events, done.stderr
+
+
+def test_load_once_run_twice_with_every_figure():
+    load = {"op": "load", "model": {"name": "bert-tiny"}, "variant": "fp32", "threads": 1,
+            "seq_lens": [16, 32]}
+    runs = [{"op": "run", "job": {"key": f"k{b}", "task": "synthetic", "batch_size": b,
+                                  "seq_len": 32, "measure": QUICK}} for b in (1, 4)]
+    events, stderr = _agent([load, *runs, {"op": "exit"}])
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "hello" and kinds[-1] == "bye", stderr
+    assert kinds.count("loaded") == 1 and kinds.count("result") == 2
+    hello = events[0]
+    assert hello["agent"] == content_hash() and hello["env"]["python"]
+    results = [e for e in events if e["event"] == "result"]
+    for result, batch in zip(results, (1, 4)):
+        lat = sorted(result["latencies_ms"])
+        assert result["iters"] == len(lat) >= QUICK["min_iters"]
+        assert result["p50_ms"] == pytest.approx(statistics.median(lat), rel=1e-4)
+        assert result["per_sample_ms"] == pytest.approx(result["mean_ms"] / batch)
+        assert result["params"] == 4386178  # bert-tiny with a 2-label head
+        assert result["flops"] > 0 and result["process_peak_mb"] > 0
+        assert result["window_s"] >= QUICK["min_seconds"]
+
+
+def test_failures_become_events_and_the_agent_goes_on():
+    events, _ = _agent([
+        {"op": "load", "model": {"name": "no-such-model"}, "variant": "fp32"},
+        {"op": "load", "model": {"name": "bert-tiny"}, "variant": "int8", "seq_lens": [8]},
+        {"op": "run", "job": {"key": "k", "task": "synthetic", "batch_size": 1, "seq_len": 8,
+                              "measure": QUICK}},
+        {"op": "exit"}])
+    errors = [e for e in events if e["event"] == "error"]
+    assert len(errors) == 1 and "no-such-model" in errors[0]["message"]
+    assert errors[0]["kind"] == "model"
+    assert any(e["event"] == "result" and e["job"] == "k" for e in events)
+
+
+def test_stray_output_cannot_break_the_event_stream():
+    script = ("import os, sys; from agents.protocol import Channel; c = Channel(); "
+              "print('stray'); os.write(1, b'C-level noise\\n'); sys.stdout.flush(); "
+              "c.emit('hello', x=1)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO)
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [{"event": "hello", "x": 1}]
+    assert "stray" in done.stderr and "C-level noise" in done.stderr
+
+
+def test_percentiles_match_numpy_linear_interpolation():
+    numpy = pytest.importorskip("numpy")
+    values = sorted(random.Random(4).uniform(1, 50) for _ in range(37))
+    for q in (0, 50, 90, 95, 99, 100):
+        assert percentile(values, q) == pytest.approx(float(numpy.percentile(values, q)))
+    summary = summarize([v / 1000 for v in values], batch_size=4, window_s=1.0)
+    assert summary["throughput"] == pytest.approx(4 * 37 / (sum(values) / 1000))
+
+
+def test_agent_source_is_python36():
+    vermin = shutil.which("vermin", path=os.path.dirname(sys.executable))
+    assert vermin, "vermin is installed with farm's test extras"
+    done = subprocess.run([vermin, "--target=3.6-", "--no-tips", "--violations",
+                           "--eval-annotations", str(REPO / "agents")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,62 @@
+"""Real cgroups: the limit holds, an OOM kill is seen, the peak resets, nothing is left behind."""
+import subprocess
+import sys
+import time
+
+import pytest
+
+from farm.cgroups import open_container
+from farm.errors import ContainerError
+
+ALLOCATE = "import time; x = bytearray({mib} * 2**20); x[::4096] = b'1' * len(x[::4096]); time.sleep({hold})"
+
+
+def _run_inside(container, mib, hold=0.0):
+    argv = container.join_command([sys.executable, "-c", ALLOCATE.format(mib=mib, hold=hold)])
+    return subprocess.run(argv, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def container(cgroups, device_names):
+    made = open_container(device_names(1)[0], 160 * 2**20, 1)
+    yield made
+    made.remove()
+
+
+def test_limit_and_oom_kill_are_seen(container):
+    assert container.limit_bytes() == 160 * 2**20
+    before = container.oom_kills()
+    ok = _run_inside(container, 40)
+    assert ok.returncode == 0, ok.stderr
+    killed = _run_inside(container, 400)
+    assert killed.returncode == -9
+    assert container.oom_kills() == before + 1
+    assert container.peak_bytes() >= 150 * 2**20
+
+
+def test_peak_resets_to_what_is_live(container):
+    _run_inside(container, 100)
+    assert container.peak_bytes() >= 100 * 2**20
+    assert container.reset_peak()
+    _run_inside(container, 10)
+    assert container.peak_bytes() < 80 * 2**20
+
+
+def test_a_device_in_use_is_refused_and_removal_cleans_up(cgroups, device_names):
+    name = device_names(1)[0]
+    first = open_container(name, 64 * 2**20, None)
+    argv = first.join_command([sys.executable, "-c", "import time; time.sleep(30)"])
+    sleeper = subprocess.Popen(argv)
+    try:
+        for _ in range(50):
+            if first.pids():
+                break
+            time.sleep(0.1)
+        assert first.pids() == [sleeper.pid]
+        with pytest.raises(ContainerError, match="in use"):
+            open_container(name, 64 * 2**20, None)
+    finally:
+        first.remove()
+        sleeper.wait(timeout=10)
+    assert sleeper.returncode == -9
+    assert not first.memory_dir.exists() if hasattr(first, "memory_dir") else not first.path.exists()

@@ -1,0 +1,79 @@
+import pytest
+
+from farm.errors import ConfigError
+from farm.inventory import load_inventory
+from farm.sweep import expand, load_sweep, resolve_targets
+
+INVENTORY = """
+devices:
+  - {name: emu-1, kind: cgroup, memory: 2GiB, tags: [nano-2gb]}
+  - {name: emu-2, kind: cgroup, memory: 2GiB, tags: [nano-2gb]}
+  - {name: box, kind: local}
+"""
+
+
+def _sweep(write_yaml, **fields):
+    data = {"name": "s", "models": ["bert-tiny"]} | fields
+    return write_yaml("sweep.yaml", data)
+
+
+def test_expansion_is_the_product_with_stable_keys(write_yaml):
+    path = _sweep(write_yaml, devices=["nano-2gb", "box"], models=["bert-tiny", "bert-mini"],
+                  variants=["fp32", "int8"], batch_sizes=[1, 8], seq_lens=[64, 128])
+    sweep = load_sweep(path)
+    jobs = expand(sweep, ["nano-2gb", "box"])
+    assert len(jobs) == 2 * 2 * 2 * 2 * 2
+    assert len({j.key for j in jobs}) == len(jobs)
+    again = expand(load_sweep(path), ["nano-2gb", "box"])
+    assert [j.key for j in again] == [j.key for j in jobs]
+
+
+def test_key_changes_with_what_is_measured_only(write_yaml):
+    base = expand(load_sweep(_sweep(write_yaml)), ["x"])[0]
+    longer_timeout = expand(load_sweep(_sweep(write_yaml, timeout_s=5)), ["x"])[0]
+    more_iters = expand(load_sweep(_sweep(write_yaml, measure={"min_iters": 50})), ["x"])[0]
+    assert base.key == longer_timeout.key
+    assert base.key != more_iters.key
+
+
+def test_targets_are_names_or_tags(write_yaml):
+    inventory = load_inventory(write_yaml("inventory.yaml", INVENTORY))
+    sweep = load_sweep(_sweep(write_yaml, devices=["nano-2gb", "box"]))
+    pools = resolve_targets(sweep, inventory, "sweep.yaml", "inventory.yaml")
+    assert pools == {"nano-2gb": ["emu-1", "emu-2"], "box": ["box"]}
+    everything = resolve_targets(load_sweep(_sweep(write_yaml)), inventory, "s", "i")
+    assert everything == {"*": ["emu-1", "emu-2", "box"]}
+
+
+def test_unknown_target_is_an_error_naming_the_choices(write_yaml):
+    inventory = load_inventory(write_yaml("inventory.yaml", INVENTORY))
+    sweep = load_sweep(_sweep(write_yaml, devices=["box", "nano-4gb"]))
+    with pytest.raises(ConfigError) as caught:
+        resolve_targets(sweep, inventory, "sweep.yaml", "inventory.yaml")
+    assert caught.value.field == "devices[1]"
+    assert "nano-4gb" in str(caught.value) and "nano-2gb" in str(caught.value)
+
+
+@pytest.mark.parametrize("fields, field, words", [
+    ({"models": ["bert-huge"]}, "models", "bert-tiny"),
+    ({"variants": ["fp32", "int4"]}, "variants", "int8"),
+    ({"tasks": ["imagenet"]}, "tasks", "synthetic"),
+    ({"batch_sizes": [1, 0]}, "batch_sizes[1]", "larger"),
+    ({"measure": {"min_iters": 0}}, "measure.min_iters", "larger"),
+    ({"batch_size": [1]}, "batch_size", "remove this key"),
+    ({"models": [{"name": "mine", "path": "nowhere"}]}, "models", "config.json"),
+])
+def test_bad_sweeps_are_refused(write_yaml, fields, field, words):
+    path = _sweep(write_yaml, **fields)
+    with pytest.raises(ConfigError) as caught:
+        load_sweep(path)
+    assert caught.value.field == field
+    assert caught.value.file == str(path)
+    assert words in str(caught.value)
+
+
+def test_local_checkpoint_paths_resolve_against_the_sweep_file(write_yaml, tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    sweep = load_sweep(_sweep(write_yaml, models=[{"name": "mine", "path": "ckpt"}]))
+    assert sweep.models[0].path == str(tmp_path / "ckpt")
