@@ -81,6 +81,7 @@ def submit(
 
     with SweepProgress(out) as progress:
         report = run_sweep(sweep, inventory, db=db, ray_address=ray_address, observer=progress)
+    out.line()
     out.print(results_table(f"sweep {report.sweep}", report.results))
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     out.print(f"{report.total_jobs} jobs ({counts}); ran {report.ran} now.")
