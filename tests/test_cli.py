@@ -117,8 +117,9 @@ def _node_ids(address: str, env: dict) -> list[str]:
 
 def test_ray_address_drives_a_separately_started_cluster(cgroups, tmp_path, ray_cluster):
     address, name, env = ray_cluster
+    [node] = _node_ids(address, env)
     (tmp_path / "inventory.yaml").write_text(
-        f"devices:\n  - {{name: {name}, kind: cgroup, memory: 1GiB, cpus: 1}}\n")
+        f"devices:\n  - {{name: {name}, kind: cgroup, memory: 1GiB, cpus: 1, node: {node}}}\n")
     (tmp_path / "sweep.yaml").write_text(json.dumps(
         {"name": "cluster", "models": ["bert-tiny"], "batch_sizes": [1, 2], "seq_lens": [16],
          "measure": QUICK}))
@@ -128,4 +129,39 @@ def test_ray_address_drives_a_separately_started_cluster(cgroups, tmp_path, ray_
         statuses = db.execute("select status from jobs").fetchall()
         envs = [json.loads(e) for (e,) in db.execute("select env_json from results")]
     assert statuses == [("done",), ("done",)]
-    assert {e["ray_node"] for e in envs} <= set(_node_ids(address, env)) and envs
+    assert [e["ray_node"] for e in envs] == [node, node]
+
+
+def test_ctrl_c_cancels_the_running_job_and_leaves_the_rest_queued(cgroups, tmp_path,
+                                                                    device_names):
+    name = device_names(1)[0]
+    (tmp_path / "inventory.yaml").write_text(
+        f"devices:\n  - {{name: {name}, kind: cgroup, memory: 1GiB, cpus: 1}}\n")
+    (tmp_path / "sweep.yaml").write_text(json.dumps(
+        {"name": "long", "models": ["bert-tiny"], "batch_sizes": [1, 2], "seq_lens": [16],
+         "measure": {"warmup": 1, "min_iters": 1, "min_seconds": 300}}))
+    farm = subprocess.Popen([FARM, "submit", "sweep.yaml"], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while _phase(tmp_path / "farm.db") != "timing":
+            assert farm.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        farm.send_signal(signal.SIGINT)
+        _, stderr = farm.communicate(timeout=60)
+    finally:
+        farm.kill()
+    assert farm.returncode == 130 and "interrupted" in stderr
+    with sqlite3.connect(tmp_path / "farm.db") as db:
+        statuses = sorted(s for (s,) in db.execute("select status from jobs"))
+    assert statuses == ["cancelled", "queued"]
+
+
+def _phase(db_path: Path) -> str | None:
+    try:
+        with sqlite3.connect(db_path) as db:
+            row = db.execute("select phase from jobs where status = 'running'").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
