@@ -39,8 +39,11 @@ CATALOG = {
         "vocab_size": 32000, "type_vocab_size": 4}},
 }
 
-# int8 = dynamic quantization of the Linear layers (weights int8, activations quantized per call).
-VARIANTS = ("fp32", "int8")
+# int8 = dynamic quantization of the Linear layers (weights int8, activations quantized per call),
+# on CPU; fp16 = half precision on CUDA (devices with `cuda: true`); fp32 on the GPU where there
+# is one.
+VARIANTS = ("fp32", "int8", "fp16")
+CUDA_ONLY_VARIANTS = ("fp16",)
 
 # Input kinds the agent can feed. GLUE tasks arrive with the accuracy work.
 TASKS = ("synthetic",)

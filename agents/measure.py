@@ -10,11 +10,13 @@ import math
 import time
 
 
-def time_calls(call, warmup, min_iters, min_seconds, on_phase=None):
-    for _ in range(warmup):
+def warm_up(call, count):
+    for _ in range(count):
         call()
-    if on_phase:
-        on_phase("timing")
+
+
+def time_calls(call, min_iters, min_seconds):
+    """Timed calls until both min_iters and min_seconds are met: (latencies s, window s)."""
     latencies = []
     clock = time.perf_counter
     started = clock()
@@ -84,15 +86,28 @@ def reset_process_peak():
         return False
 
 
-def count_flops(model, inputs):
-    """FLOPs of one forward pass by torch's own counter; None where this torch has no counter."""
-    try:
-        from torch.utils.flop_counter import FlopCounterMode
-    except ImportError:
-        return None
+def synchronized(call, device):
+    """On CUDA a call returns before the GPU is done: wait for it, or the timing is a lie."""
+    if device != "cuda":
+        return call
     import torch
 
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(**inputs)
-    return int(counter.get_total_flops())
+    def call_and_wait():
+        out = call()
+        torch.cuda.synchronize()
+        return out
+    return call_and_wait
+
+
+def reset_cuda_peak(device):
+    if device == "cuda":
+        import torch
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def cuda_peak_mb(device):
+    if device != "cuda":
+        return None
+    import torch
+    return torch.cuda.max_memory_allocated() / 1048576.0

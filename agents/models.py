@@ -22,18 +22,34 @@ def build(model_spec):
     return AutoModelForSequenceClassification.from_config(config).eval()
 
 
-def apply_variant(model, variant):
+def torch_device(variant, cuda):
+    """Where a variant runs: fp16 needs CUDA; int8 dynamic quantization exists on CPU only;
+    fp32 uses the GPU on a device that has one."""
+    import torch
+
+    if variant == "int8" or not cuda:
+        if variant == "fp16":
+            raise UnknownModel("fp16 runs on CUDA only, and this device has none")
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise UnknownModel("the inventory says this device has CUDA, but torch sees none")
+    return "cuda"
+
+
+def apply_variant(model, variant, device="cpu"):
     import torch
 
     if variant == "fp32":
-        return model
+        return model.to(device)
+    if variant == "fp16":
+        return model.half().to(device)
     if variant == "int8":
         quantization = getattr(torch, "ao", torch).quantization
         return quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     raise UnknownModel("unknown variant %r" % variant)
 
 
-def synthetic_inputs(model, batch_size, seq_len, seed=0):
+def synthetic_inputs(model, batch_size, seq_len, seed=0, device="cpu"):
     """Random token ids of exactly seq_len, full attention: the cost of a padded batch."""
     import torch
 
@@ -45,7 +61,7 @@ def synthetic_inputs(model, batch_size, seq_len, seed=0):
         inputs["attention_mask"] = torch.ones(batch_size, seq_len, dtype=torch.long)
     if "token_type_ids" in accepted:
         inputs["token_type_ids"] = torch.zeros(batch_size, seq_len, dtype=torch.long)
-    return inputs
+    return {name: tensor.to(device) for name, tensor in inputs.items()}
 
 
 def parameter_count(model):

@@ -1,7 +1,8 @@
 """The agent's command loop.
 
 Commands (one JSON object per line on stdin):
-  {"op": "load", "model": {"name": ..., "path": ...}, "variant": "fp32", "threads": 1, "seq_lens": [128]}
+  {"op": "load", "model": {"name": ..., "path": ...}, "variant": "fp32", "threads": 1,
+   "seq_lens": [128], "cuda": false}
   {"op": "run", "job": {"key": ..., "task": "synthetic", "batch_size": 1, "seq_len": 128,
                         "measure": {"warmup": 3, "min_iters": 10, "min_seconds": 1.0}}}
   {"op": "exit"}
@@ -9,35 +10,17 @@ Events (stdout): hello, loaded, phase, result, error. One model is loaded at a t
 every job sent after it, so a (model, variant) group pays its load once.
 """
 import os
-import platform
 import sys
 import threading
 import time
 import traceback
 
 from agents import content_hash
-from agents import measure, models
+from agents import energy, environment, flops, measure, models
 from agents.protocol import Channel
 
 _OOM_TEXT = ("can't allocate memory", "out of memory", "not enough memory")
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware")):
-                    return line.split(":", 1)[1].strip()
-    except (IOError, OSError):
-        pass
-    return platform.processor() or None
-
-
-def environment():
-    return {
-        "python": platform.python_version(), "platform": platform.platform(),
-        "machine": platform.machine(), "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(),
-    }
+IDLE_S = 0.5  # idle power is read over this long before each timed window, where a meter exists
 
 
 def _is_oom(error):
@@ -48,10 +31,12 @@ class Agent(object):
     def __init__(self, channel):
         self.channel = channel
         self.model = None
+        self.device = "cpu"
         self.flops_by_seq = {}
         self.params = None
+        self.meter = energy.open_meter()
 
-    def load(self, model_spec, variant, threads, seq_lens):
+    def load(self, model_spec, variant, threads, seq_lens, cuda):
         started = time.perf_counter()
         import torch
         import transformers
@@ -60,37 +45,55 @@ class Agent(object):
         self.model = None
         fp32 = models.build(model_spec)
         self.params = models.parameter_count(fp32)
-        # FLOPs are counted on the fp32 graph: int8 kernels do the same arithmetic, but the
-        # counter does not see quantized ops.
+        # FLOPs are counted on the fp32 graph: int8 and fp16 kernels do the same arithmetic.
         self.flops_by_seq = {}
         for seq_len in seq_lens:
-            flops = measure.count_flops(fp32, models.synthetic_inputs(fp32, 1, seq_len))
-            self.flops_by_seq[str(seq_len)] = flops
-        self.model = models.apply_variant(fp32, variant)
+            count, method = flops.count(fp32, models.synthetic_inputs(fp32, 1, seq_len))
+            self.flops_by_seq[str(seq_len)] = (count, method)
+        self.device = models.torch_device(variant, cuda)
+        self.model = models.apply_variant(fp32, variant, self.device)
+        del fp32
         return {"event": "loaded", "load_s": time.perf_counter() - started, "params": self.params,
-                "load_peak_mb": measure.process_peak_mb(), "torch": torch.__version__,
-                "transformers": transformers.__version__, "threads": torch.get_num_threads()}
+                "load_peak_mb": measure.process_peak_mb(), "threads": torch.get_num_threads(),
+                "cuda_load_peak_mb": measure.cuda_peak_mb(self.device),
+                "transformers": transformers.__version__, "torch_device": self.device,
+                "env": environment.describe(torch)}
 
     def run(self, job):
         import torch
 
         key, batch, seq_len = job["key"], int(job["batch_size"]), int(job["seq_len"])
         settings = job["measure"]
+        started = time.perf_counter()
         self.channel.emit("phase", job=key, phase="warmup")
         measure.reset_process_peak()
-        inputs = models.synthetic_inputs(self.model, batch, seq_len)
+        measure.reset_cuda_peak(self.device)
+        inputs = models.synthetic_inputs(self.model, batch, seq_len, device=self.device)
+        call = measure.synchronized(lambda: self.model(**inputs), self.device)
         no_grad = getattr(torch, "inference_mode", torch.no_grad)
         with no_grad():
-            latencies, window = measure.time_calls(
-                lambda: self.model(**inputs), int(settings["warmup"]), int(settings["min_iters"]),
-                float(settings["min_seconds"]),
-                on_phase=lambda p: self.channel.emit("phase", job=key, phase=p))
+            measure.warm_up(call, int(settings["warmup"]))
+            self.channel.emit("phase", job=key, phase="timing")
+
+            def timed_window():
+                latencies, window = measure.time_calls(
+                    call, int(settings["min_iters"]), float(settings["min_seconds"]))
+                return batch * len(latencies), window, (latencies, window)
+
+            (latencies, window), power = energy.measure_window(self.meter, timed_window, IDLE_S)
         result = measure.summarize(latencies, batch, window)
-        flops = self.flops_by_seq.get(str(seq_len))
+        result.update(power)
+        count, method = self.flops_by_seq.get(str(seq_len), (None, None))
         result.update(
             event="result", job=key, process_peak_mb=measure.process_peak_mb(),
-            params=self.params, flops=flops, latencies_ms=[round(x * 1000.0, 6) for x in latencies])
+            cuda_peak_mb=measure.cuda_peak_mb(self.device), params=self.params, flops=count,
+            flops_method=method, job_s=time.perf_counter() - started,
+            latencies_ms=[round(x * 1000.0, 6) for x in latencies])
         return result
+
+    def close(self):
+        if self.meter is not None:
+            self.meter.close()
 
 
 def _exit_with_parent(parent_pid):
@@ -107,15 +110,25 @@ def main():
     watchdog.start()
     channel = Channel()
     agent = Agent(channel)
-    channel.emit("hello", agent=content_hash(), pid=os.getpid(), env=environment())
+    channel.emit("hello", agent=content_hash(), pid=os.getpid(), env=environment.describe(),
+                 energy_source=agent.meter.source if agent.meter else None)
+    try:
+        serve(channel, agent)
+    finally:
+        agent.close()
+    channel.emit("bye")
+
+
+def serve(channel, agent):
     for command in channel.commands():
         op, job_key = command.get("op"), (command.get("job") or {}).get("key")
         try:
             if op == "exit":
-                break
+                return
             elif op == "load":
                 reply = agent.load(command["model"], command["variant"],
-                                   command.get("threads", 1), command.get("seq_lens", []))
+                                   command.get("threads", 1), command.get("seq_lens", []),
+                                   bool(command.get("cuda")))
             elif op == "run":
                 reply = agent.run(command["job"])
             else:
@@ -130,4 +143,3 @@ def main():
             kind = "oom" if _is_oom(error) else "model"
             channel.emit("error", job=job_key, kind=kind,
                          message="%s: %s" % (type(error).__name__, error))
-    channel.emit("bye")

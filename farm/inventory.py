@@ -6,6 +6,8 @@
         memory: 2GiB          # memory limit of the container; swap off inside it
         cpus: 1               # CPU allowance (CFS quota); torch threads follow it
         node: null            # optional Ray node (IP or node id) to place the device on
+        cuda: false           # whether jobs may use a CUDA GPU here (fp16 needs one)
+        python: null          # the interpreter that runs the agent (default: farm's own)
         tags: [nano-2gb, emulated]
 """
 from __future__ import annotations
@@ -49,6 +51,8 @@ class _Device(BaseModel):
     name: Name
     tags: tuple[Name, ...] = ()
     node: str | None = None
+    cuda: bool = False
+    python: str | None = None
 
 
 class CgroupDevice(_Device):

@@ -23,7 +23,7 @@ from typing import Annotated
 from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
                       model_validator)
 
-from agents.catalog import CATALOG, TASKS, VARIANTS
+from agents.catalog import CATALOG, CUDA_ONLY_VARIANTS, TASKS, VARIANTS
 from farm.config import Problem, field_name, load_spec
 from farm.errors import ConfigError
 from farm.inventory import Inventory, Name
@@ -150,7 +150,23 @@ def resolve_targets(sweep: Sweep, inventory: Inventory, sweep_file: str,
                               f"no device or tag named {target!r} in {inventory_file}",
                               f"use one of: {', '.join(known)}")
         pools[target] = pool
+    _check_cuda(sweep, inventory, pools, sweep_file, inventory_file)
     return pools
+
+
+def _check_cuda(sweep: Sweep, inventory: Inventory, pools: dict[str, list[str]],
+                sweep_file: str, inventory_file: str) -> None:
+    """A CUDA-only variant needs every device that may run it to have CUDA."""
+    devices = inventory.by_name()
+    for variant in (v for v in sweep.variants if v in CUDA_ONLY_VARIANTS):
+        for pool in pools.values():
+            lacking = [name for name in pool if not devices[name].cuda]
+            if lacking:
+                raise ConfigError(
+                    sweep_file, field_name(("variants", sweep.variants.index(variant))),
+                    f"{variant} runs on CUDA only, and {', '.join(lacking)} has none",
+                    f"drop {variant}, target CUDA devices only, or set cuda: true in "
+                    f"{inventory_file} for devices that have a GPU")
 
 
 def expand(sweep: Sweep, targets: list[str]) -> list[JobSpec]:

@@ -38,7 +38,7 @@ def test_open_migrates_and_uses_wal(tmp_path):
     with sqlite3.connect(tmp_path / "a.db") as db:
         assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
         columns = [row[1] for row in db.execute("pragma table_info(v_results)")]
-        assert db.execute("select version_num from alembic_version").fetchone()[0] == "0001"
+        assert db.execute("select version_num from alembic_version").fetchone()[0] == "0002"
     assert [c for c in V_RESULTS_CONTRACT if c not in columns] == []
 
 

@@ -33,8 +33,9 @@ class LocalAgent(subprocess.Popen):
             pass
 
 
-def start_local_agent(container: Container | None, threads: int) -> LocalAgent:
-    argv = [sys.executable, "-m", "agents"]
+def start_local_agent(container: Container | None, threads: int,
+                      python: str | None = None) -> LocalAgent:
+    argv = [python or sys.executable, "-m", "agents"]
     if container is not None:
         argv = container.join_command(argv)
     return LocalAgent(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

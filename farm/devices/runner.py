@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from typing import Callable
 
 import farm
@@ -78,7 +79,7 @@ class AgentRunner:
     def _ensure_loaded(self, job: dict, deadline: float, on_event) -> dict:
         group = json.dumps([job["model"], job["variant"]], sort_keys=True)
         if self.session is not None and self.group == group:
-            return dict(self.load_figures, load_reused=True)
+            return dict(self.load_figures)
         self._stop_agent()
         if self.container is not None:
             self.container.reset_peak()
@@ -86,15 +87,21 @@ class AgentRunner:
         self.session = AgentSession(self.start_agent(self.container))
         hello = self.session.expect("hello", min(deadline, time.monotonic() + AGENT_START_S))
         self.session.send({"op": "load", "model": job["model"], "variant": job["variant"],
-                           "threads": self.threads, "seq_lens": job.get("seq_lens", [])})
+                           "threads": self.threads, "seq_lens": job.get("seq_lens", []),
+                           "cuda": bool(getattr(self.device, "cuda", False))})
         loaded = self._wait_for("loaded", job, deadline, on_event)
         self.group = group
-        env = dict(hello["env"], agent=hello["agent"], torch=loaded["torch"],
-                   transformers=loaded["transformers"], torch_threads=loaded["threads"])
-        self.load_figures = {
+        env = dict(hello["env"], **loaded["env"], agent=hello["agent"],
+                   transformers=loaded["transformers"], torch_threads=loaded["threads"],
+                   torch_device=loaded["torch_device"], energy_source=hello.get("energy_source"))
+        # One load serves the group's jobs; each job links to it by this key.
+        self.load_figures = {"env": env, "load": {
+            "load_key": uuid.uuid4().hex, "model": job["model"], "variant": job["variant"],
             "load_s": loaded["load_s"], "load_peak_mb": loaded["load_peak_mb"],
-            "load_container_peak_mb": self._container_peak_mb(), "env": env}
-        return dict(self.load_figures, load_reused=False)
+            "load_container_peak_mb": self._container_peak_mb(),
+            "cuda_load_peak_mb": loaded.get("cuda_load_peak_mb"), "params": loaded["params"],
+            "agent": hello["agent"]}}
+        return dict(self.load_figures)
 
     def _measure(self, job: dict, deadline: float, on_event) -> dict:
         if self.container is not None:

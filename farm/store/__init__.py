@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm.errors import StoreError
-from farm.store.schema import FINAL_STATUSES, Job, Result, Sweep
+from farm.store.schema import FINAL_STATUSES, Job, ModelLoad, Result, Sweep
 
 DEFAULT_DB = "farm.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
@@ -66,8 +66,11 @@ class SubmittedSweep:
 # Result fields copied from an outcome as they are; the rest are stored as JSON.
 _RESULT_FIELDS = ("iters", "window_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
                   "stdev_ms", "min_ms", "max_ms", "per_sample_ms", "throughput", "peak_mem_mb",
-                  "container_peak_mb", "process_peak_mb", "memory_limit_mb", "load_s",
-                  "load_peak_mb", "flops", "params", "energy_mj", "metric", "score")
+                  "container_peak_mb", "process_peak_mb", "memory_limit_mb", "cuda_peak_mb",
+                  "job_s", "flops", "flops_method", "params", "energy_mj", "avg_power_mw",
+                  "idle_power_mw", "energy_source", "board_ram_peak_mb", "metric", "score")
+_LOAD_FIELDS = ("load_s", "load_peak_mb", "load_container_peak_mb", "cuda_load_peak_mb",
+                "params", "agent")
 
 
 class Store:
@@ -163,9 +166,24 @@ class Store:
                 latencies = result.get("latencies_ms")
                 db.add(Result(
                     job_id=job_id, device=outcome["device"], created_at=utcnow(),
+                    load_id=self._load_id(db, outcome["device"], result.get("load")),
                     latencies_json=json.dumps(latencies) if latencies is not None else None,
                     env_json=json.dumps(result.get("env"), sort_keys=True),
                     **{f: result.get(f) for f in _RESULT_FIELDS}))
+
+    @staticmethod
+    def _load_id(db: Session, device: str, load: dict | None) -> int | None:
+        """The group's model load, stored by the first job that reports it."""
+        if not load:
+            return None
+        row = db.scalar(select(ModelLoad).where(ModelLoad.load_key == load["load_key"]))
+        if row is None:
+            row = ModelLoad(load_key=load["load_key"], device=device, created_at=utcnow(),
+                            model=load["model"]["name"], model_path=load["model"].get("path"),
+                            variant=load["variant"], **{f: load.get(f) for f in _LOAD_FIELDS})
+            db.add(row)
+            db.flush()
+        return row.id
 
     def status_counts(self, sweep_id: int) -> dict[str, int]:
         with self.session() as db:

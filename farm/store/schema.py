@@ -57,6 +57,24 @@ class Job(Base):
     result: Mapped[Result | None] = relationship(back_populates="job")
 
 
+class ModelLoad(Base):
+    """One load of a (model, variant) on a device, shared by the jobs of its group."""
+    __tablename__ = "model_loads"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    load_key: Mapped[str] = mapped_column(String(32), unique=True)
+    device: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    model_path: Mapped[str | None] = mapped_column(Text)
+    variant: Mapped[str] = mapped_column(String(32))
+    load_s: Mapped[float | None] = mapped_column(Float)
+    load_peak_mb: Mapped[float | None] = mapped_column(Float)  # process peak (VmHWM) after loading
+    load_container_peak_mb: Mapped[float | None] = mapped_column(Float)
+    cuda_load_peak_mb: Mapped[float | None] = mapped_column(Float)
+    params: Mapped[int | None] = mapped_column(Integer)
+    agent: Mapped[str | None] = mapped_column(String(32))  # the agent's content hash
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class Result(Base):
     """One row per job that produced figures (done, and oom/timeout with the memory seen)."""
     __tablename__ = "results"
@@ -79,14 +97,21 @@ class Result(Base):
     container_peak_mb: Mapped[float | None] = mapped_column(Float)
     process_peak_mb: Mapped[float | None] = mapped_column(Float)
     memory_limit_mb: Mapped[float | None] = mapped_column(Float)
-    load_s: Mapped[float | None] = mapped_column(Float)
-    load_peak_mb: Mapped[float | None] = mapped_column(Float)
+    cuda_peak_mb: Mapped[float | None] = mapped_column(Float)
+    load_id: Mapped[int | None] = mapped_column(ForeignKey("model_loads.id"))
+    job_s: Mapped[float | None] = mapped_column(Float)  # the agent's busy time for this job
     flops: Mapped[int | None] = mapped_column(Integer)  # per sample
+    flops_method: Mapped[str | None] = mapped_column(String(32))
     params: Mapped[int | None] = mapped_column(Integer)
-    energy_mj: Mapped[float | None] = mapped_column(Float)  # per sample
+    energy_mj: Mapped[float | None] = mapped_column(Float)  # per sample, over the timed window
+    avg_power_mw: Mapped[float | None] = mapped_column(Float)
+    idle_power_mw: Mapped[float | None] = mapped_column(Float)  # read just before the window
+    energy_source: Mapped[str | None] = mapped_column(String(32))
+    board_ram_peak_mb: Mapped[float | None] = mapped_column(Float)  # tegrastats RAM used
     metric: Mapped[str | None] = mapped_column(String(32))
     score: Mapped[float | None] = mapped_column(Float)
     latencies_json: Mapped[str | None] = mapped_column(Text)  # every timed call, in ms
     env_json: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     job: Mapped[Job] = relationship(back_populates="result")
+    load: Mapped[ModelLoad | None] = relationship()

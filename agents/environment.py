@@ -1,0 +1,93 @@
+"""What a result was measured on: read from the device itself, never assumed."""
+import os
+import platform
+import re
+import subprocess
+
+
+def _first_line(path):
+    try:
+        with open(path) as f:
+            return f.readline().strip()
+    except (IOError, OSError):
+        return None
+
+
+def _run(argv):
+    try:
+        out = subprocess.check_output(argv, stderr=subprocess.STDOUT, universal_newlines=True,
+                                      timeout=10)
+        return out.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except (IOError, OSError):
+        pass
+    return platform.processor() or None
+
+
+def _memory_total_mb():
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 1024.0
+    except (IOError, OSError):
+        pass
+    return None
+
+
+def l4t_release(first_line):
+    """'# R32 (release), REVISION: 7.1, ...' -> 'R32.7.1'."""
+    if not first_line:
+        return None
+    match = re.search(r"R(\d+) \(release\), REVISION: ([\d.]+)", first_line)
+    return "R%s.%s" % match.groups() if match else first_line
+
+
+def power_mode(nvpmodel_output):
+    """The mode name from `nvpmodel -q` ('NV Power Mode: MAXN'), and its id on the next line."""
+    if not nvpmodel_output:
+        return None, None
+    lines = [line.strip() for line in nvpmodel_output.splitlines()]
+    for i, line in enumerate(lines):
+        if line.startswith("NV Power Mode:"):
+            mode_id = lines[i + 1] if i + 1 < len(lines) and lines[i + 1].isdigit() else None
+            return line.split(":", 1)[1].strip(), mode_id
+    return None, None
+
+
+def clocks_locked(show_output):
+    """True when every clock `jetson_clocks --show` lists has MinFreq pinned to MaxFreq."""
+    if not show_output:
+        return None
+    pairs = re.findall(r"MinFreq=(\d+) MaxFreq=(\d+)", show_output)
+    return all(a == b for a, b in pairs) if pairs else None
+
+
+def describe(torch=None):
+    env = {"python": platform.python_version(), "platform": platform.platform(),
+           "machine": platform.machine(), "cpu_model": _cpu_model(),
+           "cpu_count": os.cpu_count(), "memory_total_mb": _memory_total_mb()}
+    release = _first_line("/etc/nv_tegra_release")
+    if release:  # a Jetson: its software release, power mode and clocks
+        env["l4t"] = l4t_release(release)
+        query = _run(["nvpmodel", "-q"])
+        env["power_mode"], env["power_mode_id"] = power_mode(query)
+        show = _run(["jetson_clocks", "--show"])
+        env["clocks_locked"] = clocks_locked(show)
+        env["jetson_clocks_show"] = show[:4000] if show else None
+    if torch is not None:
+        env["torch"] = torch.__version__
+        env["cuda_available"] = bool(torch.cuda.is_available())
+        if env["cuda_available"]:
+            env["gpu"] = torch.cuda.get_device_name(0)
+            env["cuda"] = torch.version.cuda
+    return env
