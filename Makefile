@@ -5,7 +5,12 @@ BIN := $(VENV)/bin
 # Reinstall whenever the dependency files change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: install demo test clean
+# The Jetson Nano's software (JetPack 4.6: Python 3.6, torch 1.10, transformers 4.18), built once
+# outside the clone from pyenv's Python 3.6.15, so that the agent is tested on it.
+JETSON_STACK ?= $(HOME)/.cache/farm/jetson-py36
+PY36 := $(shell pyenv root 2>/dev/null)/versions/3.6.15/bin/python3.6
+
+.PHONY: install demo test clean jetson-stack
 
 install: $(STAMP)
 
@@ -20,8 +25,19 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/farm submit examples/sweep.yaml --inventory inventory.yaml
 
-test: install
-	$(BIN)/python -m pytest
+test: install jetson-stack
+	FARM_JETSON_PYTHON=$(JETSON_STACK)/bin/python $(BIN)/python -m pytest
+
+jetson-stack:
+	@if $(JETSON_STACK)/bin/python -c "import torch, transformers" 2>/dev/null; then \
+	  echo "Jetson stack: $(JETSON_STACK)"; \
+	elif [ -x "$(PY36)" ]; then \
+	  rm -rf $(JETSON_STACK) && $(PY36) -m venv $(JETSON_STACK) && \
+	  $(JETSON_STACK)/bin/python -m pip install -q --upgrade "pip<22" && \
+	  $(JETSON_STACK)/bin/python -m pip install -q torch==1.10.2 transformers==4.18.0; \
+	else \
+	  echo "note: no Python 3.6.15 from pyenv here; the Jetson-stack test will not run"; \
+	fi
 
 clean:
 	rm -rf $(VENV) farm.db farm.db-wal farm.db-shm

@@ -1,0 +1,159 @@
+"""Figures a reviewer would check: FLOPs and parameters against torch, int8 against fp32, peaks
+that do not carry over between jobs, energy from the board's own power readings, and the agent
+on the Jetson Nano's software stack."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agents import flops, models
+from agents.catalog import CATALOG
+from conftest import QUICK, REPO
+from farm.api import submit
+
+FAKES = REPO / "tests" / "fakes"
+
+
+def _rows(db_url, sql="select * from v_results"):
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute(sql)]
+
+
+def _device(write_yaml, name, **extra):
+    return write_yaml("inventory.yaml", {"devices": [
+        {"name": name, "kind": "cgroup", "memory": "2GiB", "cpus": 1, **extra}]})
+
+
+@pytest.mark.parametrize("name", sorted(CATALOG))
+def test_analytic_flops_equal_torchs_counter(name):
+    """The count used on torch 1.10 (no flop counter there) agrees with torch's own."""
+    model = models.build({"name": name})
+    for batch, seq in ((1, 128), (2, 48)):
+        inputs = models.synthetic_inputs(model, batch, seq)
+        counted, method = flops.count(model, inputs)
+        assert method == flops.COUNTER
+        assert flops.analytic(model, inputs) == pytest.approx(counted, rel=0.02)
+    if name == "bert-base":
+        assert round(models.parameter_count(model) / 1e6, 2) == 109.48
+        # 2 x 85.0M encoder/head weights x 128 tokens, plus attention's 4 s^2 d per layer
+        assert counted_at(model, 1, 128) == 21744454656 + 12 * 4 * 128 * 128 * 768
+
+
+def counted_at(model, batch, seq):
+    return flops.count(model, models.synthetic_inputs(model, batch, seq))[0]
+
+
+def test_every_catalog_entry_runs_in_the_agent():
+    commands = []
+    for name in sorted(CATALOG):
+        commands += [
+            {"op": "load", "model": {"name": name}, "variant": "fp32", "threads": 2,
+             "seq_lens": [128]},
+            {"op": "run", "job": {"key": name, "task": "synthetic", "batch_size": 1,
+                                  "seq_len": 128, "measure": {"warmup": 0, "min_iters": 1,
+                                                              "min_seconds": 0}}}]
+    lines = "".join(json.dumps(c) + "\n" for c in commands + [{"op": "exit"}])
+    done = subprocess.run([sys.executable, "-m", "agents"], input=lines, capture_output=True,
+                          text=True, cwd=REPO, timeout=600)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    results = {e["job"]: e for e in events if e["event"] == "result"}
+    errors = [e for e in events if e["event"] == "error"]
+    assert not errors and sorted(results) == sorted(CATALOG), errors or done.stderr[-2000:]
+    for name, result in results.items():
+        assert result["p50_ms"] > 0 and result["flops"] > 0 and result["params"] > 0, name
+
+
+def test_int8_bert_base_is_faster_and_smaller_than_fp32(cgroups, write_yaml, db_url,
+                                                        device_names):
+    inventory = _device(write_yaml, device_names(1)[0])
+    sweep = {"name": "int8", "models": ["bert-base"], "variants": ["fp32", "int8"],
+             "batch_sizes": [1], "seq_lens": [128],
+             "measure": {"warmup": 1, "min_iters": 5, "min_seconds": 1}}
+    assert submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url).counts == {"done": 2}
+    rows = {r["variant"]: r for r in _rows(db_url)}
+    fp32, int8 = rows["fp32"], rows["int8"]
+    assert int8["p50_ms"] < fp32["p50_ms"]
+    assert int8["peak_mem_mb"] < fp32["peak_mem_mb"]
+    assert int8["load_container_peak_mb"] < 2048 and fp32["params"] == 109483778
+    assert fp32["flops"] == int8["flops"] == 21744454656 + 12 * 4 * 128 * 128 * 768
+    assert fp32["flops_method"] == "torch.utils.flop_counter"
+
+
+def test_a_small_batch_after_a_large_one_reports_its_own_peak(cgroups, write_yaml, db_url,
+                                                               device_names):
+    inventory = _device(write_yaml, device_names(1)[0])
+    sweep = {"name": "peaks", "models": ["bert-small"], "batch_sizes": [32, 1],
+             "seq_lens": [128], "measure": QUICK}
+    assert submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url).counts == {"done": 2}
+    rows = sorted(_rows(db_url), key=lambda r: r["started_at"])
+    large, small = rows
+    assert (large["batch_size"], small["batch_size"]) == (32, 1)
+    assert large["load_id"] == small["load_id"] is not None  # one load served the group
+    assert len(_rows(db_url, "select * from model_loads")) == 1
+    assert small["container_peak_mb"] < large["container_peak_mb"]
+    assert small["process_peak_mb"] < large["process_peak_mb"]
+
+
+def test_energy_comes_from_the_boards_power_readings(cgroups, write_yaml, db_url, device_names,
+                                                     monkeypatch):
+    """tegrastats (a stand-in printing the Nano's exact lines at 4000 mW) on the agent's PATH."""
+    monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_POM_5V_IN", "4000")
+    inventory = _device(write_yaml, device_names(1)[0])
+    sweep = {"name": "energy", "models": ["bert-mini"], "batch_sizes": [1, 4], "seq_lens": [64],
+             "measure": {"warmup": 1, "min_iters": 5, "min_seconds": 1.0}}
+    assert submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url).counts == {"done": 2}
+    for r in _rows(db_url):
+        assert r["energy_source"] == "tegrastats:POM_5V_IN"
+        assert r["avg_power_mw"] == 4000 and r["idle_power_mw"] == 4000
+        assert r["board_ram_peak_mb"] == 1200
+        samples = r["iters"] * r["batch_size"]
+        assert r["energy_mj"] == pytest.approx(4000 * r["window_s"] / samples)
+        # energy per sample = power x time per sample
+        assert r["energy_mj"] == pytest.approx(4.0 * r["per_sample_ms"], rel=0.05)
+
+
+def test_no_power_source_means_no_energy_figure(cgroups, write_yaml, db_url, device_names):
+    if Path("/sys/class/powercap").exists():
+        pytest.skip("this machine has RAPL counters, so energy is measured here")
+    inventory = _device(write_yaml, device_names(1)[0])
+    sweep = {"name": "none", "models": ["bert-tiny"], "seq_lens": [16], "measure": QUICK}
+    submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url)
+    row = _rows(db_url)[0]
+    assert (row["energy_mj"], row["avg_power_mw"], row["energy_source"]) == (None, None, None)
+
+
+@pytest.fixture(scope="session")
+def jetson_python():
+    """Python 3.6 with torch 1.10.2 and transformers 4.18.0, built by `make jetson-stack`."""
+    path = os.environ.get("FARM_JETSON_PYTHON") or str(
+        Path.home() / ".cache/farm/jetson-py36/bin/python")
+    ok = subprocess.run([path, "-c", "import torch, transformers"], capture_output=True) \
+        if os.path.exists(path) else None
+    if ok is None or ok.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test the agent on the Jetson stack; {path} is not usable")
+        pytest.skip(f"no Jetson stack at {path}: run `make jetson-stack`")
+    return path
+
+
+def test_the_agent_runs_on_the_jetson_software_stack(cgroups, write_yaml, db_url, device_names,
+                                                     jetson_python):
+    inventory = _device(write_yaml, device_names(1)[0], python=jetson_python)
+    sweep = {"name": "jetson", "models": ["bert-tiny"], "variants": ["fp32", "int8"],
+             "batch_sizes": [1], "seq_lens": [128], "measure": QUICK}
+    assert submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url).counts == {"done": 2}
+    expected = counted_at(models.build({"name": "bert-tiny"}), 1, 128)
+    for r in _rows(db_url, "select r.*, j.variant from results r join jobs j on j.id = r.job_id"):
+        env = json.loads(r["env_json"])
+        assert env["python"] == "3.6.15"
+        assert env["torch"].startswith("1.10.2") and env["transformers"] == "4.18.0"
+        assert r["flops_method"] == "analytic" and r["flops"] == expected
+        assert r["p50_ms"] > 0 and r["params"] == 4386178
