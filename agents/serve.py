@@ -136,7 +136,7 @@ def serve(channel, agent):
                          "message": "unknown op %r" % op}
             # Hand freed heap back before answering: the controller resets the container's
             # peak right after, and the next job's figure must start from live memory only.
-            measure.release_memory()
+            measure.release_memory(thorough=(op == "load"))
             channel.emit(reply.pop("event"), **reply)
         except Exception as error:  # every failure becomes an event; the loop goes on
             traceback.print_exc(file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import Protocol
 import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
+from agents.catalog import CATALOG
 from farm.devices import CANCELLED, FAILED
 from farm.errors import DeviceError, FarmError
 from farm.store import QueuedJob, Store
@@ -65,6 +66,27 @@ class Observer(Protocol):
 def group_of(job: QueuedJob) -> str:
     """Jobs of one group share a loaded model on a device."""
     return json.dumps([job.spec["model"], job.spec["variant"]], sort_keys=True)
+
+
+def work_estimate(job: QueuedJob) -> float:
+    """A rough relative cost, used only to order the queue (never stored or shown): weight
+    matmul work per token for catalog shapes, times the tokens in a batch."""
+    config = CATALOG.get(job.spec["model"]["name"], {}).get("config", {})
+    layers = config.get("num_hidden_layers", config.get("n_layers", 12))
+    hidden = config.get("hidden_size", config.get("dim", 768))
+    ffn = config.get("intermediate_size", config.get("hidden_dim", 4 * hidden))
+    per_token = layers * (4 * hidden * hidden + 2 * hidden * ffn)
+    return per_token * job.spec["batch_size"] * job.spec["seq_len"] * (
+        0.4 if job.spec["variant"] == "int8" else 1.0)
+
+
+def longest_first(jobs: list[QueuedJob]) -> list[QueuedJob]:
+    """Heavy groups first, and within a group the heaviest jobs first, so that the sweep ends on
+    small jobs that any idle device can pick up, not on one long job while the others wait."""
+    totals: dict[str, float] = {}
+    for job in jobs:
+        totals[group_of(job)] = totals.get(group_of(job), 0.0) + work_estimate(job)
+    return sorted(jobs, key=lambda j: (-totals[group_of(j)], group_of(j), -work_estimate(j)))
 
 
 def start_workers(devices: list) -> dict[str, object]:
@@ -119,15 +141,15 @@ class Scheduler:
                  observer: Observer):
         self.store, self.workers, self.pools, self.observer = store, workers, pools, observer
         self.loaded: dict[str, str] = {}  # device -> group it has loaded
+        self.live: set[str] = set(workers)  # devices still usable
         self.running: dict[object, tuple[QueuedJob, str]] = {}  # ObjectRef -> (job, device)
 
     def run(self, jobs: list[QueuedJob]) -> None:
-        pending = list(jobs)
-        live = set(self.workers)
+        pending = longest_first(jobs)
         try:
             while pending or self.running:
                 busy = {device for _, device in self.running.values()}
-                for device in sorted(live - busy):
+                for device in sorted(self.live - busy):
                     job = self._pick(device, pending)
                     if job is not None:
                         pending.remove(job)
@@ -138,22 +160,33 @@ class Scheduler:
                 ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
                 self._forward_events()
                 for ref in ready:
-                    live -= self._collect(ref)
+                    self.live -= self._collect(ref)
         except BaseException:
             self._cancel_running()
             raise
 
     def _pick(self, device: str, pending: list[QueuedJob]) -> QueuedJob | None:
+        """The device's loaded group first (no reload); else a group no device holds; else, so
+        that no device idles while another has a queue, a group that still has several jobs
+        waiting elsewhere (paying one more load)."""
         eligible = [j for j in pending if device in self.pools[j.target]]
         if not eligible:
             return None
         mine = self.loaded.get(device)
-        elsewhere = {g for d, g in self.loaded.items() if d != device}
-        for prefer in (lambda j: group_of(j) == mine, lambda j: group_of(j) not in elsewhere):
+
+        def held_elsewhere(job: QueuedJob) -> bool:  # by a live device that may also run it
+            return any(self.loaded.get(d) == group_of(job) for d in self.pools[job.target]
+                       if d != device and d in self.live)
+
+        waiting: dict[str, int] = {}
+        for job in eligible:
+            waiting[group_of(job)] = waiting.get(group_of(job), 0) + 1
+        for prefer in (lambda j: group_of(j) == mine, lambda j: not held_elsewhere(j),
+                       lambda j: waiting[group_of(j)] >= 2):
             for job in eligible:
                 if prefer(job):
                     return job
-        return eligible[0]
+        return None
 
     def _dispatch(self, job: QueuedJob, device: str) -> None:
         self.store.job_started(job.id, device)
