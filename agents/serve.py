@@ -117,6 +117,8 @@ def main():
     finally:
         agent.close()
     channel.emit("bye")
+    sys.stderr.flush()
+    os._exit(0)  # everything is said; tearing down torch's modules only costs time
 
 
 def serve(channel, agent):

@@ -167,8 +167,8 @@ class AgentRunner:
                 self.container.kill()
 
     def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
+        # Nothing is left to save in an idle agent; killing it (its container or process group,
+        # tegrastats included) spares the interpreter's slow teardown of torch.
         self._stop_agent()
         if self.container is not None:
             self.container.remove()

@@ -95,10 +95,3 @@ class AgentSession:
             raise AgentCrashed(f"agent sent {event.get('event')!r} where {wanted!r} was due",
                                self.stderr_tail())
         return event
-
-    def close(self) -> None:
-        try:
-            self.send({"op": "exit"})
-            self.process.wait(timeout=5)
-        except Exception:
-            self.process.kill()
