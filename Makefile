@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 # The Jetson Nano's software (JetPack 4.6: Python 3.6, torch 1.10, transformers 4.18), built once
 # outside the clone from pyenv's Python 3.6.15, so that the agent is tested on it.
 JETSON_STACK ?= $(HOME)/.cache/farm/jetson-py36
-PY36 := $(shell pyenv root 2>/dev/null)/versions/3.6.15/bin/python3.6
+PY36 := $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)/versions/3.6.15/bin/python3.6
 
 .PHONY: install demo test clean jetson-stack
 
