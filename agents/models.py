@@ -15,6 +15,10 @@ def build(model_spec):
     if model_spec.get("path"):
         model = AutoModelForSequenceClassification.from_pretrained(model_spec["path"])
         return model.eval()
+    if model_spec.get("hub"):  # the local cache only: nothing is downloaded at run time
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_spec["hub"], local_files_only=True)
+        return model.eval()
     entry = CATALOG.get(model_spec["name"])
     if entry is None:
         raise UnknownModel("no catalog entry named %r" % model_spec["name"])

@@ -40,9 +40,13 @@ class ModelRef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Name
     path: str | None = None  # a local checkpoint directory (config, weights, tokenizer)
+    hub: str | None = None  # a hub id already in the local Hugging Face cache (never fetched)
 
     def as_job(self) -> dict:
-        return {"name": self.name, "path": self.path}
+        job = {"name": self.name, "path": self.path}
+        if self.hub:  # only when set, so that keys of catalog and path models stay as they were
+            job["hub"] = self.hub
+        return job
 
 
 class Sweep(BaseModel):
@@ -69,6 +73,11 @@ class Sweep(BaseModel):
     def _known_models(cls, models, info: ValidationInfo):
         base = Path((info.context or {}).get("base_dir", "."))
         for ref in models:
+            if ref.path and ref.hub:
+                raise Problem(f"model {ref.name!r} has both path: and hub:", "keep one of them")
+            if ref.hub:
+                _check_cached(ref)
+                continue
             if ref.path is None and ref.name not in CATALOG:
                 raise Problem(f"unknown model {ref.name!r}",
                               f"use a catalog name ({', '.join(sorted(CATALOG))}) or add path:")
@@ -94,6 +103,20 @@ class Sweep(BaseModel):
                      for m in self.models)
         object.__setattr__(self, "models", refs)
         return self
+
+
+def _check_cached(ref: ModelRef) -> None:
+    import os
+
+    from huggingface_hub import try_to_load_from_cache
+
+    # Resolved now, not when huggingface_hub was imported, as the agent will resolve it.
+    home = os.environ.get("HF_HOME")
+    cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(home, "hub") if home else None)
+    if not isinstance(try_to_load_from_cache(ref.hub, "config.json", cache_dir=cache), str):
+        raise Problem(f"model {ref.name!r}: {ref.hub!r} is not in the local Hugging Face cache "
+                      "(farm never downloads)", "fetch it once where there is a network "
+                      "(huggingface-cli download), copy the cache here, or save it and use path:")
 
 
 def _all_known(values, known, what):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -157,3 +158,40 @@ def test_the_agent_runs_on_the_jetson_software_stack(cgroups, write_yaml, db_url
         assert env["torch"].startswith("1.10.2") and env["transformers"] == "4.18.0"
         assert r["flops_method"] == "analytic" and r["flops"] == expected
         assert r["p50_ms"] > 0 and r["params"] == 4386178
+
+
+def _save_tiny_bert(folder: Path) -> Path:
+    from transformers import BertConfig, BertForSequenceClassification
+    config = BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=2,
+                        intermediate_size=128, vocab_size=1000, num_labels=3)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_local_checkpoints_and_cached_hub_ids_run(write_yaml, db_url, tmp_path, monkeypatch,
+                                                  device_names):
+    """A saved checkpoint by path:, and the same as a hub id found in an offline cache."""
+    checkpoint = _save_tiny_bert(tmp_path / "ckpt")
+    # The Hugging Face cache layout: models--ORG--NAME/{refs/main, snapshots/REVISION/...}
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub-cache" / "models--farmtest--tiny-bert"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "snapshots").mkdir()
+    shutil.copytree(checkpoint, repo / "snapshots" / revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    name = device_names(1)[0]
+    inventory = write_yaml("inventory.yaml", {"devices": [{"name": name, "kind": "local",
+                                                           "cpus": 1}]})
+    sweep = {"name": "own", "models": [{"name": "mine", "path": "ckpt"},
+                                       {"name": "cached", "hub": "farmtest/tiny-bert"}],
+             "seq_lens": [16], "measure": QUICK}
+    assert submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url).counts == {"done": 2}
+    rows = {r["model"]: r for r in _rows(db_url)}
+    from transformers import BertForSequenceClassification
+    expected = models.parameter_count(BertForSequenceClassification.from_pretrained(checkpoint))
+    assert rows["mine"]["params"] == rows["cached"]["params"] == expected
+    assert rows["mine"]["score"] is None  # synthetic inputs: no accuracy, whatever the weights
+    paths = {r["model"]: r["model_path"]
+             for r in _rows(db_url, "select model, model_path from jobs")}
+    assert paths == {"mine": str(checkpoint), "cached": "hub:farmtest/tiny-bert"}

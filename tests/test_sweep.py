@@ -77,3 +77,25 @@ def test_local_checkpoint_paths_resolve_against_the_sweep_file(write_yaml, tmp_p
     (tmp_path / "ckpt" / "config.json").write_text("{}")
     sweep = load_sweep(_sweep(write_yaml, models=[{"name": "mine", "path": "ckpt"}]))
     assert sweep.models[0].path == str(tmp_path / "ckpt")
+
+
+def test_fp16_is_refused_where_a_device_has_no_cuda(write_yaml):
+    inventory = load_inventory(write_yaml("inventory.yaml", """
+devices:
+  - {name: gpu-box, kind: local, cuda: true, tags: [mixed]}
+  - {name: emu-1, kind: cgroup, memory: 2GiB, tags: [mixed]}
+"""))
+    fine = load_sweep(_sweep(write_yaml, devices=["gpu-box"], variants=["fp32", "fp16"]))
+    assert resolve_targets(fine, inventory, "s", "i") == {"gpu-box": ["gpu-box"]}
+    mixed = load_sweep(_sweep(write_yaml, devices=["mixed"], variants=["fp32", "fp16"]))
+    with pytest.raises(ConfigError) as caught:
+        resolve_targets(mixed, inventory, "sweep.yaml", "inventory.yaml")
+    assert caught.value.field == "variants[1]"
+    assert "emu-1" in str(caught.value) and "cuda: true" in str(caught.value)
+
+
+def test_a_hub_id_must_already_be_in_the_local_cache(write_yaml, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ConfigError) as caught:
+        load_sweep(_sweep(write_yaml, models=[{"name": "m", "hub": "someone/bert"}]))
+    assert "not in the local Hugging Face cache" in str(caught.value)

@@ -117,7 +117,8 @@ class Store:
             fresh = [job for job in jobs if job.key not in known]
             for job in fresh:
                 db.add(Job(sweep_id=row.id, key=job.key, target=job.target,
-                           model=job.model.name, model_path=job.model.path, variant=job.variant,
+                           model=job.model.name, variant=job.variant,
+                           model_path=job.model.path or (job.model.hub and f"hub:{job.model.hub}"),
                            task=job.task, batch_size=job.batch_size, seq_len=job.seq_len,
                            spec_json=json.dumps(job.runner_spec()),
                            status="queued", attempts=0, created_at=now))
