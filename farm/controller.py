@@ -232,7 +232,7 @@ class Scheduler:
             self.observer.job_finished(job, outcome)
 
     def _cancel_running(self) -> None:
-        for ref, (job, device) in list(self.running.items()):
+        for job, device in list(self.running.values()):
             try:
                 self.workers[device].cancel.remote()
             except RayError:

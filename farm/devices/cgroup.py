@@ -11,6 +11,7 @@ from farm.devices.runner import AgentRunner
 
 def cgroup_runner(device) -> AgentRunner:
     threads = max(1, math.floor(device.cpus))  # torch threads follow the CPU allowance
+    start = functools.partial(start_local_agent, threads=threads, python=device.python)
     return AgentRunner(
-        device, functools.partial(start_local_agent, threads=threads, python=device.python), threads,
+        device, start, threads,
         container_factory=lambda: open_container(device.name, device.memory, device.cpus))

@@ -12,4 +12,5 @@ from farm.devices.runner import AgentRunner
 
 def local_runner(device) -> AgentRunner:
     threads = max(1, math.floor(device.cpus)) if device.cpus else os.cpu_count() or 1
-    return AgentRunner(device, functools.partial(start_local_agent, threads=threads, python=device.python), threads)
+    start = functools.partial(start_local_agent, threads=threads, python=device.python)
+    return AgentRunner(device, start, threads)
