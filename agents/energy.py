@@ -6,6 +6,7 @@ Sources, in order of preference:
   rapl        Intel/AMD RAPL package energy counters (/sys/class/powercap), where readable.
 No source, no figure: the agent reports null rather than an estimate.
 """
+import collections
 import os
 import re
 import subprocess
@@ -28,7 +29,7 @@ def parse_tegrastats(line):
 
 class Tegrastats(object):
     def __init__(self, executable):
-        self.samples = []  # (monotonic time, mW, RAM used MB)
+        self.samples = collections.deque(maxlen=20000)  # (monotonic time, mW, RAM used MB)
         self.rail = None
         self.lock = threading.Lock()
         self.process = subprocess.Popen([executable, "--interval", str(SAMPLE_MS)],
@@ -49,7 +50,6 @@ class Tegrastats(object):
                 with self.lock:
                     self.rail = rail
                     self.samples.append((time.monotonic(), mw, ram))
-                    del self.samples[:-20000]
 
     def window(self, start, end):
         """Mean power (mW) and peak RAM (MB) over [start, end], or None without a sample in it."""

@@ -72,7 +72,8 @@ def clocks_locked(show_output):
     return all(a == b for a, b in pairs) if pairs else None
 
 
-def describe(torch=None):
+def describe():
+    """The machine: read once per agent, as the Jetson tools take a while to answer."""
     env = {"python": platform.python_version(), "platform": platform.platform(),
            "machine": platform.machine(), "cpu_model": _cpu_model(),
            "cpu_count": os.cpu_count(), "memory_total_mb": _memory_total_mb()}
@@ -84,10 +85,13 @@ def describe(torch=None):
         show = _run(["jetson_clocks", "--show"])
         env["clocks_locked"] = clocks_locked(show)
         env["jetson_clocks_show"] = show[:4000] if show else None
-    if torch is not None:
-        env["torch"] = torch.__version__
-        env["cuda_available"] = bool(torch.cuda.is_available())
-        if env["cuda_available"]:
-            env["gpu"] = torch.cuda.get_device_name(0)
-            env["cuda"] = torch.version.cuda
+    return env
+
+
+def torch_facts(torch):
+    """What the loaded torch sees: its version, and the GPU where there is one."""
+    env = {"torch": torch.__version__, "cuda_available": bool(torch.cuda.is_available())}
+    if env["cuda_available"]:
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["cuda"] = torch.version.cuda
     return env

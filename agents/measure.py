@@ -73,7 +73,10 @@ def release_memory(thorough=True):
     A full collection walks every object torch and transformers made (about 150 ms); a job's
     own garbage is young, so after a job the young generations are enough.
     """
-    gc.collect() if thorough else gc.collect(1)
+    if thorough:
+        gc.collect()
+    else:
+        gc.collect(1)
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):

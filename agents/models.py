@@ -4,8 +4,8 @@ import inspect
 from agents.catalog import CATALOG, NUM_LABELS
 
 
-class UnknownModel(Exception):
-    pass
+class ModelError(Exception):
+    """A model, variant or device setting that cannot be built or run here."""
 
 
 def build(model_spec):
@@ -21,7 +21,7 @@ def build(model_spec):
         return model.eval()
     entry = CATALOG.get(model_spec["name"])
     if entry is None:
-        raise UnknownModel("no catalog entry named %r" % model_spec["name"])
+        raise ModelError("no catalog entry named %r" % model_spec["name"])
     config = AutoConfig.for_model(entry["type"], num_labels=NUM_LABELS, **entry["config"])
     return AutoModelForSequenceClassification.from_config(config).eval()
 
@@ -33,10 +33,10 @@ def torch_device(variant, cuda):
 
     if variant == "int8" or not cuda:
         if variant == "fp16":
-            raise UnknownModel("fp16 runs on CUDA only, and this device has none")
+            raise ModelError("fp16 runs on CUDA only, and this device has none")
         return "cpu"
     if not torch.cuda.is_available():
-        raise UnknownModel("the inventory says this device has CUDA, but torch sees none")
+        raise ModelError("the inventory says this device has CUDA, but torch sees none")
     return "cuda"
 
 
@@ -50,7 +50,7 @@ def apply_variant(model, variant, device="cpu"):
     if variant == "int8":
         quantization = getattr(torch, "ao", torch).quantization
         return quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    raise UnknownModel("unknown variant %r" % variant)
+    raise ModelError("unknown variant %r" % variant)
 
 
 def synthetic_inputs(model, batch_size, seq_len, seed=0, device="cpu"):

@@ -57,7 +57,7 @@ class Agent(object):
                 "load_peak_mb": measure.process_peak_mb(), "threads": torch.get_num_threads(),
                 "cuda_load_peak_mb": measure.cuda_peak_mb(self.device),
                 "transformers": transformers.__version__, "torch_device": self.device,
-                "env": environment.describe(torch)}
+                "env": environment.torch_facts(torch)}
 
     def run(self, job):
         import torch

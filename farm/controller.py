@@ -8,7 +8,6 @@ writer of the database: outcomes are stored as they arrive.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from typing import Protocol
@@ -17,7 +16,7 @@ import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from agents.catalog import CATALOG
-from farm.devices import CANCELLED, FAILED
+from farm.devices import CANCELLED, FAILED, group_key
 from farm.errors import DeviceError, FarmError
 from farm.store import QueuedJob, Store
 
@@ -64,8 +63,7 @@ class Observer(Protocol):
 
 
 def group_of(job: QueuedJob) -> str:
-    """Jobs of one group share a loaded model on a device."""
-    return json.dumps([job.spec["model"], job.spec["variant"]], sort_keys=True)
+    return group_key(job.spec)
 
 
 def work_estimate(job: QueuedJob) -> float:

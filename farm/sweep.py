@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -106,8 +107,6 @@ class Sweep(BaseModel):
 
 
 def _check_cached(ref: ModelRef) -> None:
-    import os
-
     from huggingface_hub import try_to_load_from_cache
 
     # Resolved now, not when huggingface_hub was imported, as the agent will resolve it.

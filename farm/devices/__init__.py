@@ -3,10 +3,16 @@ runner_for() does the work, one module per kind of device, all behind DeviceRunn
 """
 from __future__ import annotations
 
+import json
 from typing import Callable, Protocol
 
 # Job outcomes a runner reports. 'queued', 'running' and 'cancelled' are the controller's.
 DONE, OOM, FAILED, TIMEOUT, CANCELLED = "done", "oom", "failed", "timeout", "cancelled"
+
+
+def group_key(spec: dict) -> str:
+    """Jobs of one group share a loaded model on a device: same model, same variant."""
+    return json.dumps([spec["model"], spec["variant"]], sort_keys=True)
 
 
 class DeviceRunner(Protocol):

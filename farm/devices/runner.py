@@ -8,7 +8,6 @@ ends the agent is `failed` with its stderr tail.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
@@ -16,7 +15,7 @@ from typing import Callable
 
 import farm
 from farm.cgroups import Container
-from farm.devices import CANCELLED, DONE, FAILED, OOM, TIMEOUT
+from farm.devices import CANCELLED, DONE, FAILED, OOM, TIMEOUT, group_key
 from farm.devices.session import AgentExited, AgentProcess, AgentSession, DeadlinePassed
 from farm.errors import AgentCrashed
 
@@ -77,7 +76,7 @@ class AgentRunner:
         return outcome
 
     def _ensure_loaded(self, job: dict, deadline: float, on_event) -> dict:
-        group = json.dumps([job["model"], job["variant"]], sort_keys=True)
+        group = group_key(job)
         if self.session is not None and self.group == group:
             return dict(self.load_figures)
         self._stop_agent()

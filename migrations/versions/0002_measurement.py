@@ -5,7 +5,7 @@ Revises: 0001
 Create Date: 2026-11-21
 """
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision = "0002"
 down_revision = "0001"
@@ -81,24 +81,6 @@ def downgrade() -> None:
         batch.add_column(sa.Column("load_s", sa.Float(), nullable=True))
         batch.add_column(sa.Column("load_peak_mb", sa.Float(), nullable=True))
     op.drop_table("model_loads")
-    op.execute(_V_RESULTS_0001)
+    # 0001's own view, from 0001's module: migrations stay frozen, so no copy is kept here.
+    op.execute(context.script.get_revision("0001").module.V_RESULTS)
 
-
-_V_RESULTS_0001 = """
-CREATE VIEW v_results AS
-SELECT s.name AS sweep, j.key AS job_key, j.device AS device, j.target AS target,
-       j.model AS model, j.variant AS variant, j.task AS task,
-       j.batch_size AS batch_size, j.seq_len AS seq_len,
-       j.status AS status, j.error AS error, j.attempts AS attempts,
-       j.started_at AS started_at, j.finished_at AS finished_at,
-       r.p50_ms AS p50_ms, r.p90_ms AS p90_ms, r.p95_ms AS p95_ms, r.p99_ms AS p99_ms,
-       r.mean_ms AS mean_ms, r.stdev_ms AS stdev_ms, r.iters AS iters,
-       r.per_sample_ms AS per_sample_ms, r.throughput AS throughput,
-       r.peak_mem_mb AS peak_mem_mb, r.container_peak_mb AS container_peak_mb,
-       r.process_peak_mb AS process_peak_mb, r.memory_limit_mb AS memory_limit_mb,
-       r.load_s AS load_s, r.flops AS flops, r.params AS params, r.energy_mj AS energy_mj,
-       r.metric AS metric, r.score AS score
-FROM jobs j
-JOIN sweeps s ON s.id = j.sweep_id
-LEFT JOIN results r ON r.job_id = j.id
-"""
