@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 JETSON_STACK ?= $(HOME)/.cache/farm/jetson-py36
 PY36 := $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)/versions/3.6.15/bin/python3.6
 
-.PHONY: install demo test clean jetson-stack
+.PHONY: install demo test clean jetson-stack sshd
 
 install: $(STAMP)
 
@@ -25,8 +25,21 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/farm submit examples/sweep.yaml --inventory inventory.yaml
 
-test: install jetson-stack
+test: install jetson-stack sshd
 	FARM_JETSON_PYTHON=$(JETSON_STACK)/bin/python $(BIN)/python -m pytest
+
+# The SSH tests start their own OpenSSH sshd on 127.0.0.1 (Debian's openssh-server); it is only
+# installed here, never started as a system service by farm.
+sshd:
+	@if [ -x /usr/sbin/sshd ]; then \
+	  echo "sshd: /usr/sbin/sshd"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q openssh-server >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q openssh-server >/dev/null; }; \
+	else \
+	  echo "note: no sshd here (apt-get install openssh-server); the SSH tests will not run"; \
+	fi
 
 jetson-stack:
 	@if $(JETSON_STACK)/bin/python -c "import torch, transformers" 2>/dev/null; then \

@@ -13,6 +13,8 @@ import subprocess
 import threading
 import time
 
+from agents.environment import which
+
 SAMPLE_MS = 100
 _RAIL = re.compile(r"\b(POM_5V_IN|VDD_IN) (\d+)(?:mW)?/(\d+)(?:mW)?")
 _RAM = re.compile(r"\bRAM (\d+)/(\d+)MB")
@@ -110,17 +112,9 @@ def _rapl_domains():
     return found
 
 
-def _which(name):
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = os.path.join(folder, name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 def open_meter():
     """The best energy source this device has, or None."""
-    tegrastats = _which("tegrastats")
+    tegrastats = which("tegrastats")
     if tegrastats:
         return Tegrastats(tegrastats)
     domains = _rapl_domains()

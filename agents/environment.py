@@ -65,11 +65,44 @@ def power_mode(nvpmodel_output):
 
 
 def clocks_locked(show_output):
-    """True when every clock `jetson_clocks --show` lists has MinFreq pinned to MaxFreq."""
+    """True when `jetson_clocks --show` has every online CPU and the GPU pinned (MinFreq equal to
+    MaxFreq), as `sudo jetson_clocks` leaves them. EMC is left out: jetson_clocks pins it with
+    FreqOverride=1 and leaves its MinFreq as it was."""
     if not show_output:
         return None
-    pairs = re.findall(r"MinFreq=(\d+) MaxFreq=(\d+)", show_output)
+    pairs = []
+    for line in show_output.splitlines():
+        line = line.strip()
+        if re.match(r"cpu\d+:", line) and "Online=0" in line:
+            continue
+        if re.match(r"(cpu\d+:|GPU )", line):
+            pairs.extend(re.findall(r"MinFreq=(\d+) MaxFreq=(\d+)", line))
     return all(a == b for a, b in pairs) if pairs else None
+
+
+def which(name):
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def jetson_facts():
+    """Power mode and clocks, read with the board's own tools (they need root; a board whose
+    SSH user is not root may allow them through passwordless sudo)."""
+    facts = {}
+    release = _first_line("/etc/nv_tegra_release")
+    if release:
+        facts["l4t"] = l4t_release(release)
+    if not (release or which("nvpmodel")):
+        return facts  # not a Jetson
+    query = _run(["nvpmodel", "-q"]) or _run(["sudo", "-n", "nvpmodel", "-q"])
+    facts["power_mode"], facts["power_mode_id"] = power_mode(query)
+    show = _run(["jetson_clocks", "--show"]) or _run(["sudo", "-n", "jetson_clocks", "--show"])
+    facts["clocks_locked"] = clocks_locked(show)
+    facts["jetson_clocks_show"] = show[:4000] if show else None
+    return facts
 
 
 def describe():
@@ -77,14 +110,7 @@ def describe():
     env = {"python": platform.python_version(), "platform": platform.platform(),
            "machine": platform.machine(), "cpu_model": _cpu_model(),
            "cpu_count": os.cpu_count(), "memory_total_mb": _memory_total_mb()}
-    release = _first_line("/etc/nv_tegra_release")
-    if release:  # a Jetson: its software release, power mode and clocks
-        env["l4t"] = l4t_release(release)
-        query = _run(["nvpmodel", "-q"])
-        env["power_mode"], env["power_mode_id"] = power_mode(query)
-        show = _run(["jetson_clocks", "--show"])
-        env["clocks_locked"] = clocks_locked(show)
-        env["jetson_clocks_show"] = show[:4000] if show else None
+    env.update(jetson_facts())
     return env
 
 

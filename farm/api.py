@@ -4,12 +4,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm.controller import (DEVICE_RESOURCE, Observer, Scheduler, close_workers,
                              prepare_workers, start_workers)
-from farm.errors import DeviceError
+from farm.errors import (ConfigError, DeviceError, DeviceUnreachable, FarmError,
+                         HostKeyRefused)
 from farm.inventory import Inventory, load_inventory
 from farm.store import Store
 from farm.sweep import Sweep, expand, load_sweep, resolve_targets
@@ -24,15 +25,21 @@ class SubmitReport:
     ran: int
     counts: dict[str, int]
     results: list[dict]
+    refused: dict[str, str] = field(default_factory=dict)  # device -> why it was not used
 
     @property
     def failed(self) -> int:
         return self.counts.get("failed", 0) + self.counts.get("timeout", 0)
 
+    @property
+    def not_run(self) -> int:
+        return self.counts.get("queued", 0) + self.counts.get("running", 0)
+
 
 class _Quiet:
     def sweep_started(self, name, to_run, total): pass
     def devices_ready(self, facts): pass
+    def device_refused(self, name, error): pass
     def job_started(self, job, device): pass
     def job_phase(self, job, device, phase): pass
     def job_finished(self, job, outcome): pass
@@ -81,26 +88,67 @@ def submit(sweep_file: str | Path, inventory_file: str | Path = DEFAULT_INVENTOR
     try:
         keys = {job.key for job in jobs}
         needed = _devices_needed(store, sweep, jobs, pools)
-        ran = 0
+        ran, refused = 0, {}
         if needed:
             devices = [d for d in inventory.devices if d.name in needed]
+            kinds = {d.name: d.kind for d in devices}
             with ray_connection(ray_address, inventory):
                 workers = start_workers(devices)
                 try:
-                    observer.devices_ready(prepare_workers(workers))
+                    ready, refused = prepare_workers(workers)
+                    refused.update(_clock_refusals(sweep, inventory, ready, sweep_file))
+                    for name, error in refused.items():
+                        ready.pop(name, None)
+                        store.device_state(name, kinds[name], _refused_state(error),
+                                           error=str(error), seen=False)
+                        observer.device_refused(name, error)
+                    if not ready:  # nothing can run: say why, and write no sweep
+                        raise next(iter(refused.values()))
+                    for name, facts in ready.items():
+                        store.device_state(name, kinds[name], "idle", facts=facts, error=None)
+                    observer.devices_ready(ready)
+                    usable = {t: [d for d in pool if d in ready] for t, pool in pools.items()}
                     submitted = store.add_sweep(sweep, str(sweep_file), inventory, jobs)
                     runnable = store.runnable_jobs(submitted.id, keys)
-                    ran = len(runnable)
+                    ran = len([j for j in runnable if usable[j.target]])
                     observer.sweep_started(sweep.name, ran, len(jobs))
-                    Scheduler(store, workers, pools, observer).run(runnable)
+                    scheduler = Scheduler(store, {n: workers[n] for n in ready}, usable, observer,
+                                          kinds)
+                    scheduler.run([j for j in runnable if usable[j.target]])
+                    ran -= len(scheduler.stranded)
                 finally:
                     close_workers(workers)
         else:
             submitted = store.add_sweep(sweep, str(sweep_file), inventory, jobs)
         return SubmitReport(sweep.name, len(jobs), ran, store.status_counts(submitted.id),
-                            store.sweep_results(sweep.name))
+                            store.sweep_results(sweep.name),
+                            {name: str(error) for name, error in refused.items()})
     finally:
         store.close()
+
+
+def _clock_refusals(sweep: Sweep, inventory: Inventory, ready: dict[str, dict],
+                    sweep_file) -> dict[str, DeviceError]:
+    """With require_locked_clocks, the boards whose clocks were not read as locked."""
+    if not sweep.require_locked_clocks:
+        return {}
+    refusals = {}
+    for name, facts in ready.items():
+        if inventory.by_name()[name].kind != "jetson" or facts.get("clocks_locked") is True:
+            continue
+        seen = ("could not be read (jetson_clocks --show needs root or passwordless sudo)"
+                if facts.get("clocks_locked") is None else "are not locked")
+        refusals[name] = DeviceError(
+            f"device {name!r}: its clocks {seen}, and {sweep_file} sets require_locked_clocks",
+            f"run `sudo jetson_clocks` on the board (`farm devices check {name}` shows the "
+            "clocks), or drop require_locked_clocks")
+    return refusals
+
+
+def _refused_state(error: FarmError) -> str:
+    if isinstance(error, HostKeyRefused):
+        return "refused"
+    return "offline" if isinstance(error, DeviceUnreachable) else "error"
 
 
 def _devices_needed(store: Store, sweep: Sweep, jobs, pools) -> set[str]:
@@ -108,3 +156,79 @@ def _devices_needed(store: Store, sweep: Sweep, jobs, pools) -> set[str]:
     finished = store.finished_keys(sweep.name)
     targets = {job.target for job in jobs if job.key not in finished}
     return {device for target in targets for device in pools[target]}
+
+
+def _device(inventory: Inventory, name: str, inventory_file):
+    device = inventory.by_name().get(name)
+    if device is None:
+        known = ", ".join(inventory.by_name())
+        raise ConfigError(str(inventory_file), "devices", f"no device named {name!r}",
+                          f"use one of: {known}")
+    return device
+
+
+def device_table(inventory_file: str | Path = DEFAULT_INVENTORY, db: str | None = None) -> list[dict]:
+    """Every inventory device with what the database last heard of it (never contacts them)."""
+    inventory = load_inventory(inventory_file)
+    store = Store(db)
+    try:
+        known = store.devices()
+    finally:
+        store.close()
+    rows = []
+    for device in inventory.devices:
+        row = known.get(device.name) or {"state": "unknown", "last_seen": None, "job": None,
+                                         "last_error": None, "facts": {}}
+        rows.append({**row, "name": device.name, "kind": device.kind, "tags": device.tags,
+                     "where": getattr(device, "host", None) or "this host"})
+    return rows
+
+
+def check_devices(inventory_file: str | Path = DEFAULT_INVENTORY,
+                  names: list[str] | None = None) -> dict[str, list]:
+    """Run `farm devices check` on the named devices (all when none are named)."""
+    from farm.devices.health import check
+
+    inventory = load_inventory(inventory_file)
+    devices = [_device(inventory, n, inventory_file) for n in names] if names \
+        else list(inventory.devices)
+    return {device.name: check(device) for device in devices}
+
+
+@dataclass
+class HostKeyOffer:
+    """The key a board presents now, beside the one pinned for it (if any)."""
+    device: str
+    address: str
+    known_hosts: Path
+    key_type: str
+    fingerprint: str
+    pinned_fingerprint: str | None
+    _target: object
+    _key: object
+
+    @property
+    def state(self) -> str:
+        if self.pinned_fingerprint is None:
+            return "new"
+        return "trusted" if self.pinned_fingerprint == self.fingerprint else "changed"
+
+
+def host_key(inventory_file: str | Path, name: str) -> HostKeyOffer:
+    from farm.devices import ssh
+
+    device = _device(load_inventory(inventory_file), name, inventory_file)
+    if device.kind != "jetson":
+        raise ConfigError(str(inventory_file), "devices", f"{name!r} is a {device.kind} device, "
+                          "not reached over SSH", "trust applies to kind: jetson devices")
+    target = ssh.resolve(device)
+    key = ssh.fetch_host_key(target)
+    pinned = ssh.pinned_key(target)
+    return HostKeyOffer(name, target.host_key_name, target.known_hosts, key.get_name(),
+                        ssh.fingerprint(key), pinned and ssh.fingerprint(pinned), target, key)
+
+
+def trust(offer: HostKeyOffer) -> None:
+    """Pin the offered key in the device's known_hosts file (replacing any earlier one)."""
+    from farm.devices import ssh
+    ssh.pin(offer._target, offer._key)

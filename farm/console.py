@@ -53,6 +53,12 @@ class SweepProgress:
             where = f"{limit:.0f} MiB, {fact['threads']} thread(s)" if limit else "no memory limit"
             self._device_line(name, f"[dim]ready ({where})[/]")
 
+    def device_refused(self, name: str, error) -> None:
+        self._device_line(name, "[red]not used[/]")
+        self.console.print(f"[bold red]device {name} not used:[/] {error.message}", highlight=False)
+        if error.hint:
+            self.console.print(f"[dim]hint: {error.hint}[/]", highlight=False)
+
     def job_started(self, job, device: str) -> None:
         self._device_line(device, f"{job_label(job.spec)} [cyan]starting[/]")
 
@@ -90,4 +96,46 @@ def results_table(title: str, rows: list[dict]) -> Table:
             _num(r["per_sample_ms"], ".2f"), _num(r["peak_mem_mb"], ".0f"),
             _num(r["flops"] and r["flops"] / 1e9, ".3f"),
             _num(r["params"] and r["params"] / 1e6, ".2f"))
+    return table
+
+
+DEVICE_STATE_STYLE = {"idle": "green", "busy": "cyan", "offline": "red", "refused": "red",
+                      "error": "red", "unknown": "dim"}
+CHECK_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skipped": "dim"}
+
+
+def _ago(when) -> str:
+    if when is None:
+        return "never"
+    from datetime import datetime, timezone
+    seconds = (datetime.now(timezone.utc).replace(tzinfo=None) - when).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{max(seconds, 0):.0f}s ago"
+
+
+def devices_table(rows: list[dict]) -> Table:
+    table = Table(title="devices", header_style="bold", pad_edge=False)
+    for name in ("name", "kind", "where", "state", "last seen", "current job", "last error"):
+        table.add_column(name, no_wrap=name != "last error")
+    for r in rows:
+        style = DEVICE_STATE_STYLE.get(r["state"], "")
+        job = r.get("job")
+        current = ""
+        if job and r["state"] == "busy":
+            current = (f"{job['model']} {job['variant']} b{job['batch_size']} s{job['seq_len']}"
+                       + (f" [cyan]{job['phase']}[/]" if job.get("phase") else ""))
+        table.add_row(r["name"], r["kind"], r["where"], f"[{style}]{r['state']}[/]",
+                      _ago(r.get("last_seen")), current, r.get("last_error") or "")
+    return table
+
+
+def checks_table(device: str, checks) -> Table:
+    table = Table(title=f"{device}", header_style="bold", pad_edge=False, title_justify="left")
+    table.add_column("check", no_wrap=True)
+    table.add_column("", no_wrap=True)
+    table.add_column("what was read")
+    for c in checks:
+        table.add_row(c.item, f"[{CHECK_STYLE.get(c.status, '')}]{c.status}[/]", c.detail)
     return table

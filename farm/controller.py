@@ -16,7 +16,7 @@ import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from agents.catalog import CATALOG
-from farm.devices import CANCELLED, FAILED, group_key
+from farm.devices import CANCELLED, FAILED, INFRA, group_key
 from farm.errors import DeviceError, FarmError
 from farm.store import QueuedJob, Store
 
@@ -57,6 +57,7 @@ class Observer(Protocol):
     """What a person watching a sweep is told (the CLI draws it with Rich)."""
     def sweep_started(self, name: str, to_run: int, total: int) -> None: ...
     def devices_ready(self, facts: dict[str, dict]) -> None: ...
+    def device_refused(self, name: str, error: FarmError) -> None: ...
     def job_started(self, job: QueuedJob, device: str) -> None: ...
     def job_phase(self, job: QueuedJob, device: str, phase: str) -> None: ...
     def job_finished(self, job: QueuedJob, outcome: dict) -> None: ...
@@ -112,16 +113,21 @@ def _placement(node: str) -> dict:
                       "use a node's IP or id from `ray status`, or remove node:")
 
 
-def prepare_workers(workers: dict[str, object]) -> dict[str, dict]:
-    """Ready every device before anything is written; the first failure is raised as farm's own."""
-    names = list(workers)
-    try:
-        facts = ray.get([workers[n].prepare.remote() for n in names])
-    except RayTaskError as error:
-        cause = error.cause
-        raise cause if isinstance(cause, FarmError) else DeviceError(
-            f"a device failed to prepare: {cause}") from None
-    return dict(zip(names, facts))
+def prepare_workers(workers: dict[str, object]) -> tuple[dict[str, dict], dict[str, FarmError]]:
+    """Ready every device (in parallel) before anything is written: the facts of those that are
+    ready, and farm's own error for each that is not."""
+    refs = {name: worker.prepare.remote() for name, worker in workers.items()}
+    ready, refused = {}, {}
+    for name, ref in refs.items():
+        try:
+            ready[name] = ray.get(ref)
+        except RayTaskError as error:
+            cause = error.cause
+            refused[name] = cause if isinstance(cause, FarmError) else DeviceError(
+                f"device {name!r} failed to prepare: {cause}")
+        except RayActorError as error:
+            refused[name] = DeviceError(f"device {name!r}: its worker died: {_first_line(error)}")
+    return ready, refused
 
 
 def close_workers(workers: dict[str, object]) -> None:
@@ -136,11 +142,13 @@ def close_workers(workers: dict[str, object]) -> None:
 
 class Scheduler:
     def __init__(self, store: Store, workers: dict[str, object], pools: dict[str, list[str]],
-                 observer: Observer):
+                 observer: Observer, kinds: dict[str, str]):
         self.store, self.workers, self.pools, self.observer = store, workers, pools, observer
+        self.kinds = kinds  # device -> kind, for the devices table
         self.loaded: dict[str, str] = {}  # device -> group it has loaded
         self.live: set[str] = set(workers)  # devices still usable
         self.running: dict[object, tuple[QueuedJob, str]] = {}  # ObjectRef -> (job, device)
+        self.stranded: list[QueuedJob] = []
 
     def run(self, jobs: list[QueuedJob]) -> None:
         pending = longest_first(jobs)
@@ -153,7 +161,7 @@ class Scheduler:
                         pending.remove(job)
                         self._dispatch(job, device)
                 if not self.running:
-                    self._strand(pending)
+                    self.stranded = pending  # no usable device left: they stay queued
                     return
                 ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
                 self._forward_events()
@@ -188,6 +196,7 @@ class Scheduler:
 
     def _dispatch(self, job: QueuedJob, device: str) -> None:
         self.store.job_started(job.id, device)
+        self.store.device_state(device, self.kinds[device], "busy", job_id=job.id)
         self.observer.job_started(job, device)
         spec = dict(job.spec, key=job.key)
         self.running[self.workers[device].run_job.remote(spec)] = (job, device)
@@ -214,20 +223,20 @@ class Scheduler:
             now = time.time()
             outcome = {"status": FAILED, "device": device, "started_at": now, "finished_at": now,
                        "error": f"device worker for {device!r} failed: {_first_line(error)}",
-                       "result": {}}
+                       "result": {}, "failure": INFRA}
             lost.add(device)
             self.loaded.pop(device, None)
         self.store.job_finished(job.id, outcome)
+        if device in lost:
+            self.store.device_state(device, self.kinds[device], "error", error=outcome["error"],
+                                    seen=False)
+        elif outcome.get("failure") == INFRA:
+            self.store.device_state(device, self.kinds[device], "idle", error=outcome["error"],
+                                    seen=False)
+        else:
+            self.store.device_state(device, self.kinds[device], "idle")
         self.observer.job_finished(job, outcome)
         return lost
-
-    def _strand(self, pending: list[QueuedJob]) -> None:
-        for job in pending:
-            now = time.time()
-            outcome = {"status": FAILED, "device": None, "started_at": now, "finished_at": now,
-                       "error": f"no usable device left for target {job.target!r}", "result": {}}
-            self.store.job_finished(job.id, outcome)
-            self.observer.job_finished(job, outcome)
 
     def _cancel_running(self) -> None:
         for job, device in list(self.running.values()):
@@ -239,6 +248,7 @@ class Scheduler:
             self.store.job_finished(job.id, {
                 "status": CANCELLED, "device": device, "started_at": now, "finished_at": now,
                 "error": "cancelled: farm submit was interrupted", "result": {}})
+            self.store.device_state(device, self.kinds[device], "idle", seen=False)
         self.running.clear()
 
 

@@ -5,7 +5,8 @@
     ├── DeviceError                a device could not be used
     │   ├── ContainerError         cgroups are missing, read-only or refused a setting
     │   ├── AgentCrashed           the agent process died outside a job's own failure (with its stderr tail)
-    │   └── DeviceUnreachable      (SSH devices) the board could not be reached
+    │   ├── DeviceUnreachable      (SSH devices) the board could not be reached, or the connection dropped
+    │   └── HostKeyRefused         (SSH devices) the board's host key is unknown or changed: never auto-accepted
     └── StoreError                 the database could not be opened, migrated or written
 
 Other libraries' exceptions (SQLAlchemy, Ray, OS errors from /sys/fs/cgroup) are mapped into this
@@ -65,6 +66,10 @@ class AgentCrashed(DeviceError):
 
 
 class DeviceUnreachable(DeviceError):
+    pass
+
+
+class HostKeyRefused(DeviceError):
     pass
 
 

@@ -2,13 +2,24 @@
 
     devices:
       - name: nano-emu-1      # unique
-        kind: cgroup          # cgroup | local
+        kind: cgroup          # cgroup | local | jetson
         memory: 2GiB          # memory limit of the container; swap off inside it
         cpus: 1               # CPU allowance (CFS quota); torch threads follow it
         node: null            # optional Ray node (IP or node id) to place the device on
         cuda: false           # whether jobs may use a CUDA GPU here (fp16 needs one)
         python: null          # the interpreter that runs the agent (default: farm's own)
         tags: [nano-2gb, emulated]
+      - name: nano-01
+        kind: jetson          # a board reached over SSH (paramiko); the agent is uploaded to it
+        host: nano-01.lab     # a name, an address, or a Host alias from ~/.ssh/config
+        port: 22              # default: ~/.ssh/config's, else 22
+        user: farm            # default: ~/.ssh/config's, else your login name
+        key: ~/.ssh/farm_ed25519   # default: ~/.ssh/config's IdentityFile, and the ssh-agent
+        known_hosts: null     # where host keys are pinned (default ~/.ssh/known_hosts)
+        python: /usr/bin/python3   # the board's interpreter with torch
+        memory: null          # run the agent in a cgroup of this size on the board
+        cpus: null            # torch threads (and, with memory:, the CPU quota); default: all
+        workdir: ~/.cache/farm     # where the agent is kept on the board
 """
 from __future__ import annotations
 
@@ -16,7 +27,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, field_validator,
+                      model_validator)
 
 from farm.config import Problem, load_spec
 
@@ -66,7 +78,28 @@ class LocalDevice(_Device):
     cpus: float | None = Field(None, gt=0)
 
 
-Device = Annotated[Union[CgroupDevice, LocalDevice], Field(discriminator="kind")]
+class JetsonDevice(_Device):
+    kind: Literal["jetson"]
+    host: Annotated[str, Field(min_length=1)]
+    port: int | None = Field(None, gt=0, lt=65536)
+    user: str | None = None
+    key: str | None = None
+    known_hosts: str | None = None
+    memory: MemorySize | None = None
+    cpus: float | None = Field(None, gt=0)
+    workdir: str = "~/.cache/farm"
+    connect_timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_passwords(cls, data):
+        if isinstance(data, dict) and {"password", "passphrase"} & set(data):
+            raise Problem("a password does not belong in the inventory",
+                          "remove it; use key: (a key file) or the ssh-agent")
+        return data
+
+
+Device = Annotated[Union[CgroupDevice, LocalDevice, JetsonDevice], Field(discriminator="kind")]
 
 
 class Inventory(BaseModel):

@@ -10,6 +10,7 @@ that submitting the same file again finds the jobs it already has.
     seq_lens: [128]
     measure: {warmup: 3, min_iters: 10, min_seconds: 1.0}
     timeout_s: 600
+    require_locked_clocks: false   # true: refuse Jetson boards whose clocks are not locked
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class Sweep(BaseModel):
     seq_lens: tuple[Annotated[int, Field(gt=0)], ...] = Field((128,), min_length=1)
     measure: Measure = Measure()
     timeout_s: float = Field(600, gt=0)
+    require_locked_clocks: bool = False  # refuse Jetson boards whose clocks scale
 
     @field_validator("models", mode="before")
     @classmethod

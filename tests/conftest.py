@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
 
-from farm.cgroups import CGROUP_ROOT, own_cgroup_paths
+from farm.cgroups import own_cgroup_paths
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,4 +63,42 @@ def device_names():
     return lambda n: [f"t{tag}-{i + 1}" for i in range(n)]
 
 
+@pytest.fixture(scope="session")
+def jetson_python():
+    """Python 3.6 with torch 1.10.2 and transformers 4.18.0, built by `make jetson-stack`."""
+    path = os.environ.get("FARM_JETSON_PYTHON") or str(
+        Path.home() / ".cache/farm/jetson-py36/bin/python")
+    ok = subprocess.run([path, "-c", "import torch, transformers"], capture_output=True) \
+        if os.path.exists(path) else None
+    if ok is None or ok.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test the agent on the Jetson stack; {path} is not usable")
+        pytest.skip(f"no Jetson stack at {path}: run `make jetson-stack`")
+    return path
+
+
 QUICK = {"warmup": 1, "min_iters": 3, "min_seconds": 0.05}
+
+
+@pytest.fixture
+def boards(tmp_path, device_names):
+    """start(n, envs) -> n stand-in Jetson boards (real sshd on 127.0.0.1); all stopped after."""
+    from boards import make_boards, sshd_problem
+
+    problem = sshd_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have sshd: {problem}")
+        pytest.skip(problem)
+    started = []
+
+    def start(n: int, envs: list[dict] | None = None):
+        made = make_boards(tmp_path / "boards", device_names(n), envs)
+        for board in made:
+            started.append(board)
+            board.start()
+        return made
+
+    yield start
+    for board in started:
+        board.stop()

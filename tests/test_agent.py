@@ -85,3 +85,29 @@ def test_agent_source_is_python36():
                            "--eval-annotations", str(REPO / "agents")], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+FAKES_DIR = REPO / "tests" / "fakes"
+
+
+def _show(env: dict) -> str:
+    return subprocess.run([str(FAKES_DIR / "jetson_clocks"), "--show"], capture_output=True,
+                          text=True, env=dict(os.environ, **env), check=True).stdout
+
+
+def test_power_mode_and_clocks_are_read_from_the_tools_output():
+    from agents.environment import clocks_locked, power_mode
+
+    assert power_mode("NV Power Mode: MAXN\n0\n") == ("MAXN", "0")
+    assert power_mode("NVPM WARN: fan mode is not set!\nNV Power Mode: 5W\n1\n") == ("5W", "1")
+    assert power_mode("") == (None, None)
+    assert clocks_locked(_show({"FAKE_JETSON_CLOCKS": "locked"})) is True
+    assert clocks_locked(_show({})) is False
+    # 5 W mode after jetson_clocks: two CPUs offline; EMC keeps its range (FreqOverride=1).
+    five_watt = "\n".join([
+        "cpu0: Online=1 Governor=schedutil MinFreq=921600 MaxFreq=921600 CurrentFreq=921600 ",
+        "cpu2: Online=0 Governor=schedutil MinFreq=102000 MaxFreq=921600 CurrentFreq=921600 ",
+        "GPU MinFreq=614400000 MaxFreq=614400000 CurrentFreq=614400000",
+        "EMC MinFreq=204000000 MaxFreq=1600000000 CurrentFreq=1600000000 FreqOverride=1"])
+    assert clocks_locked(five_watt) is True
+    assert clocks_locked("jetson_clocks: permission denied") is None

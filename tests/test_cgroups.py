@@ -65,7 +65,8 @@ def test_a_device_in_use_is_refused_and_removal_cleans_up(cgroups, device_names)
 
 
 def _farm_parents():
-    from farm.cgroups import CGROUP_ROOT, own_cgroup_paths
+    from farm.cgroups import own_cgroup_paths
+    from conftest import CGROUP_ROOT
     own = own_cgroup_paths().get("memory", "/").lstrip("/")
     return [CGROUP_ROOT / "farm", CGROUP_ROOT / "memory" / own / "farm",
             CGROUP_ROOT / "cpu" / "farm"]

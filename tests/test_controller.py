@@ -10,7 +10,8 @@ def _job(i, model, variant, batch, target="pool"):
 
 
 def _scheduler(pools, devices):
-    return Scheduler(store=None, workers={d: None for d in devices}, pools=pools, observer=None)
+    return Scheduler(store=None, workers={d: None for d in devices}, pools=pools, observer=None,
+                     kinds={d: "cgroup" for d in devices})
 
 
 def test_heavy_groups_and_big_batches_go_first():

@@ -38,6 +38,11 @@ def test_default_inventory_has_two_emulated_nanos():
     ("devices:\n  - {name: a, kind: cgroup, memory: 1GiB, cpus: 0}\n", "devices[0].cpus", 2,
      "larger"),
     ("devices: [\n", "(yaml)", 2, "YAML"),
+    ("devices:\n  - {name: n, kind: jetson}\n", "devices[0].host", 2, "add this key"),
+    ("devices:\n  - {name: n, kind: jetson, host: h, password: hunter2}\n", "devices[0]", 2,
+     "ssh-agent"),
+    ("devices:\n  - {name: n, kind: jetson, host: h, port: 70000}\n", "devices[0].port", 2,
+     "less than"),
     ("- a\n- b\n", "(top level)", 1, "mapping"),
 ])
 def test_errors_name_file_line_field_and_fix(write_yaml, body, field, line, words):
@@ -48,3 +53,13 @@ def test_errors_name_file_line_field_and_fix(write_yaml, body, field, line, word
     assert (error.file, error.field, error.line) == (str(path), field, line)
     assert words in str(error)
     assert error.exit_code == 2
+
+
+def test_a_jetson_entry_with_defaults(write_yaml):
+    inventory = load_inventory(write_yaml("inventory.yaml", (
+        "devices:\n  - {name: nano-01, kind: jetson, host: nano-01.lab, memory: 1GiB, "
+        "tags: [nano-2gb]}\n")))
+    board, = inventory.devices
+    assert (board.kind, board.host, board.port, board.memory, board.workdir) == \
+        ("jetson", "nano-01.lab", None, 2**30, "~/.cache/farm")
+    assert inventory.pool("nano-2gb") == ["nano-01"]

@@ -131,20 +131,6 @@ def test_no_power_source_means_no_energy_figure(cgroups, write_yaml, db_url, dev
     assert (row["energy_mj"], row["avg_power_mw"], row["energy_source"]) == (None, None, None)
 
 
-@pytest.fixture(scope="session")
-def jetson_python():
-    """Python 3.6 with torch 1.10.2 and transformers 4.18.0, built by `make jetson-stack`."""
-    path = os.environ.get("FARM_JETSON_PYTHON") or str(
-        Path.home() / ".cache/farm/jetson-py36/bin/python")
-    ok = subprocess.run([path, "-c", "import torch, transformers"], capture_output=True) \
-        if os.path.exists(path) else None
-    if ok is None or ok.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must test the agent on the Jetson stack; {path} is not usable")
-        pytest.skip(f"no Jetson stack at {path}: run `make jetson-stack`")
-    return path
-
-
 def test_the_agent_runs_on_the_jetson_software_stack(cgroups, write_yaml, db_url, device_names,
                                                      jetson_python):
     inventory = _device(write_yaml, device_names(1)[0], python=jetson_python)

@@ -1,4 +1,5 @@
-"""Memory and CPU containers for emulated devices, on cgroup v1 or v2.
+"""Memory and CPU containers for emulated devices, on cgroup v1 or v2, on this host or on a
+board reached over SSH (every file goes through a farm.hosts.Host).
 
 A Container is one cgroup (per controller on v1) named after its device. The agent joins it
 before Python starts (see join_command), so the container's peak counts the whole process.
@@ -7,11 +8,12 @@ says what to do.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import time
+from pathlib import PurePosixPath as Path
 from typing import Protocol
 
 from farm.errors import ContainerError
+from farm.hosts import LOCAL, Host
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -30,16 +32,17 @@ class Container(Protocol):
     def remove(self) -> None: ...
 
 
-def open_container(name: str, memory_bytes: int, cpus: float | None) -> Container:
-    """Create (or take over an idle leftover of) the container for device `name`."""
-    if (CGROUP_ROOT / "cgroup.controllers").exists():
+def open_container(name: str, memory_bytes: int, cpus: float | None,
+                   host: Host = LOCAL) -> Container:
+    """Create (or take over an idle leftover of) the container for device `name` on `host`."""
+    if host.exists(str(CGROUP_ROOT / "cgroup.controllers")):
         from farm.cgroups.v2 import V2Container
-        return V2Container.create(name, memory_bytes, cpus)
-    if (CGROUP_ROOT / "memory").is_dir():
+        return V2Container.create(host, name, memory_bytes, cpus)
+    if host.is_dir(str(CGROUP_ROOT / "memory")):
         from farm.cgroups.v1 import V1Container
-        return V1Container.create(name, memory_bytes, cpus)
+        return V1Container.create(host, name, memory_bytes, cpus)
     raise ContainerError(
-        f"no cgroup memory controller under {CGROUP_ROOT} for device {name!r}",
+        f"no cgroup memory controller under {CGROUP_ROOT} on {host.name} for device {name!r}",
         "mount cgroups (v2: mount -t cgroup2 none /sys/fs/cgroup), or use kind: local for an "
         "unlimited run")
 
@@ -51,80 +54,79 @@ def join_command(procs_files: list[Path], argv: list[str]) -> list[str]:
     return ["/bin/sh", "-c", script, "farm-join", *map(str, procs_files), *argv]
 
 
-def write(path: Path, value: str, device: str) -> None:
+def _why(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
+
+
+def write(host: Host, path: Path, value: str, device: str) -> None:
     try:
-        path.write_text(value)
+        host.write_text(str(path), value)
     except OSError as error:
         raise ContainerError(
-            f"cannot write {value.strip()!r} to {path} for device {device!r}: {error.strerror}",
+            f"cannot write {value.strip()!r} to {path} on {host.name} for device {device!r}: "
+            f"{_why(error)}",
             "run farm as root (or with a delegated cgroup) on a writable cgroup hierarchy") from None
 
 
-def make_dir(path: Path, device: str) -> None:
+def make_dir(host: Host, path: Path, device: str) -> None:
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        host.mkdir(str(path))
     except OSError as error:
         raise ContainerError(
-            f"cannot create cgroup {path} for device {device!r}: {error.strerror}",
-            "run farm as root, or on cgroup v2 delegate a subtree to your user "
-            "(systemd-run --user --scope -p Delegate=yes)") from None
+            f"cannot create cgroup {path} on {host.name} for device {device!r}: {_why(error)}",
+            "run farm as root (on a board: an SSH user that may write /sys/fs/cgroup), or on "
+            "cgroup v2 delegate a subtree to your user (systemd-run --user --scope -p "
+            "Delegate=yes)") from None
 
 
-def read_int(path: Path) -> int | None:
+def read_int(host: Host, path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
+        text = host.read_text(str(path)).strip()
     except OSError:
         return None
     return None if text in ("", "max") else int(text)
 
 
-def read_keyed(path: Path) -> dict[str, int]:
+def read_keyed(host: Host, path: Path) -> dict[str, int]:
     """Files of 'key value' lines, such as memory.events or memory.oom_control."""
     try:
-        pairs = (line.split() for line in path.read_text().splitlines())
+        pairs = (line.split() for line in host.read_text(str(path)).splitlines())
         return {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].lstrip("-").isdigit()}
     except OSError:
         return {}
 
 
-def read_pids(path: Path) -> list[int]:
+def read_pids(host: Host, path: Path) -> list[int]:
     try:
-        return [int(x) for x in path.read_text().split()]
+        return [int(x) for x in host.read_text(str(path)).split()]
     except OSError:
         return []
 
 
-def kill_pids(pids: list[int]) -> None:
-    import signal
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def remove_dir(path: Path, procs: Path, attempts: int = 50) -> None:
+def remove_dir(host: Host, path: Path, attempts: int = 50) -> None:
     """rmdir a cgroup once its processes have gone (killed ones take a moment to leave)."""
-    import time
     for _ in range(attempts):
-        kill_pids(read_pids(procs))
+        host.kill(read_pids(host, path / "cgroup.procs"))
         try:
-            path.rmdir()
+            host.rmdir(str(path))
             break
         except FileNotFoundError:
             break
         except OSError:
+            if not host.exists(str(path)):
+                break
             time.sleep(0.1)
     try:
-        path.parent.rmdir()  # farm's own parent cgroup, once no device uses it
+        host.rmdir(str(path.parent))  # farm's own parent cgroup, once no device uses it
     except OSError:
         pass
 
 
-def own_cgroup_paths() -> dict[str, str]:
-    """Controller name -> this process's cgroup path, from /proc/self/cgroup ('' for v2)."""
+def own_cgroup_paths(host: Host = LOCAL) -> dict[str, str]:
+    """Controller name -> this process's cgroup path, from /proc/self/cgroup ('' for v2). Over
+    SSH, 'self' is the login session's SFTP server, a sibling of the agent it will start."""
     paths = {}
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
+    for line in host.read_text("/proc/self/cgroup").splitlines():
         _, controllers, path = line.split(":", 2)
         for controller in controllers.split(",") if controllers else [""]:
             paths[controller] = path

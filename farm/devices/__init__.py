@@ -8,6 +8,9 @@ from typing import Callable, Protocol
 
 # Job outcomes a runner reports. 'queued', 'running' and 'cancelled' are the controller's.
 DONE, OOM, FAILED, TIMEOUT, CANCELLED = "done", "oom", "failed", "timeout", "cancelled"
+# Why an attempt did not end done: the device or the way to it failed (the job may well succeed
+# elsewhere or later), or the job itself did (model error, oom, timeout: final).
+INFRA, JOB = "infra", "job"
 
 
 def group_key(spec: dict) -> str:
@@ -34,6 +37,9 @@ def runner_for(device) -> DeviceRunner:
     if device.kind == "cgroup":
         from farm.devices.cgroup import cgroup_runner
         return cgroup_runner(device)
+    if device.kind == "jetson":
+        from farm.devices.jetson import jetson_runner
+        return jetson_runner(device)
     if device.kind == "local":
         from farm.devices.local import local_runner
         return local_runner(device)

@@ -13,14 +13,17 @@ from farm.cgroups import Container
 AGENT_HOME = Path(agents.__file__).resolve().parent.parent
 
 
-def agent_env(threads: int) -> dict:
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=str(AGENT_HOME), PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads),
+def agent_vars(threads: int, home: str | Path = AGENT_HOME) -> dict[str, str]:
+    """The environment farm sets for an agent, here or on a board (`home` holds agents/)."""
+    return dict(
+        PYTHONPATH=str(home), PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads),
         MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
         # Nothing may be downloaded at run time: models and data come from local files.
         HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    return env
+
+
+def agent_env(threads: int) -> dict:
+    return {**os.environ, **agent_vars(threads)}
 
 
 class LocalAgent(subprocess.Popen):

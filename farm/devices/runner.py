@@ -2,9 +2,12 @@
 
 A (model, variant) group is loaded once per agent process and reused by the jobs that follow;
 a different group gets a fresh process, so that one model's heap never inflates another's
-figures. Failures are sorted here: an agent killed while its container recorded an OOM kill is
-`oom` (a result, with the limit and the peak); a deadline passed is `timeout`; anything else that
-ends the agent is `failed` with its stderr tail.
+figures. Failures are sorted here, each with its class (farm.devices.INFRA or JOB):
+  - an agent killed while its container recorded an OOM kill: `oom` (a result, with the limit
+    and the peak), job;
+  - a deadline passed: `timeout`, job; the agent's own error event or crash: `failed`, job;
+  - the agent killed from outside (SIGKILL, SIGTERM...), the connection to a board lost, or the
+    device failing under us: `failed`, infra: the job itself may well succeed on a retry.
 """
 from __future__ import annotations
 
@@ -15,9 +18,15 @@ from typing import Callable
 
 import farm
 from farm.cgroups import Container
-from farm.devices import CANCELLED, DONE, FAILED, OOM, TIMEOUT, group_key
+import signal
+
+from farm.devices import CANCELLED, DONE, FAILED, INFRA, JOB, OOM, TIMEOUT, group_key
 from farm.devices.session import AgentExited, AgentProcess, AgentSession, DeadlinePassed
-from farm.errors import AgentCrashed
+from farm.errors import AgentCrashed, DeviceError
+
+# Signals that mean someone or something outside the job ended the agent; others (SIGSEGV,
+# SIGABRT, SIGBUS...) are the job's own crash.
+_OUTSIDE_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT}
 
 MIB = 1024 * 1024
 AGENT_START_S = 120  # python + the agent's imports, before any model
@@ -54,22 +63,28 @@ class AgentRunner:
         self._cancelled.clear()
         started = time.time()
         deadline = time.monotonic() + float(job["timeout_s"])
-        ooms_before = self.container.oom_kills() if self.container else 0
         try:
+            ooms_before = self.container.oom_kills() if self.container else 0
             load = self._ensure_loaded(job, deadline, on_event)
             result = self._measure(job, deadline, on_event)
             result.update(load)
             outcome = {"status": DONE, "error": None, "result": result}
         except JobFailed as failure:
             self._stop_agent()
-            outcome = {"status": failure.status, "error": failure.error, "result": failure.result}
+            outcome = {"status": failure.status, "error": failure.error, "result": failure.result,
+                       "failure": JOB}
         except DeadlinePassed:
+            figures = self._memory_figures()
             self._stop_agent()
             outcome = {"status": TIMEOUT, "error": f"no result within timeout_s={job['timeout_s']}",
-                       "result": self._memory_figures()}
+                       "result": figures, "failure": JOB}
         except AgentExited as exited:
             self._stop_agent()
             outcome = self._classify_exit(exited, ooms_before)
+        except DeviceError as error:  # the device, or the way to it, failed under the job
+            self._stop_agent()
+            outcome = {"status": FAILED, "failure": INFRA, "result": {},
+                       "error": f"{self.device.name}: {error}"}
         outcome.update(key=job["key"], device=self.device.name, started_at=started,
                        finished_at=time.time())
         outcome["result"]["env"] = {**self.facts, **outcome["result"].get("env", {})}
@@ -126,7 +141,10 @@ class AgentRunner:
             on_event(dict(event, job=job["key"]))
 
     def _container_peak_mb(self) -> float | None:
-        peak = self.container.peak_bytes() if self.container else None
+        try:
+            peak = self.container.peak_bytes() if self.container else None
+        except OSError:  # a board that went away: no figure rather than a guess
+            return None
         return peak / MIB if peak is not None else None
 
     def _memory_figures(self, process_peak_mb: float | None = None) -> dict:
@@ -137,33 +155,53 @@ class AgentRunner:
                 "peak_mem_mb": peak, "memory_limit_mb": limit}
 
     def _classify_exit(self, exited: AgentExited, ooms_before: int) -> dict:
-        figures = self._memory_figures()
         if self._cancelled.is_set():
-            return {"status": CANCELLED, "error": "cancelled", "result": figures}
-        if self.container is not None and self.container.oom_kills() > ooms_before:
-            return {"status": OOM, "result": figures, "error":
+            return {"status": CANCELLED, "error": "cancelled", "result": {}}
+        if exited.lost:
+            return {"status": FAILED, "failure": INFRA, "result": {},
+                    "error": f"connection to {self.device.name} lost mid-job ({exited.lost})"}
+        figures = self._memory_figures()
+        try:
+            oom_killed = self.container is not None and self.container.oom_kills() > ooms_before
+        except OSError:
+            oom_killed = False
+        if oom_killed:
+            return {"status": OOM, "result": figures, "failure": JOB, "error":
                     f"killed by the kernel's OOM killer at the {figures['memory_limit_mb']:.0f} MiB "
                     f"limit (peak {figures['peak_mem_mb']:.0f} MiB)"}
-        crash = AgentCrashed(f"agent exited with code {exited.returncode}", exited.stderr_tail)
-        return {"status": FAILED, "error": str(crash), "result": figures}
+        code = exited.returncode
+        if code is None or (code < 0 and -code in _OUTSIDE_SIGNALS):
+            how = ("without an exit status" if code is None
+                   else f"by {signal.Signals(-code).name}")
+            return {"status": FAILED, "failure": INFRA, "result": figures,
+                    "error": f"infrastructure: the agent on {self.device.name} was killed {how} "
+                             "from outside farm (not by the OOM killer)"}
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+        crash = AgentCrashed(f"agent exited with {how}", exited.stderr_tail)
+        return {"status": FAILED, "failure": JOB, "error": str(crash), "result": figures}
 
     def _stop_agent(self) -> None:
         if self.session is not None:
-            self.session.process.kill()
-            if self.container is not None:
-                self.container.kill()
+            self._kill_agent(self.session)
             try:
                 self.session.process.wait(timeout=10)
             except Exception:
                 pass
         self.session, self.group = None, None
 
-    def cancel(self) -> None:
-        self._cancelled.set()
-        if self.session is not None:
-            self.session.process.kill()
+    def _kill_agent(self, session: AgentSession) -> None:
+        try:
+            session.process.kill()
             if self.container is not None:
                 self.container.kill()
+        except (DeviceError, OSError):
+            pass  # a board out of reach: its agent ends with the connection (stdin closed)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        session = self.session
+        if session is not None:
+            self._kill_agent(session)
 
     def close(self) -> None:
         # Nothing is left to save in an idle agent; killing it (its container or process group,

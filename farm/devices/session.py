@@ -21,7 +21,7 @@ class AgentProcess(Protocol):
     stdout: IO[str]
     stderr: IO[str]
 
-    def poll(self) -> int | None: ...
+    def poll(self) -> int | None: ...  # negative: ended by that signal
     def wait(self, timeout: float | None = None) -> int: ...
     def kill(self) -> None: ...
 
@@ -31,9 +31,12 @@ class DeadlinePassed(Exception):
 
 
 class AgentExited(Exception):
-    def __init__(self, returncode: int | None, stderr_tail: str):
+    """The agent's output ended. `returncode` is negative for a signal (as subprocess has it),
+    None when unknown; `lost` says why the connection to its device ended, if it did."""
+
+    def __init__(self, returncode: int | None, stderr_tail: str, lost: str | None = None):
         super().__init__(f"agent exited with code {returncode}")
-        self.returncode, self.stderr_tail = returncode, stderr_tail
+        self.returncode, self.stderr_tail, self.lost = returncode, stderr_tail, lost
 
 
 _EOF = object()
@@ -87,7 +90,8 @@ class AgentSession:
         except Exception:
             code = self.process.poll()
         time.sleep(0.05)  # let the stderr reader catch the last lines
-        return AgentExited(code, self.stderr_tail())
+        lost = getattr(self.process, "lost", None)
+        return AgentExited(code, self.stderr_tail(), lost)
 
     def expect(self, wanted: str, deadline: float) -> dict:
         event = self.next_event(deadline)

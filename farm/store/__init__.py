@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm.errors import StoreError
-from farm.store.schema import FINAL_STATUSES, Job, ModelLoad, Result, Sweep
+from farm.store.schema import FINAL_STATUSES, Device, Job, ModelLoad, Result, Sweep
 
 DEFAULT_DB = "farm.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
@@ -142,7 +142,7 @@ class Store:
         with self._write() as db:
             db.execute(update(Job).where(Job.id == job_id).values(
                 status="running", device=device, started_at=utcnow(), finished_at=None,
-                phase="queued", error=None, attempts=Job.attempts + 1))
+                phase="queued", error=None, failure=None, attempts=Job.attempts + 1))
 
     def job_phase(self, job_id: int, phase: str) -> None:
         with self._write() as db:
@@ -159,6 +159,7 @@ class Store:
         with self._write() as db:
             db.execute(update(Job).where(Job.id == job_id).values(
                 status=outcome["status"], error=outcome.get("error"), phase=None,
+                failure=outcome.get("failure"),
                 device=outcome["device"], started_at=from_epoch(outcome["started_at"]),
                 finished_at=from_epoch(outcome["finished_at"])))
             if any(result.get(f) is not None for f in _RESULT_FIELDS):
@@ -187,6 +188,43 @@ class Store:
             db.add(row)
             db.flush()
         return row.id
+
+    _KEEP = object()
+
+    def device_state(self, name: str, kind: str, state: str, *, job_id: int | None = None,
+                     error=_KEEP, facts: dict | None = None, seen: bool = True) -> None:
+        """Record what a device is doing now. `seen`: it answered just now. An error is kept
+        until another one replaces it, so that an idle device still shows why it last failed."""
+        now = utcnow()
+        with self._write() as db:
+            row = db.scalar(select(Device).where(Device.name == name))
+            if row is None:
+                row = Device(name=name, kind=kind)
+                db.add(row)
+            row.kind, row.state, row.job_id, row.updated_at = kind, state, job_id, now
+            if seen:
+                row.last_seen = now
+            if error is not Store._KEEP:
+                row.last_error = error
+            if facts is not None:
+                row.facts_json = json.dumps(facts, sort_keys=True, default=str)
+
+    def devices(self) -> dict[str, dict]:
+        """Each known device's last state, with the job it runs (key, model, phase)."""
+        with self.session() as db:
+            out = {}
+            for row in db.scalars(select(Device)):
+                job = row.job
+                out[row.name] = {
+                    "name": row.name, "kind": row.kind, "state": row.state,
+                    "last_seen": row.last_seen, "last_error": row.last_error,
+                    "updated_at": row.updated_at,
+                    "facts": json.loads(row.facts_json) if row.facts_json else {},
+                    "job": None if job is None else {
+                        "key": job.key, "model": job.model, "variant": job.variant,
+                        "batch_size": job.batch_size, "seq_len": job.seq_len,
+                        "phase": job.phase, "started_at": job.started_at}}
+            return out
 
     def status_counts(self, sweep_id: int) -> dict[str, int]:
         with self.session() as db:

@@ -53,6 +53,7 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     error: Mapped[str | None] = mapped_column(Text)
+    failure: Mapped[str | None] = mapped_column(String(8))  # 'infra' or 'job', when not done
     sweep: Mapped[Sweep] = relationship(back_populates="jobs")
     result: Mapped[Result | None] = relationship(back_populates="job")
 
@@ -115,3 +116,21 @@ class Result(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     job: Mapped[Job] = relationship(back_populates="result")
     load: Mapped[ModelLoad | None] = relationship()
+
+
+DEVICE_STATES = ("idle", "busy", "offline", "refused", "error")
+
+
+class Device(Base):
+    """What the controller last knew of a device: farm devices and farm status read this."""
+    __tablename__ = "devices"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))  # one of DEVICE_STATES
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))  # the job it runs now
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime)  # last time it answered
+    last_error: Mapped[str | None] = mapped_column(Text)
+    facts_json: Mapped[str | None] = mapped_column(Text)  # what prepare() read off the device
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    job: Mapped[Job | None] = relationship()

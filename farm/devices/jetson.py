@@ -1,0 +1,104 @@
+"""A Jetson board reached over SSH: the agent is uploaded to it by content hash and runs there,
+optionally inside a cgroup of the inventory's `memory:` on the board.
+
+The upload goes to <workdir>/agent-<hash>/ and is reused for as long as the agent's source has
+that hash; a half-finished upload is never used (it is written aside and renamed into place).
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import agents
+from farm.cgroups import open_container
+from farm.devices.process import AGENT_HOME, agent_vars
+from farm.devices.runner import AgentRunner
+from farm.devices.ssh import Board, RemoteProcess, connect, shell_join
+from farm.errors import DeviceError
+
+COMPLETE = "COMPLETE"  # written last into an upload: the folder is whole
+
+
+def deploy(board: Board, workdir: str) -> tuple[str, bool]:
+    """The agent's folder on the board, and whether it had to be uploaded now."""
+    digest = agents.content_hash()
+    base = board.home_path(workdir.rstrip("/") or "/")
+    final = f"{base}/agent-{digest}"
+    if board.exists(f"{final}/{COMPLETE}"):
+        return final, False
+    staging = f"{final}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        board.mkdir(f"{staging}/agents")
+        for relative in agents.bundle_files():
+            board.put(str(Path(AGENT_HOME) / relative), f"{staging}/{relative}")
+        board.write_text(f"{staging}/{COMPLETE}", digest + "\n")
+        if board.exists(final):  # a broken earlier attempt, or another controller's upload
+            board.run(f"rm -rf {shell_join([final])}")
+        board.rename(staging, final)
+    except OSError as error:
+        raise DeviceError(f"cannot upload the agent to {board.name} under {base}: "
+                          f"{error.strerror or error}",
+                          "check workdir: in the inventory and the disk space on the board") from None
+    return final, True
+
+
+def probe(board: Board, python: str, folder: str, full: bool = False) -> dict:
+    """Facts read on the board by agents/probe.py with the board's own interpreter."""
+    code, out, err = board.run(
+        f"cd {shell_join([folder])} && {shell_join([python, '-m', 'agents.probe'])}"
+        + (" --full" if full else ""), timeout_s=300 if full else 60)
+    lines = out.strip().splitlines()
+    if code != 0 or not lines:
+        tail = " | ".join(err.strip().splitlines()[-3:]) or f"exit status {code}"
+        raise DeviceError(f"{board.name}: {python} cannot run the agent: {tail}",
+                          "set python: in the inventory to the board's interpreter with torch "
+                          "(JetPack 4.6: /usr/bin/python3)")
+    return json.loads(lines[-1])
+
+
+class JetsonRunner(AgentRunner):
+    def __init__(self, device):
+        super().__init__(device, self._start_agent, threads=int(device.cpus or 0) or 1)
+        self.board: Board | None = None
+        self.folder: str | None = None
+        self.python = device.python or "python3"
+
+    def prepare(self, **context) -> dict:
+        if self.board is None or not self.board.alive:
+            self.board = connect(self.device)
+        self.folder, uploaded = deploy(self.board, self.device.workdir)
+        board_facts = probe(self.board, self.python, self.folder)
+        if not self.device.cpus:  # torch threads: every CPU the board has online
+            self.threads = int(board_facts.get("cpu_count") or 1)
+        if self.device.memory is not None and self.container is None:
+            board = self.board
+            self.container_factory = lambda: open_container(
+                self.device.name, self.device.memory, self.device.cpus, host=board)
+        facts = super().prepare(**context)
+        facts.update(
+            ssh=f"{self.board.target.user}@{self.board.target.hostname}:{self.board.target.port}",
+            agent_upload="uploaded" if uploaded else "reused", agent_dir=self.folder,
+            **{k: board_facts.get(k) for k in (
+                "l4t", "power_mode", "power_mode_id", "clocks_locked", "tegrastats")})
+        return facts
+
+    def _start_agent(self, container) -> RemoteProcess:
+        argv = [self.python, "-m", "agents"]
+        if container is not None:
+            argv = container.join_command(argv)
+        env = agent_vars(self.threads, self.folder)
+        command = (f"cd {shell_join([self.folder])} && env "
+                   + " ".join(f"{k}={shell_join([v])}" for k, v in env.items())
+                   + " " + shell_join(argv))
+        return RemoteProcess(self.board, command)
+
+    def close(self) -> None:
+        super().close()
+        if self.board is not None:
+            self.board.close()
+            self.board = None
+
+
+def jetson_runner(device) -> JetsonRunner:
+    return JetsonRunner(device)
