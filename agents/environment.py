@@ -33,11 +33,12 @@ def _cpu_model():
     return platform.processor() or None
 
 
-def _memory_total_mb():
+def meminfo_mb(field):
+    """A /proc/meminfo figure ('MemTotal', 'MemAvailable') in MiB."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemTotal:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except (IOError, OSError):
         pass
@@ -109,7 +110,7 @@ def describe():
     """The machine: read once per agent, as the Jetson tools take a while to answer."""
     env = {"python": platform.python_version(), "platform": platform.platform(),
            "machine": platform.machine(), "cpu_model": _cpu_model(),
-           "cpu_count": os.cpu_count(), "memory_total_mb": _memory_total_mb()}
+           "cpu_count": os.cpu_count(), "memory_total_mb": meminfo_mb("MemTotal")}
     env.update(jetson_facts())
     return env
 

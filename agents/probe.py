@@ -11,17 +11,6 @@ import sys
 from agents import content_hash, environment
 
 
-def _available_mb():
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) / 1024.0
-    except (IOError, OSError):
-        pass
-    return None
-
-
 def _cgroup():
     if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
         return "v2"
@@ -32,7 +21,7 @@ def _cgroup():
 
 def quick():
     facts = environment.describe()
-    facts.update(agent=content_hash(), memory_available_mb=_available_mb(), cgroup=_cgroup(),
+    facts.update(agent=content_hash(), memory_available_mb=environment.meminfo_mb("MemAvailable"), cgroup=_cgroup(),
                  tegrastats=environment.which("tegrastats"), executable=sys.executable)
     return facts
 
