@@ -103,7 +103,7 @@ def submit(sweep_file: str | Path, inventory_file: str | Path = DEFAULT_INVENTOR
                                            error=str(error), seen=False)
                         observer.device_refused(name, error)
                     if not ready:  # nothing can run: say why, and write no sweep
-                        raise next(iter(refused.values()))
+                        raise _nothing_usable(refused)
                     for name, facts in ready.items():
                         store.device_state(name, kinds[name], "idle", facts=facts, error=None)
                     observer.devices_ready(ready)
@@ -143,6 +143,14 @@ def _clock_refusals(sweep: Sweep, inventory: Inventory, ready: dict[str, dict],
             f"run `sudo jetson_clocks` on the board (`farm devices check {name}` shows the "
             "clocks), or drop require_locked_clocks")
     return refusals
+
+
+def _nothing_usable(refused: dict[str, FarmError]) -> FarmError:
+    if len(refused) == 1:
+        return next(iter(refused.values()))
+    return DeviceError(f"none of the sweep's devices can be used ({', '.join(refused)}); nothing "
+                       "was run or written", "each device's reason is printed above; `farm "
+                       "devices check` shows them again")
 
 
 def _refused_state(error: FarmError) -> str:

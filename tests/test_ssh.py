@@ -59,8 +59,11 @@ def test_two_boards_untrusted_then_trusted_measure_power_and_reuse_the_agent(
     # Unknown host keys: refused with the fingerprint and the hint; nothing runs or is written.
     refused = _farm("submit", str(sweep_file), "-i", str(inventory), "--db", db_url)
     assert refused.returncode == 3, refused.stdout + refused.stderr
-    assert "not trusted" in refused.stderr and f"farm devices trust {first.name}" in refused.stderr
-    assert _host_fingerprint(first) in refused.stderr or _host_fingerprint(second) in refused.stderr
+    assert "nothing was run or written" in refused.stderr
+    for board in (first, second):  # each board's own line: fingerprint and what to run
+        assert f"device {board.name} not used" in refused.stdout
+        assert _host_fingerprint(board) in refused.stdout
+        assert f"farm devices trust {board.name}" in refused.stdout
     assert _rows(db_url, "select * from jobs") == []
     assert first.agent_pids() == [] and not first.workdir.exists()
 
