@@ -28,17 +28,17 @@ demo: install
 test: install jetson-stack sshd
 	FARM_JETSON_PYTHON=$(JETSON_STACK)/bin/python $(BIN)/python -m pytest
 
-# The SSH tests start their own OpenSSH sshd on 127.0.0.1 (Debian's openssh-server); it is only
-# installed here, never started as a system service by farm.
+# The SSH tests start their own OpenSSH sshd on 127.0.0.1 (Debian's openssh-server; only
+# installed here, never started as a system service), and `farm status` is tested in tmux.
 sshd:
-	@if [ -x /usr/sbin/sshd ]; then \
-	  echo "sshd: /usr/sbin/sshd"; \
+	@if [ -x /usr/sbin/sshd ] && command -v tmux >/dev/null; then \
+	  echo "sshd: /usr/sbin/sshd, tmux: $$(command -v tmux)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get install -y -q openssh-server >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null && apt-get install -y -q openssh-server >/dev/null; }; \
+	  apt-get install -y -q openssh-server tmux >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q openssh-server tmux >/dev/null; }; \
 	else \
-	  echo "note: no sshd here (apt-get install openssh-server); the SSH tests will not run"; \
+	  echo "note: no sshd or tmux here (apt-get install openssh-server tmux); those tests will not run"; \
 	fi
 
 jetson-stack:

@@ -240,3 +240,85 @@ def trust(offer: HostKeyOffer) -> None:
     """Pin the offered key in the device's known_hosts file (replacing any earlier one)."""
     from farm.devices import ssh
     ssh.pin(offer._target, offer._key)
+
+
+def sql(query: str, db: str | None = None) -> tuple[list[str], list[tuple]]:
+    """Run a read-only query (a write fails and changes nothing)."""
+    from farm.store.readonly import ReadOnly
+    reader = ReadOnly(db)
+    try:
+        return reader.query(query)
+    finally:
+        reader.close()
+
+
+RECENT_HOURS = 24
+
+
+def status_snapshot(db: str | None = None, recent_hours: float = RECENT_HOURS) -> dict:
+    """What `farm status` shows, read from the database alone (never Ray, never a device): the
+    active and recent sweeps with their progress, the devices, the latest results, failures."""
+    from farm.store.readonly import ReadOnly
+
+    reader = ReadOnly(db)
+    try:
+        now = reader.rows("SELECT CURRENT_TIMESTAMP AS now")[0]["now"]
+        sweeps = reader.rows(
+            "SELECT s.id, s.name, s.updated_at, COUNT(j.id) AS total, "
+            "SUM(j.status = 'done') AS done, SUM(j.status = 'oom') AS oom, "
+            "SUM(j.status IN ('failed', 'timeout')) AS failed, "
+            "SUM(j.status = 'running') AS running, SUM(j.status = 'queued') AS queued, "
+            "SUM(j.status = 'cancelled') AS cancelled, MIN(j.started_at) AS first_started, "
+            "MAX(j.finished_at) AS last_finished, "
+            "SUM(j.finished_at >= datetime(:now, '-10 minutes')) AS finished_10min "
+            "FROM sweeps s JOIN jobs j ON j.sweep_id = s.id GROUP BY s.id "
+            "HAVING running > 0 OR s.updated_at >= datetime(:now, :recent) "
+            "OR MAX(j.finished_at) >= datetime(:now, :recent) ORDER BY s.updated_at DESC LIMIT 6",
+            {"now": now, "recent": f"-{recent_hours} hours"})
+        devices = reader.rows(
+            "SELECT d.name, d.kind, d.state, d.last_seen, d.last_error, d.facts_json, "
+            "j.model, j.variant, j.task, j.batch_size, j.seq_len, j.phase, j.started_at "
+            "FROM devices d LEFT JOIN jobs j ON j.id = d.job_id ORDER BY d.name")
+        latest = reader.rows(
+            "SELECT sweep, device, model, variant, task, batch_size, seq_len, status, p50_ms, "
+            "per_sample_ms, peak_mem_mb, energy_mj, finished_at FROM v_results "
+            "WHERE status = 'done' ORDER BY finished_at DESC LIMIT 8")
+        failures = reader.rows(
+            "SELECT sweep, device, model, variant, task, batch_size, seq_len, status, failure, "
+            "error, finished_at FROM v_results WHERE status IN ('failed', 'timeout', 'oom') "
+            "ORDER BY finished_at DESC LIMIT 8")
+    finally:
+        reader.close()
+    return {"now": _as_datetime(now), "sweeps": sweeps, "devices": devices, "latest": latest,
+            "failures": failures}
+
+
+def _as_datetime(value):
+    from datetime import datetime
+    return value if not isinstance(value, str) else datetime.fromisoformat(value)
+
+
+def sweep_rows(sweep: str, db: str | None = None, with_latencies: bool = False):
+    """A sweep's v_results rows (and, if asked, each job's raw latencies by job key)."""
+    import json
+
+    from farm.errors import QueryError
+    from farm.store.readonly import ReadOnly
+
+    reader = ReadOnly(db)
+    try:
+        known = [r["name"] for r in reader.rows("SELECT name FROM sweeps ORDER BY name")]
+        if sweep not in known:
+            raise QueryError(f"no sweep named {sweep!r} in {reader.url}",
+                             f"known sweeps: {', '.join(known) or 'none yet'}")
+        rows = reader.rows("SELECT * FROM v_results WHERE sweep = :name ORDER BY model, "
+                           "variant, task, batch_size, seq_len, device", {"name": sweep})
+        if not with_latencies:
+            return rows
+        raw = reader.rows("SELECT j.key, r.latencies_json FROM results r JOIN jobs j ON "
+                          "j.id = r.job_id JOIN sweeps s ON s.id = j.sweep_id WHERE s.name = :n",
+                          {"n": sweep})
+        return rows, {r["key"]: json.loads(r["latencies_json"]) for r in raw
+                      if r["latencies_json"]}
+    finally:
+        reader.close()

@@ -94,6 +94,129 @@ def submit(
         raise typer.Exit(EXIT_JOBS_FAILED)
 
 
+@app.command()
+@boundary
+def status(once: bool = typer.Option(False, "--once", help="Print one snapshot and exit (for "
+                                     "scripts and non-terminals)."),
+           interval: float = typer.Option(1.0, "--interval", min=0.2, help="Seconds between "
+                                          "refreshes."),
+           db: Optional[str] = typer.Option(None, "--db", help="Database path or SQLAlchemy URL "
+                                            "(default: $FARM_DB, else ./farm.db).")):
+    """Live view of sweeps, devices, latest results and failures; reads only the database, so it
+    never slows a sweep and works with no Ray running. Ctrl-C leaves it."""
+    import time
+
+    from rich.live import Live
+
+    from farm.api import status_snapshot
+    from farm.console import status_view
+
+    if once or not sys.stdout.isatty():
+        out.print(status_view(status_snapshot(db)))
+        return
+    with Live(status_view(status_snapshot(db)), console=out, auto_refresh=False,
+              screen=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(status_view(status_snapshot(db)), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command("sql")
+@boundary
+def sql_command(query: str = typer.Argument(..., help="One SQL statement (read-only)."),
+                csv_out: bool = typer.Option(False, "--csv", help="CSV on stdout."),
+                json_out: bool = typer.Option(False, "--json", help="JSON lines on stdout."),
+                db: Optional[str] = typer.Option(None, "--db", help="Database path or URL.")):
+    """Query the results (views v_results, v_latest, v_devices; tables jobs, results, sweeps,
+    model_loads, devices). Read-only: a write statement fails and changes nothing."""
+    import csv
+    import json
+
+    from farm.api import sql
+
+    columns, rows = sql(query, db)
+    if csv_out:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif json_out:
+        for row in rows:
+            sys.stdout.write(json.dumps(dict(zip(columns, row)), default=str) + "\n")
+    else:
+        from rich.table import Table
+        table = Table(header_style="bold", pad_edge=False)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*["" if v is None else str(v) for v in row])
+        out.print(table)
+        err.print(f"[dim]{len(rows)} row(s)[/]")
+
+
+@app.command()
+@boundary
+def table(sweep: str = typer.Argument(..., help="The sweep's name."),
+          fmt: str = typer.Option("rich", "--format", "-f", help="rich, markdown, csv or latex."),
+          batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Figures at this "
+                                                   "batch size (default: 1, else the smallest)."),
+          by_device: Optional[bool] = typer.Option(None, "--by-device/--no-by-device",
+                                                   help="A row per device too (default: when "
+                                                   "the sweep used several)."),
+          db: Optional[str] = typer.Option(None, "--db", help="Database path or URL.")):
+    """The researchers' table: a row per model variant, a column group per task with accuracy,
+    latency per sample and peak memory."""
+    from farm.api import sweep_rows
+    from farm.tables import research_table, to_csv, to_latex, to_markdown, to_rich
+
+    renderers = {"markdown": to_markdown, "md": to_markdown, "csv": to_csv, "latex": to_latex}
+    if fmt != "rich" and fmt not in renderers:
+        raise typer.BadParameter("use rich, markdown, csv or latex", param_hint="--format")
+    try:
+        made = research_table(sweep_rows(sweep, db), by_device, batch_size=batch_size)
+    except ValueError as error:
+        raise FarmError(f"cannot make the table of {sweep!r}: {error}") from None
+    if fmt == "rich":
+        out.print(to_rich(made, title=f"sweep {sweep}"))
+    else:
+        sys.stdout.write(renderers[fmt](made))
+
+
+@app.command()
+@boundary
+def report(sweep: str = typer.Argument(..., help="The sweep's name."),
+           out_dir: Path = typer.Option(Path("report"), "--out", "-o", help="Folder to write."),
+           db: Optional[str] = typer.Option(None, "--db", help="Database path or URL.")):
+    """PNG plots (measured Pareto fronts, latency vs batch size, memory against the limit) and
+    one HTML page with them and the table."""
+    from farm.api import sweep_rows
+    from farm.report import write_report
+
+    written = write_report(sweep_rows(sweep, db), out_dir, f"farm report: sweep {sweep}")
+    for path in written:
+        out.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@boundary
+def export(sweep: str = typer.Argument(..., help="The sweep's name."),
+           fmt: str = typer.Option("csv", "--format", "-f", help="csv, json or parquet."),
+           out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write "
+                                                   "(default: SWEEP.FORMAT)."),
+           db: Optional[str] = typer.Option(None, "--db", help="Database path or URL.")):
+    """Every result of a sweep, with the raw per-call latencies, as csv, json or parquet."""
+    from farm.api import sweep_rows
+    from farm.export import export_rows
+
+    if fmt not in ("csv", "json", "parquet"):
+        raise typer.BadParameter("use csv, json or parquet", param_hint="--format")
+    rows, latencies = sweep_rows(sweep, db, with_latencies=True)
+    path = export_rows(rows, latencies, fmt, out_file or Path(f"{sweep}.{fmt}"))
+    out.print(f"wrote {path} ({len(rows)} jobs)", highlight=False)
+
+
 devices_app = typer.Typer(no_args_is_help=False, help="The inventory's devices: state, health, trust.")
 app.add_typer(devices_app, name="devices")
 INVENTORY_OPTION = typer.Option(Path("inventory.yaml"), "--inventory", "-i",

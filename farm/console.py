@@ -139,3 +139,95 @@ def checks_table(device: str, checks) -> Table:
     for c in checks:
         table.add_row(c.item, f"[{CHECK_STYLE.get(c.status, '')}]{c.status}[/]", c.detail)
     return table
+
+
+def _when(value):
+    from datetime import datetime
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _age(now, then) -> str:
+    then = _when(then)
+    if then is None:
+        return "never"
+    seconds = max((now - then).total_seconds(), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+def _bar(done: int, total: int, width: int = 24) -> str:
+    filled = int(round(width * done / total)) if total else 0
+    return "[green]" + "━" * filled + "[/][dim]" + "━" * (width - filled) + "[/]"
+
+
+def _sweep_line(sweep: dict, now) -> tuple:
+    total = sweep["total"] or 0
+    finished = sum(sweep[k] or 0 for k in ("done", "oom", "failed"))
+    running, queued = sweep["running"] or 0, sweep["queued"] or 0
+    if running:
+        state = "[cyan]running[/]"
+    elif queued or sweep["cancelled"]:
+        state = "[magenta]incomplete[/]"
+    else:
+        state = "[green]finished[/]"
+    rate = (sweep["finished_10min"] or 0) / 10.0  # jobs per minute, over the last ten minutes
+    left = total - finished
+    eta = f"{left / rate:.0f} min" if running and rate > 0 else ""
+    failures = sweep["failed"] or 0
+    return (f"[bold]{sweep['name']}[/]", state, _bar(finished, total), f"{finished}/{total}",
+            f"[green]{sweep['done'] or 0} done[/]",
+            f"[yellow]{sweep['oom']} oom[/]" if sweep["oom"] else "",
+            f"[red]{failures} failed[/]" if failures else "",
+            f"{rate:.1f}/min" if running else "", eta, _age(now, sweep["last_finished"]))
+
+
+def status_view(snapshot: dict):
+    """`farm status`: sweeps, devices, latest results and failures, from one database read."""
+    now = snapshot["now"]
+    sweeps = Table(title="sweeps", header_style="bold", pad_edge=False, expand=False)
+    for name in ("sweep", "state", "progress", "", "", "", "", "rate", "ETA", "last result"):
+        sweeps.add_column(name, no_wrap=True)
+    for sweep in snapshot["sweeps"]:
+        sweeps.add_row(*_sweep_line(sweep, now))
+    if not snapshot["sweeps"]:
+        sweeps.add_row("[dim]no sweep in the last day[/]", *[""] * 9)
+
+    devices = Table(title="devices", header_style="bold", pad_edge=False)
+    for name in ("device", "kind", "state", "current job", "phase", "heartbeat", "last error"):
+        devices.add_column(name, no_wrap=name not in ("last error", "current job"))
+    for d in snapshot["devices"]:
+        busy = d["state"] == "busy" and d["model"]
+        job = (f"{d['model']} {d['variant']} {d['task']} b{d['batch_size']} s{d['seq_len']}"
+               if busy else "")
+        style = DEVICE_STATE_STYLE.get(d["state"], "")
+        devices.add_row(d["name"], d["kind"], f"[{style}]{d['state']}[/]", job,
+                        f"[cyan]{d['phase'] or ''}[/]" if busy else "",
+                        _age(now, d["last_seen"]), f"[red]{d['last_error']}[/]"
+                        if d["last_error"] else "")
+
+    latest = Table(title="latest results", header_style="bold", pad_edge=False)
+    for name in ("sweep", "device", "job", "p50 ms", "ms/sample", "peak MiB", "mJ/sample", "when"):
+        latest.add_column(name, no_wrap=True, justify="right" if "ms" in name or "MiB" in name
+                          or "mJ" in name else "left")
+    for r in snapshot["latest"]:
+        latest.add_row(r["sweep"], r["device"], f"{r['model']} {r['variant']} {r['task']} "
+                       f"b{r['batch_size']} s{r['seq_len']}", _num(r["p50_ms"], ".2f"),
+                       _num(r["per_sample_ms"], ".2f"), _num(r["peak_mem_mb"], ".0f"),
+                       _num(r["energy_mj"], ".2f"), _age(now, r["finished_at"]))
+
+    parts = [sweeps, devices, latest]
+    if snapshot["failures"]:
+        failed = Table(title="failed jobs", header_style="bold", pad_edge=False)
+        for name in ("sweep", "device", "job", "status", "class", "reason"):
+            failed.add_column(name, no_wrap=name != "reason")
+        for r in snapshot["failures"]:
+            style = STATUS_STYLE.get(r["status"], "red")
+            failed.add_row(r["sweep"], r["device"] or "", f"{r['model']} {r['variant']} "
+                           f"{r['task']} b{r['batch_size']} s{r['seq_len']}",
+                           f"[{style}]{r['status']}[/]", r["failure"] or "", r["error"] or "")
+        parts.append(failed)
+    return Group(*parts)

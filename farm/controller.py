@@ -22,6 +22,7 @@ from farm.store import QueuedJob, Store
 
 DEVICE_RESOURCE = "farm_device:{}"
 POLL_S = 0.5
+HEARTBEAT_S = 5.0  # how often a busy device's "last seen" is written while it answers
 
 
 @ray.remote(num_cpus=0, max_concurrency=2)  # a second thread answers events() and cancel()
@@ -149,6 +150,7 @@ class Scheduler:
         self.live: set[str] = set(workers)  # devices still usable
         self.running: dict[object, tuple[QueuedJob, str]] = {}  # ObjectRef -> (job, device)
         self.stranded: list[QueuedJob] = []
+        self.heartbeats: dict[str, float] = {}  # device -> when its last heartbeat was written
 
     def run(self, jobs: list[QueuedJob]) -> None:
         pending = longest_first(jobs)
@@ -208,6 +210,9 @@ class Scheduler:
                 events = ray.get(self.workers[device].events.remote(), timeout=10)
             except RayError:
                 continue
+            if time.monotonic() - self.heartbeats.get(device, 0.0) > HEARTBEAT_S:
+                self.heartbeats[device] = time.monotonic()
+                self.store.device_seen(device)
             phases = [e["phase"] for e in events if e.get("event") == "phase"]
             if phases:
                 self.store.job_phase(job.id, phases[-1])

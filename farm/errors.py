@@ -7,7 +7,8 @@
     │   ├── AgentCrashed           the agent process died outside a job's own failure (with its stderr tail)
     │   ├── DeviceUnreachable      (SSH devices) the board could not be reached, or the connection dropped
     │   └── HostKeyRefused         (SSH devices) the board's host key is unknown or changed: never auto-accepted
-    └── StoreError                 the database could not be opened, migrated or written
+    ├── StoreError                 the database could not be opened, migrated or written
+    └── QueryError                 a `farm sql` query failed, or tried to write (the database is read-only there)
 
 Other libraries' exceptions (SQLAlchemy, Ray, OS errors from /sys/fs/cgroup) are mapped into this
 tree where they enter farm; the CLI turns a FarmError into one red line and an exit code.
@@ -75,6 +76,10 @@ class HostKeyRefused(DeviceError):
 
 class StoreError(FarmError):
     exit_code = 4
+
+
+class QueryError(FarmError):
+    exit_code = 2  # bad input, like a bad sweep file
 
 
 # Exit codes other than those of the errors above.

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from boards import keygen
 from conftest import QUICK
+from farm.errors import DeviceError
 
 FARM = str(Path(sys.executable).parent / "farm")
 
@@ -262,3 +263,43 @@ def test_pinning_replaces_only_that_boards_entries(tmp_path):
     listed = subprocess.run(["ssh-keygen", "-l", "-f", str(tmp_path / "new.pub")],
                             capture_output=True, text=True, check=True).stdout
     assert listed.split()[1] == ssh.fingerprint(new)  # OpenSSH's own fingerprint
+
+
+def test_ssh_config_alias_and_the_ssh_agent_are_used(boards, write_yaml, tmp_path, monkeypatch):
+    """A board named by its ~/.ssh/config alias, logged into with a key held only by a real
+    ssh-agent (the inventory names no key)."""
+    from farm.devices import ssh
+    from farm.inventory import load_inventory
+
+    board, = boards(1)
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host lab-nano\n  HostName 127.0.0.1\n  Port {board.port}\n"
+                      f"  User {os.environ.get('USER') or 'root'}\n")
+    monkeypatch.setattr(ssh, "SSH_CONFIG", config)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/id_* to fall back on
+    agent = subprocess.run(["ssh-agent", "-s", "-a", str(tmp_path / "agent.sock")],
+                           capture_output=True, text=True, check=True).stdout
+    agent_pid = int(agent.split("SSH_AGENT_PID=")[1].split(";")[0])
+    try:
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "agent.sock"))
+        subprocess.run(["ssh-add", "-q", str(board.client_key)], check=True,
+                       env=dict(os.environ, SSH_AUTH_SOCK=str(tmp_path / "agent.sock")))
+        known_hosts = tmp_path / "known_hosts"
+        inventory = write_yaml("inventory.yaml", {"devices": [{
+            "name": board.name, "kind": "jetson", "host": "lab-nano",
+            "known_hosts": str(known_hosts), "workdir": str(board.workdir)}]})
+        device = load_inventory(inventory).devices[0]
+        target = ssh.resolve(device)
+        assert (target.hostname, target.port, target.key_files) == ("127.0.0.1", board.port, ())
+        ssh.pin(target, ssh.fetch_host_key(target))
+        connected = ssh.connect(device)
+        try:
+            assert connected.run("echo $FAKE_POM_5V_IN; command -v tegrastats")[0] == 0
+        finally:
+            connected.close()
+        subprocess.run(["ssh-add", "-D", "-q"], check=True,
+                       env=dict(os.environ, SSH_AUTH_SOCK=str(tmp_path / "agent.sock")))
+        with pytest.raises(DeviceError, match="authentication"):
+            ssh.connect(device)  # the agent holds no key any more: refused, clearly
+    finally:
+        os.kill(agent_pid, signal.SIGTERM)

@@ -209,6 +209,11 @@ class Store:
             if facts is not None:
                 row.facts_json = json.dumps(facts, sort_keys=True, default=str)
 
+    def device_seen(self, name: str) -> None:
+        """A heartbeat: the device answered the controller just now."""
+        with self._write() as db:
+            db.execute(update(Device).where(Device.name == name).values(last_seen=utcnow()))
+
     def devices(self) -> dict[str, dict]:
         """Each known device's last state, with the job it runs (key, model, phase)."""
         with self.session() as db:

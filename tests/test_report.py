@@ -1,0 +1,185 @@
+"""Reports: the Pareto front, the data behind each chart, and the files write_report leaves."""
+from __future__ import annotations
+
+import re
+
+import matplotlib.image
+import pytest
+
+from farm.report import (front_points, latency_series, memory_bars, pareto_front,
+                         write_report)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# A warning from matplotlib (an empty legend, a bad axis) is a chart drawn wrong.
+pytestmark = pytest.mark.filterwarnings("error")
+
+
+def names(points: list[dict]) -> list[str]:
+    return [p["name"] for p in points]
+
+
+def test_pareto_front_keeps_points_nothing_beats_sorted_by_x():
+    e = {"name": "e", "x": 4, "y": 5}
+    points = [
+        {"name": "h", "x": 5, "y": 4},        # beaten by e: slower and worse
+        e,
+        {"name": "d", "x": 3, "y": 3},        # beaten by b: same y, slower
+        {"name": "b", "x": 2, "y": 3},
+        {"name": "c", "x": 2, "y": 2},        # beaten by b: same x, worse y
+        {"name": "e-again", "x": 4, "y": 5},  # equal to e on both axes: kept once, e came first
+        {"name": "no-x", "x": None, "y": 9},
+        {"name": "no-y", "x": 0.5, "y": None},
+        {"name": "a", "x": 1, "y": 1},
+    ]
+    front = pareto_front(points, "x", "y")
+    assert names(front) == ["a", "b", "e"]
+    assert front[2] is e
+
+
+def test_pareto_front_minimizing_y():
+    points = [
+        {"name": "u", "x": 5, "y": 2},        # beaten by t
+        {"name": "t", "x": 4, "y": 1},
+        {"name": "s", "x": 3, "y": 3},        # beaten by q: slower, same y
+        {"name": "r", "x": 2, "y": 4},        # beaten by q: same x, larger y
+        {"name": "q", "x": 2, "y": 3},
+        {"name": "p", "x": 1, "y": 5},
+        {"name": "no-x", "x": None, "y": 0},
+        {"name": "no-y", "x": 0, "y": None},
+    ]
+    assert names(pareto_front(points, "x", "y", maximize_y=False)) == ["p", "q", "t"]
+
+
+def test_pareto_front_of_nothing_measured_is_empty():
+    assert pareto_front([], "x", "y") == []
+    assert pareto_front([{"x": None, "y": 1}], "x", "y") == []
+
+
+def job(device, model, batch, status="done", **figures) -> dict:
+    """A v_results row; every figure not given was not measured."""
+    row = {"sweep": "demo", "job_key": f"{device}/{model}/b{batch}", "device": device,
+           "target": device, "model": model, "variant": "fp32", "task": "synthetic",
+           "batch_size": batch, "seq_len": 128, "status": status, "error": None,
+           "p50_ms": None, "per_sample_ms": None, "peak_mem_mb": None, "memory_limit_mb": None,
+           "flops": None, "params": None, "score": None, "metric": None, "energy_mj": None,
+           "throughput": None}
+    row.update(figures)
+    return row
+
+
+@pytest.fixture
+def rows() -> list[dict]:
+    nano = {"memory_limit_mb": 2048.0}
+    return [
+        # nano-emu-1: a 2 GiB container; no accuracy measured, so FLOPs stand in for it.
+        job("nano-emu-1", "bert-tiny", 1, per_sample_ms=2.0, peak_mem_mb=300.0, flops=0.3e9,
+            p50_ms=2.0, params=4.4e6, **nano),
+        job("nano-emu-1", "bert-tiny", 8, per_sample_ms=1.0, peak_mem_mb=350.0, flops=0.3e9,
+            p50_ms=8.0, params=4.4e6, **nano),
+        job("nano-emu-1", "bert-mini", 1, per_sample_ms=5.0, peak_mem_mb=400.0, flops=1.2e9,
+            **nano),
+        job("nano-emu-1", "bert-mini", 64, per_sample_ms=3.0, peak_mem_mb=900.0, flops=1.2e9,
+            **nano),
+        job("nano-emu-1", "bert-base", 1, per_sample_ms=40.0, peak_mem_mb=1500.0, flops=22e9,
+            **nano),
+        job("nano-emu-1", "bert-base", 64, status="oom", peak_mem_mb=2047.0,
+            error="killed by the OOM killer at the container's limit", **nano),
+        # Done, but its latency was not measured: in the table, on no latency chart.
+        job("nano-emu-1", "albert-unclocked", 1, peak_mem_mb=200.0, flops=5e9, **nano),
+        # Only its latency was measured: on the latency chart, on no front, no memory bar.
+        job("nano-emu-1", "mobilebert", 4, per_sample_ms=0.2, **nano),
+        # Failed with figures that would top every chart: jobs not done are never points.
+        job("nano-emu-1", "distilbert", 1, status="failed", per_sample_ms=0.1, flops=99e9,
+            error="model error: <boom> & more"),
+        # workstation: no limit, and one model has a score.
+        job("workstation", "bert-tiny", 1, per_sample_ms=0.5, peak_mem_mb=500.0, flops=0.3e9,
+            score=0.81, metric="accuracy"),
+        job("workstation", "bert-base", 1, per_sample_ms=4.0, peak_mem_mb=900.0, flops=22e9,
+            score=0.92, metric="accuracy"),
+        job("workstation", "bert-mini", 1, per_sample_ms=1.0, peak_mem_mb=600.0, flops=1.2e9),
+        job("workstation", "bert-large", 1, status="oom"),
+        # Still queued for a tag: no device yet, so on no chart, only in the table.
+        job(None, "electra-small", 1, status="queued", target="nano-2gb"),
+    ]
+
+
+def keys(points: list[dict]) -> list[str]:
+    return [p["job_key"] for p in points]
+
+
+def test_front_points_fall_back_to_flops_when_no_score(rows):
+    assert keys(front_points(rows, "nano-emu-1", "per_sample_ms")) == [
+        "nano-emu-1/bert-tiny/b8", "nano-emu-1/bert-mini/b64", "nano-emu-1/bert-base/b1"]
+    assert keys(front_points(rows, "nano-emu-1", "peak_mem_mb")) == [
+        "nano-emu-1/albert-unclocked/b1", "nano-emu-1/bert-base/b1"]
+
+
+def test_front_points_use_the_score_where_there_is_one(rows):
+    # bert-mini has no score: it is not drawn, though it is faster than bert-base.
+    assert keys(front_points(rows, "workstation", "per_sample_ms")) == [
+        "workstation/bert-tiny/b1", "workstation/bert-base/b1"]
+
+
+def test_latency_series_leave_out_what_was_not_measured(rows):
+    assert latency_series(rows, "nano-emu-1") == {
+        "bert-base fp32": [(1, 40.0)],
+        "bert-mini fp32": [(1, 5.0), (64, 3.0)],
+        "bert-tiny fp32": [(1, 2.0), (8, 1.0)],
+        "mobilebert fp32": [(4, 0.2)],
+    }
+
+
+def test_memory_bars_put_oom_at_the_limit(rows):
+    assert memory_bars(rows, "nano-emu-1") == {
+        "albert-unclocked fp32": {"peak": 200.0, "oom": None, "had_oom": False},
+        "bert-base fp32": {"peak": 1500.0, "oom": 2048.0, "had_oom": True},
+        "bert-mini fp32": {"peak": 900.0, "oom": None, "had_oom": False},
+        "bert-tiny fp32": {"peak": 350.0, "oom": None, "had_oom": False},
+    }
+    # No limit and nothing measured: the oom is named, with no bar invented for it.
+    assert memory_bars(rows, "workstation")["bert-large fp32"] == {
+        "peak": None, "oom": None, "had_oom": True}
+
+
+def test_write_report_writes_charts_and_page(rows, tmp_path):
+    import matplotlib.pyplot as plt
+
+    open_before = plt.get_fignums()
+    out = tmp_path / "report" / "demo"
+    paths = write_report(rows, out, "demo sweep")
+
+    charts = [f"{device}-{kind}.png" for device in ("nano-emu-1", "workstation")
+              for kind in ("front-latency", "front-memory", "latency-batch", "memory")]
+    assert [p.name for p in paths] == [*charts, "index.html"]
+    assert all(p.parent == out for p in paths)
+    for path in paths[:-1]:
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+        height, width = matplotlib.image.imread(path).shape[:2]
+        assert height >= 300 and width >= 400
+    assert plt.get_fignums() == open_before
+
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert re.findall(r'<img src="([^"]+)"', page) == charts
+    assert "<script" not in page and "http" not in page and "<link" not in page
+    for model in {r["model"] for r in rows}:
+        assert f"<td>{model}</td>" in page
+    assert page.count("<tr class=") == len(rows)
+    assert "model error: &lt;boom&gt; &amp; more" in page
+    assert "<boom>" not in page
+
+
+def test_write_report_escapes_what_it_shows(tmp_path):
+    rows = [job("nano-emu-1", "<b>mine</b>", 1, per_sample_ms=1.0, flops=1e9)]
+    page = write_report(rows, tmp_path, "a & b")[-1].read_text(encoding="utf-8")
+    assert "<td>&lt;b&gt;mine&lt;/b&gt;</td>" in page
+    assert "<b>" not in page
+    assert "<title>a &amp; b</title>" in page
+
+
+def test_write_report_refuses_nothing_and_unsafe_device_names(tmp_path):
+    with pytest.raises(ValueError, match="no results to report"):
+        write_report([], tmp_path, "empty")
+    with pytest.raises(ValueError, match="cannot name a chart file"):
+        write_report([job("../etc", "bert-tiny", 1)], tmp_path / "out", "bad")
+    assert not (tmp_path / "out").exists()

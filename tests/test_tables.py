@@ -1,0 +1,173 @@
+"""The researchers' table (farm.tables) and the full export (farm.export), from hand-made rows."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from rich.console import Console
+
+from farm.export import export_rows
+from farm.tables import research_table, to_csv, to_latex, to_markdown, to_rich
+
+COLUMNS = (
+    "sweep", "job_key", "device", "target", "model", "variant", "task", "batch_size",
+    "seq_len", "status", "error", "failure", "attempts", "started_at", "finished_at", "p50_ms",
+    "p90_ms", "p95_ms", "p99_ms", "mean_ms", "stdev_ms", "iters", "per_sample_ms",
+    "throughput", "peak_mem_mb", "container_peak_mb", "process_peak_mb", "memory_limit_mb",
+    "load_s", "flops", "params", "energy_mj", "metric", "score", "cuda_peak_mb",
+    "flops_method", "avg_power_mw", "idle_power_mw", "energy_source", "board_ram_peak_mb",
+    "job_s", "window_s")
+
+
+def result(model, variant, task, batch_size=1, status="done", device="nano-emu-1", **figures):
+    row = dict.fromkeys(COLUMNS)
+    row.update(sweep="paper", job_key=f"{model}-{variant}-{task}-b{batch_size}-{device}",
+               device=device, target="nano-2gb", model=model, variant=variant, task=task,
+               batch_size=batch_size, seq_len=128, status=status, attempts=1,
+               started_at="2026-11-21 10:00:00.250000", finished_at=datetime(2026, 11, 21, 10, 1))
+    if status == "done":
+        row.update(metric=None if task == "synthetic" else "accuracy", flops_method="analytic")
+    row.update(figures)
+    return row
+
+
+@pytest.fixture
+def rows():
+    """Two tasks, two models, two variants; bert-mini int8 sst2 ended oom, bert_tiny fp32
+    mnli has no score, bert_tiny fp32 sst2 was also measured at batch 8, bert-mini fp32 mnli
+    only at batch 8."""
+    return [
+        result("bert_tiny", "fp32", "sst2", score=0.8125, per_sample_ms=1.234, peak_mem_mb=301.0),
+        result("bert_tiny", "fp32", "sst2", 8, score=0.8125, per_sample_ms=0.5, peak_mem_mb=350.0),
+        result("bert_tiny", "int8", "sst2", score=0.79, per_sample_ms=0.9, peak_mem_mb=280.0),
+        result("bert-mini", "fp32", "sst2", score=0.85, per_sample_ms=3.5, peak_mem_mb=410.0),
+        result("bert-mini", "int8", "sst2", status="oom", error="killed at 2048 MiB",
+               failure="job", peak_mem_mb=2048.0),
+        result("bert_tiny", "fp32", "mnli", score=None, per_sample_ms=1.3, peak_mem_mb=305.0),
+        result("bert_tiny", "int8", "mnli", score=0.61, per_sample_ms=0.95, peak_mem_mb=282.0),
+        result("bert-mini", "fp32", "mnli", 8, score=0.7, per_sample_ms=2.0, peak_mem_mb=600.0),
+        result("bert-mini", "int8", "mnli", score=0.69, per_sample_ms=2.9, peak_mem_mb=390.0),
+    ]
+
+
+def table_lines(markdown: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")]
+            for line in markdown.splitlines() if line.startswith("|")]
+
+
+def test_markdown_has_one_row_per_model_variant_and_a_column_group_per_task(rows):
+    header, rule, *body = table_lines(to_markdown(research_table(rows)))
+    assert header == ["model", "variant", "sst2 accuracy", "sst2 ms/sample", "sst2 MiB",
+                      "mnli accuracy", "mnli ms/sample", "mnli MiB"]
+    assert rule == [":---"] * 2 + ["---:"] * 6
+    assert [row[:2] for row in body] == [["bert_tiny", "fp32"], ["bert_tiny", "int8"],
+                                         ["bert-mini", "fp32"], ["bert-mini", "int8"]]
+    assert body[0][2:] == ["0.812", "1.23", "301", "–", "1.30", "305"]  # batch 1, not 8
+    assert body[2][5:] == ["0.700", "2.00 (b8)", "600"]
+    assert body[3][2:5] == ["oom", "oom", "oom"]
+    assert "device" not in header
+
+
+def test_caption_names_the_batch_size_the_figures_are_taken_at(rows):
+    assert "batch size 1" in research_table(rows).caption
+    table = research_table(rows, batch_size=8)
+    assert "batch size 8" in table.caption
+    body = table_lines(to_markdown(table))[2:]
+    assert body[0][2:5] == ["0.812", "0.50", "350"]
+    assert body[1][2:5] == ["–", "–", "–"]      # bert_tiny int8 never ran at batch 8
+
+
+def test_csv_parses_back_with_task_column_names(rows):
+    header, *body = list(csv.reader(io.StringIO(to_csv(research_table(rows)))))
+    assert header[:6] == ["model", "variant", "sst2/accuracy", "sst2/ms_per_sample",
+                          "sst2/peak_mib", "sst2/batch_size"]
+    assert len(body) == 4
+    cells = {(r[0], r[1]): dict(zip(header, r)) for r in body}
+    assert cells["bert_tiny", "fp32"]["sst2/ms_per_sample"] == "1.234"
+    assert cells["bert_tiny", "fp32"]["mnli/accuracy"] == ""
+    assert cells["bert-mini", "int8"]["sst2/peak_mib"] == "oom"
+    assert cells["bert-mini", "fp32"]["mnli/batch_size"] == "8"
+
+
+def test_latex_groups_tasks_and_escapes_names(rows):
+    latex = to_latex(research_table(rows))
+    assert r"\multicolumn{3}{c}{sst2}" in latex and r"\multicolumn{3}{c}{mnli}" in latex
+    assert r"\cmidrule(lr){3-5} \cmidrule(lr){6-8}" in latex
+    assert r"bert\_tiny" in latex and "bert_tiny" not in latex.replace(r"bert\_tiny", "")
+    assert r"\multicolumn{3}{c}{oom}" in latex
+    assert latex.count(r"\\") == 2 + 4
+    for marker in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{llrrrrrr}"):
+        assert marker in latex
+
+
+def test_latex_escapes_special_characters():
+    rows = [result("a%b&c#d$e", "fp32", "my_task", score=0.5, per_sample_ms=1.0, peak_mem_mb=1)]
+    latex = to_latex(research_table(rows))
+    assert r"a\%b\&c\#d\$e" in latex and r"\multicolumn{3}{c}{my\_task}" in latex
+
+
+def test_rich_table_renders_task_groups(rows):
+    console = Console(record=True, width=200)
+    console.print(to_rich(research_table(rows)))
+    text = console.export_text()
+    for word in ("sst2", "mnli", "accuracy", "ms/sample", "bert_tiny", "oom", "(b8)"):
+        assert word in text
+    assert text.index("sst2") < text.index("mnli")
+
+
+def test_device_column_when_rows_span_devices(rows):
+    rows.append(result("bert_tiny", "fp32", "sst2", device="nano-01", score=0.8125,
+                       per_sample_ms=4.0, peak_mem_mb=310.0))
+    table = research_table(rows)
+    assert table.keys == ("model", "variant", "device")
+    header, _, *body = table_lines(to_markdown(table))
+    assert header[2] == "device" and len(body) == 5
+    with pytest.raises(ValueError, match="by_device=True"):
+        research_table(rows, by_device=False)
+    assert research_table(rows[:2], by_device=True).keys == ("model", "variant", "device")
+
+
+def test_export_csv_round_trips(rows, tmp_path):
+    latencies = {rows[0]["job_key"]: [1.5, 1.25, 1.0]}
+    out = export_rows(rows, latencies, "csv", tmp_path / "results.csv")
+    header, *body = list(csv.reader(out.open(newline="")))
+    assert header == [*COLUMNS, "latencies_ms"]
+    first = dict(zip(header, body[0]))
+    assert json.loads(first["latencies_ms"]) == [1.5, 1.25, 1.0]
+    assert first["per_sample_ms"] == "1.234" and first["energy_mj"] == ""
+    assert first["started_at"] == "2026-11-21T10:00:00.250000+00:00"
+    assert dict(zip(header, body[4]))["status"] == "oom" and body[4][-1] == ""
+
+
+def test_export_json_round_trips(rows, tmp_path):
+    latencies = {rows[0]["job_key"]: [1.5, 1.25, 1.0]}
+    out = export_rows(rows, latencies, "json", tmp_path / "results.json")
+    back = json.loads(out.read_text())
+    assert len(back) == len(rows) and list(back[0]) == [*COLUMNS, "latencies_ms"]
+    assert back[0]["latencies_ms"] == [1.5, 1.25, 1.0] and back[1]["latencies_ms"] is None
+    assert back[5]["score"] is None and back[0]["score"] == 0.8125
+    assert back[0]["finished_at"] == "2026-11-21T10:01:00+00:00"
+
+
+def test_export_parquet_round_trips(rows, tmp_path):
+    latencies = {rows[0]["job_key"]: [1.5, 1.25, 1.0]}
+    out = export_rows(rows, latencies, "parquet", tmp_path / "results.parquet")
+    table = pq.read_table(out)
+    assert table.column_names == [*COLUMNS, "latencies_ms"]
+    kind = table.schema.field("latencies_ms").type
+    assert pa.types.is_list(kind) and kind.value_type == pa.float64()
+    back = table.to_pylist()
+    assert back[0]["latencies_ms"] == [1.5, 1.25, 1.0] and back[1]["latencies_ms"] is None
+    assert back[5]["score"] is None and back[0]["score"] == 0.8125
+    assert back[4]["per_sample_ms"] is None and back[0]["per_sample_ms"] == 1.234
+    assert back[0]["started_at"] == datetime(2026, 11, 21, 10, 0, 0, 250000, tzinfo=timezone.utc)
+
+
+def test_export_refuses_an_unknown_format(rows, tmp_path):
+    with pytest.raises(ValueError, match="csv, json, parquet"):
+        export_rows(rows, {}, "xlsx", tmp_path / "results.xlsx")
