@@ -277,7 +277,12 @@ def status_snapshot(db: str | None = None, recent_hours: float = RECENT_HOURS) -
             {"now": now, "recent": f"-{recent_hours} hours"})
         devices = reader.rows(
             "SELECT d.name, d.kind, d.state, d.last_seen, d.last_error, d.facts_json, "
-            "j.model, j.variant, j.task, j.batch_size, j.seq_len, j.phase, j.started_at "
+            "j.model, j.variant, j.task, j.batch_size, j.seq_len, j.phase, j.started_at, "
+            # What the board itself reported (tegrastats) in its latest timed window.
+            "(SELECT r.avg_power_mw FROM results r WHERE r.device = d.name AND "
+            " r.avg_power_mw IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS power_mw, "
+            "(SELECT r.board_ram_peak_mb FROM results r WHERE r.device = d.name AND "
+            " r.board_ram_peak_mb IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS board_ram_mb "
             "FROM devices d LEFT JOIN jobs j ON j.id = d.job_id ORDER BY d.name")
         latest = reader.rows(
             "SELECT sweep, device, model, variant, task, batch_size, seq_len, status, p50_ms, "

@@ -197,8 +197,10 @@ def status_view(snapshot: dict):
         sweeps.add_row("[dim]no sweep in the last day[/]", *[""] * 9)
 
     devices = Table(title="devices", header_style="bold", pad_edge=False)
-    for name in ("device", "kind", "state", "current job", "phase", "heartbeat", "last error"):
-        devices.add_column(name, no_wrap=name not in ("last error", "current job"))
+    for name in ("device", "kind", "state", "current job", "phase", "heartbeat",
+                 "board W", "board RAM", "last error"):
+        devices.add_column(name, no_wrap=name not in ("last error", "current job"),
+                           justify="right" if name.startswith("board") else "left")
     for d in snapshot["devices"]:
         busy = d["state"] == "busy" and d["model"]
         job = (f"{d['model']} {d['variant']} {d['task']} b{d['batch_size']} s{d['seq_len']}"
@@ -206,8 +208,10 @@ def status_view(snapshot: dict):
         style = DEVICE_STATE_STYLE.get(d["state"], "")
         devices.add_row(d["name"], d["kind"], f"[{style}]{d['state']}[/]", job,
                         f"[cyan]{d['phase'] or ''}[/]" if busy else "",
-                        _age(now, d["last_seen"]), f"[red]{d['last_error']}[/]"
-                        if d["last_error"] else "")
+                        _age(now, d["last_seen"]),
+                        _num(d["power_mw"] and d["power_mw"] / 1000, ".2f"),
+                        f"{d['board_ram_mb']:.0f} MiB" if d["board_ram_mb"] else "",
+                        f"[red]{d['last_error']}[/]" if d["last_error"] else "")
 
     latest = Table(title="latest results", header_style="bold", pad_edge=False)
     for name in ("sweep", "device", "job", "p50 ms", "ms/sample", "peak MiB", "mJ/sample", "when"):
