@@ -177,19 +177,36 @@ def _device(inventory: Inventory, name: str, inventory_file):
 
 def device_table(inventory_file: str | Path = DEFAULT_INVENTORY, db: str | None = None) -> list[dict]:
     """Every inventory device with what the database last heard of it (never contacts them)."""
+    from farm.store.readonly import ReadOnly, database_exists
+
     inventory = load_inventory(inventory_file)
-    store = Store(db)
-    try:
-        known = store.devices()
-    finally:
-        store.close()
+    known = {}
+    if database_exists(db):  # no database yet: every device is simply 'unknown'
+        reader = ReadOnly(db)
+        try:
+            known = {row["name"]: row for row in _device_rows(reader)}
+        finally:
+            reader.close()
     rows = []
     for device in inventory.devices:
-        row = known.get(device.name) or {"state": "unknown", "last_seen": None, "job": None,
-                                         "last_error": None, "facts": {}}
+        row = known.get(device.name) or {"state": "unknown", "last_seen": None,
+                                         "last_error": None}
         rows.append({**row, "name": device.name, "kind": device.kind, "tags": device.tags,
                      "where": getattr(device, "host", None) or "this host"})
     return rows
+
+
+def _device_rows(reader) -> list[dict]:
+    """Each device the controller has written about, with the job it runs and what the board
+    itself reported (tegrastats) in its latest timed window."""
+    return reader.rows(
+        "SELECT d.name, d.kind, d.state, d.last_seen, d.last_error, d.facts_json, "
+        "j.model, j.variant, j.task, j.batch_size, j.seq_len, j.phase, j.started_at, "
+        "(SELECT r.avg_power_mw FROM results r WHERE r.device = d.name AND "
+        " r.avg_power_mw IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS power_mw, "
+        "(SELECT r.board_ram_peak_mb FROM results r WHERE r.device = d.name AND "
+        " r.board_ram_peak_mb IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS board_ram_mb "
+        "FROM devices d LEFT JOIN jobs j ON j.id = d.job_id ORDER BY d.name")
 
 
 def check_devices(inventory_file: str | Path = DEFAULT_INVENTORY,
@@ -275,15 +292,7 @@ def status_snapshot(db: str | None = None, recent_hours: float = RECENT_HOURS) -
             "HAVING running > 0 OR s.updated_at >= datetime(:now, :recent) "
             "OR MAX(j.finished_at) >= datetime(:now, :recent) ORDER BY s.updated_at DESC LIMIT 6",
             {"now": now, "recent": f"-{recent_hours} hours"})
-        devices = reader.rows(
-            "SELECT d.name, d.kind, d.state, d.last_seen, d.last_error, d.facts_json, "
-            "j.model, j.variant, j.task, j.batch_size, j.seq_len, j.phase, j.started_at, "
-            # What the board itself reported (tegrastats) in its latest timed window.
-            "(SELECT r.avg_power_mw FROM results r WHERE r.device = d.name AND "
-            " r.avg_power_mw IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS power_mw, "
-            "(SELECT r.board_ram_peak_mb FROM results r WHERE r.device = d.name AND "
-            " r.board_ram_peak_mb IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS board_ram_mb "
-            "FROM devices d LEFT JOIN jobs j ON j.id = d.job_id ORDER BY d.name")
+        devices = _device_rows(reader)
         latest = reader.rows(
             "SELECT sweep, device, model, variant, task, batch_size, seq_len, status, p50_ms, "
             "per_sample_ms, peak_mem_mb, energy_mj, finished_at FROM v_results "
@@ -294,13 +303,8 @@ def status_snapshot(db: str | None = None, recent_hours: float = RECENT_HOURS) -
             "ORDER BY finished_at DESC LIMIT 8")
     finally:
         reader.close()
-    return {"now": _as_datetime(now), "sweeps": sweeps, "devices": devices, "latest": latest,
+    return {"now": now, "sweeps": sweeps, "devices": devices, "latest": latest,
             "failures": failures}
-
-
-def _as_datetime(value):
-    from datetime import datetime
-    return value if not isinstance(value, str) else datetime.fromisoformat(value)
 
 
 def sweep_rows(sweep: str, db: str | None = None, with_latencies: bool = False):

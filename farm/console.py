@@ -104,30 +104,18 @@ DEVICE_STATE_STYLE = {"idle": "green", "busy": "cyan", "offline": "red", "refuse
 CHECK_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skipped": "dim"}
 
 
-def _ago(when) -> str:
-    if when is None:
-        return "never"
-    from datetime import datetime, timezone
-    seconds = (datetime.now(timezone.utc).replace(tzinfo=None) - when).total_seconds()
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit} ago"
-    return f"{max(seconds, 0):.0f}s ago"
-
-
 def devices_table(rows: list[dict]) -> Table:
     table = Table(title="devices", header_style="bold", pad_edge=False)
     for name in ("name", "kind", "where", "state", "last seen", "current job", "last error"):
         table.add_column(name, no_wrap=name != "last error")
     for r in rows:
         style = DEVICE_STATE_STYLE.get(r["state"], "")
-        job = r.get("job")
         current = ""
-        if job and r["state"] == "busy":
-            current = (f"{job['model']} {job['variant']} b{job['batch_size']} s{job['seq_len']}"
-                       + (f" [cyan]{job['phase']}[/]" if job.get("phase") else ""))
+        if r["state"] == "busy" and r.get("model"):
+            current = (f"{r['model']} {r['variant']} b{r['batch_size']} s{r['seq_len']}"
+                       + (f" [cyan]{r['phase']}[/]" if r.get("phase") else ""))
         table.add_row(r["name"], r["kind"], r["where"], f"[{style}]{r['state']}[/]",
-                      _ago(r.get("last_seen")), current, r.get("last_error") or "")
+                      _age(r.get("last_seen")), current, r.get("last_error") or "")
     return table
 
 
@@ -148,10 +136,13 @@ def _when(value):
     return datetime.fromisoformat(str(value))
 
 
-def _age(now, then) -> str:
+def _age(then, now=None) -> str:
+    """'12s ago' from a UTC time (a datetime, or SQLite's text), against `now` (default: now)."""
+    from datetime import datetime, timezone
     then = _when(then)
     if then is None:
         return "never"
+    now = _when(now) or datetime.now(timezone.utc).replace(tzinfo=None)
     seconds = max((now - then).total_seconds(), 0)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -182,12 +173,12 @@ def _sweep_line(sweep: dict, now) -> tuple:
             f"[green]{sweep['done'] or 0} done[/]",
             f"[yellow]{sweep['oom']} oom[/]" if sweep["oom"] else "",
             f"[red]{failures} failed[/]" if failures else "",
-            f"{rate:.1f}/min" if running else "", eta, _age(now, sweep["last_finished"]))
+            f"{rate:.1f}/min" if running else "", eta, _age(sweep["last_finished"], now))
 
 
 def status_view(snapshot: dict):
     """`farm status`: sweeps, devices, latest results and failures, from one database read."""
-    now = snapshot["now"]
+    now = _when(snapshot["now"])
     sweeps = Table(title="sweeps", header_style="bold", pad_edge=False, expand=False)
     for name in ("sweep", "state", "progress", "", "", "", "", "rate", "ETA", "last result"):
         sweeps.add_column(name, no_wrap=True)
@@ -208,7 +199,7 @@ def status_view(snapshot: dict):
         style = DEVICE_STATE_STYLE.get(d["state"], "")
         devices.add_row(d["name"], d["kind"], f"[{style}]{d['state']}[/]", job,
                         f"[cyan]{d['phase'] or ''}[/]" if busy else "",
-                        _age(now, d["last_seen"]),
+                        _age(d["last_seen"], now),
                         _num(d["power_mw"] and d["power_mw"] / 1000, ".2f"),
                         f"{d['board_ram_mb']:.0f} MiB" if d["board_ram_mb"] else "",
                         f"[red]{d['last_error']}[/]" if d["last_error"] else "")
@@ -221,7 +212,7 @@ def status_view(snapshot: dict):
         latest.add_row(r["sweep"], r["device"], f"{r['model']} {r['variant']} {r['task']} "
                        f"b{r['batch_size']} s{r['seq_len']}", _num(r["p50_ms"], ".2f"),
                        _num(r["per_sample_ms"], ".2f"), _num(r["peak_mem_mb"], ".0f"),
-                       _num(r["energy_mj"], ".2f"), _age(now, r["finished_at"]))
+                       _num(r["energy_mj"], ".2f"), _age(r["finished_at"], now))
 
     parts = [sweeps, devices, latest]
     if snapshot["failures"]:

@@ -5,7 +5,6 @@ as 'skipped' rather than guessing.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import uuid
@@ -79,7 +78,7 @@ def _container_check(device, host=None) -> Check:
 
 def _check_board(device) -> list[Check]:
     from farm.devices import ssh
-    from farm.devices.jetson import deploy, probe
+    from farm.devices.jetson import board_python, deploy, probe
 
     checks = []
     try:
@@ -102,11 +101,10 @@ def _check_board(device) -> list[Check]:
         return checks + [Check("login", FAIL, error.message)] + _skipped("agent")
     try:
         checks.append(Check("login", OK, f"as {target.user}"))
-        python = device.python or "python3"
         try:
             folder, uploaded = deploy(board, device.workdir)
             checks.append(Check("agent", OK, f"{folder} ({'uploaded now' if uploaded else 'up to date'})"))
-            facts = probe(board, python, folder, full=True)
+            facts = probe(board, board_python(device), folder, full=True)
         except DeviceError as error:
             return checks + [Check("agent", FAIL, error.message)]
         checks.extend(_facts_checks(facts))
@@ -117,18 +115,18 @@ def _check_board(device) -> list[Check]:
 
 
 def _check_here(device) -> list[Check]:
+    from farm.devices.jetson import read_probe
     from farm.devices.process import AGENT_HOME, agent_env
 
     python = device.python or sys.executable
     try:
         done = subprocess.run([python, "-m", "agents.probe", "--full"], cwd=AGENT_HOME,
                               env=agent_env(1), capture_output=True, text=True, timeout=300)
+        facts = read_probe(done.returncode, done.stdout, done.stderr, "this host", python)
     except OSError as error:
         return [Check("python", FAIL, f"{python}: {error.strerror}")]
-    if done.returncode != 0:
-        tail = " | ".join(done.stderr.strip().splitlines()[-2:])
-        return [Check("python", FAIL, f"{python} cannot run the agent: {tail}")]
-    facts = json.loads(done.stdout.strip().splitlines()[-1])
+    except DeviceError as error:
+        return [Check("python", FAIL, error.message)]
     return _facts_checks(facts) + [_container_check(device)]
 
 

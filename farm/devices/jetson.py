@@ -7,6 +7,7 @@ that hash; a half-finished upload is never used (it is written aside and renamed
 from __future__ import annotations
 
 import json
+import shlex
 import uuid
 from pathlib import Path
 
@@ -14,10 +15,15 @@ import agents
 from farm.cgroups import open_container
 from farm.devices.process import AGENT_HOME, agent_vars
 from farm.devices.runner import AgentRunner
-from farm.devices.ssh import Board, RemoteProcess, connect, shell_join
+from farm.devices.ssh import Board, RemoteProcess, connect
 from farm.errors import DeviceError
 
 COMPLETE = "COMPLETE"  # written last into an upload: the folder is whole
+BOARD_PYTHON = "python3"  # a board's interpreter when the inventory names none
+
+
+def board_python(device) -> str:
+    return device.python or BOARD_PYTHON
 
 
 def deploy(board: Board, workdir: str) -> tuple[str, bool]:
@@ -34,7 +40,7 @@ def deploy(board: Board, workdir: str) -> tuple[str, bool]:
             board.put(str(Path(AGENT_HOME) / relative), f"{staging}/{relative}")
         board.write_text(f"{staging}/{COMPLETE}", digest + "\n")
         if board.exists(final):  # a broken earlier attempt, or another controller's upload
-            board.run(f"rm -rf {shell_join([final])}")
+            board.run(f"rm -rf {shlex.quote(final)}")
         board.rename(staging, final)
     except OSError as error:
         raise DeviceError(f"cannot upload the agent to {board.name} under {base}: "
@@ -46,14 +52,19 @@ def deploy(board: Board, workdir: str) -> tuple[str, bool]:
 def probe(board: Board, python: str, folder: str, full: bool = False) -> dict:
     """Facts read on the board by agents/probe.py with the board's own interpreter."""
     code, out, err = board.run(
-        f"cd {shell_join([folder])} && {shell_join([python, '-m', 'agents.probe'])}"
+        f"cd {shlex.quote(folder)} && {shlex.join([python, '-m', 'agents.probe'])}"
         + (" --full" if full else ""), timeout_s=300 if full else 60)
+    return read_probe(code, out, err, board.name, python)
+
+
+def read_probe(code: int, out: str, err: str, where: str, python: str) -> dict:
+    """The facts agents/probe.py printed (its last stdout line), or why it could not run."""
     lines = out.strip().splitlines()
     if code != 0 or not lines:
         tail = " | ".join(err.strip().splitlines()[-3:]) or f"exit status {code}"
-        raise DeviceError(f"{board.name}: {python} cannot run the agent: {tail}",
-                          "set python: in the inventory to the board's interpreter with torch "
-                          "(JetPack 4.6: /usr/bin/python3)")
+        raise DeviceError(f"{where}: {python} cannot run the agent: {tail}",
+                          "set python: in the inventory to an interpreter with torch and "
+                          "transformers (on JetPack 4.6: /usr/bin/python3)")
     return json.loads(lines[-1])
 
 
@@ -62,7 +73,7 @@ class JetsonRunner(AgentRunner):
         super().__init__(device, self._start_agent, threads=int(device.cpus or 0) or 1)
         self.board: Board | None = None
         self.folder: str | None = None
-        self.python = device.python or "python3"
+        self.python = board_python(device)
 
     def prepare(self, **context) -> dict:
         if self.board is None or not self.board.alive:
@@ -88,9 +99,9 @@ class JetsonRunner(AgentRunner):
         if container is not None:
             argv = container.join_command(argv)
         env = agent_vars(self.threads, self.folder)
-        command = (f"cd {shell_join([self.folder])} && env "
-                   + " ".join(f"{k}={shell_join([v])}" for k, v in env.items())
-                   + " " + shell_join(argv))
+        command = (f"cd {shlex.quote(self.folder)} && env "
+                   + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+                   + " " + shlex.join(str(a) for a in argv))
         return RemoteProcess(self.board, command)
 
     def close(self) -> None:

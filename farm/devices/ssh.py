@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import posixpath
-import shlex
 import socket
 import stat
 import threading
@@ -88,8 +87,9 @@ def _describe(key: paramiko.PKey) -> str:
     return f"{key.get_name()} key {fingerprint(key)}"
 
 
-def known_keys(target: Target) -> paramiko.HostKeys:
-    keys = paramiko.HostKeys()
+def known_keys(target: Target, keys: paramiko.HostKeys | None = None) -> paramiko.HostKeys:
+    """The system's and the device's known_hosts, read into `keys` (never written back)."""
+    keys = paramiko.HostKeys() if keys is None else keys
     for path in (Path("/etc/ssh/ssh_known_hosts"), target.known_hosts):
         if path.is_file():
             keys.load(str(path))
@@ -126,9 +126,7 @@ def _open_socket(target: Target) -> socket.socket:
 def connect(device) -> Board:
     target = resolve(device)
     client = paramiko.SSHClient()
-    for path in (Path("/etc/ssh/ssh_known_hosts"), target.known_hosts):
-        if path.is_file():
-            client.get_host_keys().load(str(path))  # read only: never written by connect
+    known_keys(target, client.get_host_keys())
     client.set_missing_host_key_policy(_RefuseUnknown(target))
     sock = _open_socket(target)
     try:
@@ -392,7 +390,3 @@ class RemoteProcess:
             except DeviceUnreachable:
                 pass
         self.channel.close()
-
-
-def shell_join(argv: list[str]) -> str:
-    return " ".join(shlex.quote(str(a)) for a in argv)

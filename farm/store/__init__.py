@@ -214,23 +214,6 @@ class Store:
         with self._write() as db:
             db.execute(update(Device).where(Device.name == name).values(last_seen=utcnow()))
 
-    def devices(self) -> dict[str, dict]:
-        """Each known device's last state, with the job it runs (key, model, phase)."""
-        with self.session() as db:
-            out = {}
-            for row in db.scalars(select(Device)):
-                job = row.job
-                out[row.name] = {
-                    "name": row.name, "kind": row.kind, "state": row.state,
-                    "last_seen": row.last_seen, "last_error": row.last_error,
-                    "updated_at": row.updated_at,
-                    "facts": json.loads(row.facts_json) if row.facts_json else {},
-                    "job": None if job is None else {
-                        "key": job.key, "model": job.model, "variant": job.variant,
-                        "batch_size": job.batch_size, "seq_len": job.seq_len,
-                        "phase": job.phase, "started_at": job.started_at}}
-            return out
-
     def status_counts(self, sweep_id: int) -> dict[str, int]:
         with self.session() as db:
             rows = db.execute(select(Job.status, func.count()).where(Job.sweep_id == sweep_id)

@@ -18,11 +18,23 @@ from farm.errors import QueryError, StoreError
 from farm.store import BUSY_TIMEOUT_MS, resolve_url
 
 
-def _read_only_url(url: str) -> str:
+def _sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(parsed.database)
+
+
+def database_exists(url: str | None) -> bool:
+    """False only for an SQLite file that is not there yet (servers are assumed to exist)."""
+    path = _sqlite_path(resolve_url(url))
+    return path is None or path.exists()
+
+
+def _read_only_url(url: str) -> str:
+    path = _sqlite_path(url)
+    if path is None:
         return url
-    path = Path(parsed.database)
     if not path.exists():
         raise StoreError(f"no database at {path}", "run `farm submit` first, or point --db / "
                          "FARM_DB at the results database")
