@@ -45,5 +45,6 @@ CATALOG = {
 VARIANTS = ("fp32", "int8", "fp16")
 CUDA_ONLY_VARIANTS = ("fp16",)
 
-# Input kinds the agent can feed. GLUE tasks arrive with the accuracy work.
-TASKS = ("synthetic",)
+# Inputs the agent makes itself: random token ids of seq_len. Real task inputs (GLUE) are read by
+# the controller and sent to the agent as texts.
+SYNTHETIC = "synthetic"

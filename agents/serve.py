@@ -5,6 +5,10 @@ Commands (one JSON object per line on stdin):
    "seq_lens": [128], "cuda": false}
   {"op": "run", "job": {"key": ..., "task": "synthetic", "batch_size": 1, "seq_len": 128,
                         "measure": {"warmup": 3, "min_iters": 10, "min_seconds": 1.0}}}
+      a GLUE job also carries "texts": [[sentence], [sentence1, sentence2], ...] and "evaluate":
+      the timed calls then run on batches of those texts, and with evaluate every example is
+      predicted once after the timed window (the result's "predictions": output index, or the
+      value of a one-output regression head).
   {"op": "exit"}
 Events (stdout): hello, loaded, phase, result, error. One model is loaded at a time and reused by
 every job sent after it, so a (model, variant) group pays its load once.
@@ -16,11 +20,14 @@ import time
 import traceback
 
 from agents import content_hash
-from agents import energy, environment, flops, measure, models
+from agents import energy, environment, flops, measure, models, text
 from agents.protocol import Channel
 
 _OOM_TEXT = ("can't allocate memory", "out of memory", "not enough memory")
 IDLE_S = 0.5  # idle power is read over this long before each timed window, where a meter exists
+TIMING_BATCHES = 16  # distinct batches of task examples the timed calls cycle through
+PROGRESS_S = 2.0  # how often an evaluation reports how far it is
+_UNSET = object()
 
 
 def _is_oom(error):
@@ -35,6 +42,9 @@ class Agent(object):
         self.flops_by_seq = {}
         self.params = None
         self.meter = energy.open_meter()
+        self.model_spec = None
+        self.tokenizer = _UNSET  # opened by the first job with texts
+
 
     def load(self, model_spec, variant, threads, seq_lens, cuda):
         started = time.perf_counter()
@@ -42,7 +52,7 @@ class Agent(object):
         import transformers
 
         torch.set_num_threads(max(1, int(threads)))
-        self.model = None
+        self.model, self.model_spec, self.tokenizer = None, model_spec, _UNSET
         fp32 = models.build(model_spec)
         self.params = models.parameter_count(fp32)
         # FLOPs are counted on the fp32 graph: int8 and fp16 kernels do the same arithmetic.
@@ -63,13 +73,21 @@ class Agent(object):
         import torch
 
         key, batch, seq_len = job["key"], int(job["batch_size"]), int(job["seq_len"])
-        settings = job["measure"]
+        settings, texts = job["measure"], job.get("texts")
         started = time.perf_counter()
         self.channel.emit("phase", job=key, phase="warmup")
         measure.reset_process_peak()
         measure.reset_cuda_peak(self.device)
-        inputs = models.synthetic_inputs(self.model, batch, seq_len, device=self.device)
-        call = measure.synchronized(lambda: self.model(**inputs), self.device)
+        if texts:
+            batches = self._task_batches(texts, batch, seq_len)
+        else:
+            batches = [models.synthetic_inputs(self.model, batch, seq_len, device=self.device)]
+        turn = [0]
+
+        def forward():
+            turn[0] += 1
+            return self.model(**batches[turn[0] % len(batches)])
+        call = measure.synchronized(forward, self.device)
         no_grad = getattr(torch, "inference_mode", torch.no_grad)
         with no_grad():
             measure.warm_up(call, int(settings["warmup"]))
@@ -81,8 +99,16 @@ class Agent(object):
                 return batch * len(latencies), window, (latencies, window)
 
             (latencies, window), power = energy.measure_window(self.meter, timed_window, IDLE_S)
+            evaluation = self._predict(key, texts, batch, seq_len) if (
+                texts and job.get("evaluate")) else {}
         result = measure.summarize(latencies, batch, window)
         result.update(power)
+        result.update(evaluation)
+        if texts:
+            masks = [b["attention_mask"] for b in batches if "attention_mask" in b]
+            result.update(tokenizer=text.describe(self.tokenizer), tokens_mean=(
+                float(sum(m.sum().item() for m in masks)) / sum(m.shape[0] for m in masks)
+                if masks else None))
         count, method = self.flops_by_seq.get(str(seq_len), (None, None))
         result.update(
             event="result", job=key, process_peak_mb=measure.process_peak_mb(),
@@ -90,6 +116,33 @@ class Agent(object):
             flops_method=method, job_s=time.perf_counter() - started,
             latencies_ms=[round(x * 1000.0, 6) for x in latencies])
         return result
+
+    def _task_batches(self, texts, batch, seq_len):
+        """Batches of the task's own examples, for the timed calls to cycle through."""
+        if self.tokenizer is _UNSET:
+            self.tokenizer = text.open_tokenizer(self.model_spec)
+        count = max(1, min(TIMING_BATCHES, (len(texts) + batch - 1) // batch))
+        return [text.encode(chunk, seq_len, self.model, self.tokenizer, self.device)
+                for chunk in text.cycled(texts, batch, count)]
+
+    def _predict(self, key, texts, batch, seq_len):
+        """Every example once, in order: the output index, or a regression head's value."""
+        started = last = time.perf_counter()
+        predictions = []
+        for start in range(0, len(texts), batch):
+            inputs = text.encode(texts[start:start + batch], seq_len, self.model,
+                                 self.tokenizer, self.device)
+            logits = self.model(**inputs)[0].float()
+            if logits.shape[-1] == 1:
+                predictions.extend(float(x) for x in logits[:, 0].tolist())
+            else:
+                predictions.extend(int(x) for x in logits.argmax(-1).tolist())
+            if time.perf_counter() - last > PROGRESS_S:
+                last = time.perf_counter()
+                self.channel.emit("phase", job=key,
+                                  phase="evaluating %d/%d" % (len(predictions), len(texts)))
+        return {"predictions": predictions, "eval_examples": len(predictions),
+                "eval_s": time.perf_counter() - started}
 
     def close(self):
         if self.meter is not None:

@@ -13,7 +13,7 @@ from farm.errors import (ConfigError, DeviceError, DeviceUnreachable, FarmError,
                          HostKeyRefused)
 from farm.inventory import Inventory, load_inventory
 from farm.store import Store
-from farm.sweep import Sweep, expand, load_sweep, resolve_targets
+from farm.sweep import Sweep, expand, load_sweep, read_data, resolve_targets
 
 DEFAULT_INVENTORY = "inventory.yaml"
 
@@ -83,7 +83,8 @@ def submit(sweep_file: str | Path, inventory_file: str | Path = DEFAULT_INVENTOR
     inventory = load_inventory(inventory_file)
     sweep: Sweep = load_sweep(sweep_file)
     pools = resolve_targets(sweep, inventory, str(sweep_file), str(inventory_file))
-    jobs = expand(sweep, list(pools))
+    data = read_data(sweep)
+    jobs = expand(sweep, list(pools), data)
     store = Store(db)
     try:
         keys = {job.key for job in jobs}
@@ -113,7 +114,7 @@ def submit(sweep_file: str | Path, inventory_file: str | Path = DEFAULT_INVENTOR
                     ran = len([j for j in runnable if usable[j.target]])
                     observer.sweep_started(sweep.name, ran, len(jobs))
                     scheduler = Scheduler(store, {n: workers[n] for n in ready}, usable, observer,
-                                          kinds)
+                                          kinds, data)
                     scheduler.run([j for j in runnable if usable[j.target]])
                     ran -= len(scheduler.stranded)
                 finally:

@@ -15,9 +15,10 @@ Spec = TypeVar("Spec", bound=BaseModel)
 class Problem(ValueError):
     """Raised by validators: what is wrong, and how to fix it."""
 
-    def __init__(self, problem: str, fix: str):
+    def __init__(self, problem: str, fix: str, loc: tuple = ()):
         super().__init__(problem)
         self.problem, self.fix = problem, fix
+        self.loc = loc  # where in the file, for checks that span fields (a model validator's)
 
 
 def _line_index(node, path=(), index=None) -> dict[tuple, int]:
@@ -80,6 +81,8 @@ def _config_error(path: Path, error: ValidationError, lines: dict) -> ConfigErro
     first = error.errors()[0]
     loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
     problem = first.get("ctx", {}).get("error")
+    if isinstance(problem, Problem) and problem.loc:
+        loc = problem.loc
     line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
     if isinstance(problem, Problem):
         return ConfigError(str(path), field_name(loc), problem.problem, problem.fix, line)

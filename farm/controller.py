@@ -18,6 +18,8 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from agents.catalog import CATALOG
 from farm.devices import CANCELLED, FAILED, INFRA, group_key
 from farm.errors import DeviceError, FarmError
+from farm.glue.data import Examples
+from farm.glue.scoring import score
 from farm.store import QueuedJob, Store
 
 DEVICE_RESOURCE = "farm_device:{}"
@@ -38,7 +40,9 @@ class DeviceWorker:
         return self.runner.prepare(host=socket.gethostname(),
                                    ray_node=ray.get_runtime_context().get_node_id())
 
-    def run_job(self, job: dict) -> dict:
+    def run_job(self, job: dict, texts: list | None = None) -> dict:
+        if texts is not None:  # a task's examples travel once per task, as a Ray object
+            job = dict(job, texts=texts)
         return self.runner.run(job, self.pending_events.append)
 
     def events(self) -> list[dict]:
@@ -143,9 +147,12 @@ def close_workers(workers: dict[str, object]) -> None:
 
 class Scheduler:
     def __init__(self, store: Store, workers: dict[str, object], pools: dict[str, list[str]],
-                 observer: Observer, kinds: dict[str, str]):
+                 observer: Observer, kinds: dict[str, str],
+                 data: dict[str, Examples] | None = None):
         self.store, self.workers, self.pools, self.observer = store, workers, pools, observer
         self.kinds = kinds  # device -> kind, for the devices table
+        self.data = data or {}  # GLUE task -> its examples (the agent gets the texts)
+        self.texts: dict[str, object] = {}  # GLUE task -> its texts, put in Ray's object store
         self.loaded: dict[str, str] = {}  # device -> group it has loaded
         self.live: set[str] = set(workers)  # devices still usable
         self.running: dict[object, tuple[QueuedJob, str]] = {}  # ObjectRef -> (job, device)
@@ -201,8 +208,16 @@ class Scheduler:
         self.store.device_state(device, self.kinds[device], "busy", job_id=job.id)
         self.observer.job_started(job, device)
         spec = dict(job.spec, key=job.key)
-        self.running[self.workers[device].run_job.remote(spec)] = (job, device)
+        self.running[self.workers[device].run_job.remote(spec, self._texts(job))] = (job, device)
         self.loaded[device] = group_of(job)
+
+    def _texts(self, job: QueuedJob):
+        task = job.spec["task"]
+        if task not in self.data:
+            return None
+        if task not in self.texts:
+            self.texts[task] = ray.put([list(t) for t in self.data[task].texts])
+        return self.texts[task]
 
     def _forward_events(self) -> None:
         for job, device in list(self.running.values()):
@@ -231,6 +246,7 @@ class Scheduler:
                        "result": {}, "failure": INFRA}
             lost.add(device)
             self.loaded.pop(device, None)
+        score(job.spec, self.data.get(job.spec["task"]), outcome)
         self.store.job_finished(job.id, outcome)
         if device in lost:
             self.store.device_state(device, self.kinds[device], "error", error=outcome["error"],

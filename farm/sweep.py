@@ -5,7 +5,9 @@ that submitting the same file again finds the jobs it already has.
     devices: [nano-2gb]        # device names or tags (a tag is a pool of interchangeable devices)
     models: [bert-tiny, {name: mine, path: checkpoints/mine}]
     variants: [fp32, int8]
-    tasks: [synthetic]
+    tasks: [synthetic]         # or GLUE tasks: cola, sst2, mrpc, stsb, qqp, mnli-m, mnli-mm, ...
+    data_dir: glue_data        # GLUE tasks: the GLUE distribution's folders (else the datasets cache)
+    max_samples: 500           # GLUE tasks: the first N evaluation examples (default: all)
     batch_sizes: [1, 8]
     seq_lens: [128]
     measure: {warmup: 3, min_iters: 10, min_seconds: 1.0}
@@ -25,10 +27,15 @@ from typing import Annotated
 from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
                       model_validator)
 
-from agents.catalog import CATALOG, CUDA_ONLY_VARIANTS, TASKS, VARIANTS
+from agents.catalog import CATALOG, CUDA_ONLY_VARIANTS, SYNTHETIC, VARIANTS
 from farm.config import Problem, field_name, load_spec
 from farm.errors import ConfigError
+from farm.glue.data import Examples, read_examples
+from farm.glue.labels import LabelMismatch, Outputs, outputs_for
+from farm.glue.tasks import TASKS as GLUE_TASKS
 from farm.inventory import Inventory, Name
+
+TASKS = (SYNTHETIC, *GLUE_TASKS)
 
 
 class Measure(BaseModel):
@@ -43,12 +50,24 @@ class ModelRef(BaseModel):
     name: Name
     path: str | None = None  # a local checkpoint directory (config, weights, tokenizer)
     hub: str | None = None  # a hub id already in the local Hugging Face cache (never fetched)
+    # Fine-tuned checkpoints are per task: task -> checkpoint directory (path: is the fallback).
+    paths: dict[str, str] | None = None
 
     def as_job(self) -> dict:
         job = {"name": self.name, "path": self.path}
         if self.hub:  # only when set, so that keys of catalog and path models stay as they were
             job["hub"] = self.hub
         return job
+
+    def for_task(self, task: str) -> ModelRef:
+        """The model a task's jobs load: its own checkpoint where paths: names one."""
+        path = (self.paths or {}).get(task, self.path)
+        return ModelRef(name=self.name, path=path, hub=None if path else self.hub)
+
+    @property
+    def catalog(self) -> bool:
+        """Built from the catalog's configuration with random weights: no score."""
+        return not (self.path or self.hub or self.paths)
 
 
 class Sweep(BaseModel):
@@ -57,7 +76,9 @@ class Sweep(BaseModel):
     devices: tuple[str, ...] | None = None
     models: tuple[ModelRef, ...] = Field(min_length=1)
     variants: tuple[str, ...] = Field(("fp32",), min_length=1)
-    tasks: tuple[str, ...] = Field(("synthetic",), min_length=1)
+    tasks: tuple[str, ...] = Field((SYNTHETIC,), min_length=1)
+    data_dir: str | None = None  # GLUE: the distribution's layout; None: the datasets cache
+    max_samples: int | None = Field(None, gt=0)  # GLUE: the first N examples of each task
     batch_sizes: tuple[Annotated[int, Field(gt=0)], ...] = Field((1,), min_length=1)
     seq_lens: tuple[Annotated[int, Field(gt=0)], ...] = Field((128,), min_length=1)
     measure: Measure = Measure()
@@ -75,18 +96,27 @@ class Sweep(BaseModel):
     @classmethod
     def _known_models(cls, models, info: ValidationInfo):
         base = Path((info.context or {}).get("base_dir", "."))
-        for ref in models:
+        for i, ref in enumerate(models):
             if ref.path and ref.hub:
                 raise Problem(f"model {ref.name!r} has both path: and hub:", "keep one of them")
             if ref.hub:
                 _check_cached(ref)
                 continue
-            if ref.path is None and ref.name not in CATALOG:
+            if ref.path is None and not ref.paths and ref.name not in CATALOG:
                 raise Problem(f"unknown model {ref.name!r}",
                               f"use a catalog name ({', '.join(sorted(CATALOG))}) or add path:")
-            if ref.path is not None and not (base / ref.path / "config.json").is_file():
-                raise Problem(f"model {ref.name!r}: no config.json in {base / ref.path}",
-                              "point path: at a saved checkpoint directory")
+            places = {("path",): ref.path} if ref.path is not None else {}
+            for task, path in (ref.paths or {}).items():
+                if task not in GLUE_TASKS:
+                    raise Problem(f"model {ref.name!r}: paths: names an unknown task {task!r}",
+                                  f"use GLUE task names: {', '.join(GLUE_TASKS)}",
+                                  ("models", i, "paths", task))
+                places[("paths", task)] = path
+            for where, path in places.items():
+                if not (base / path / "config.json").is_file():
+                    raise Problem(f"model {ref.name!r}: no config.json in {base / path}",
+                                  "point it at a saved checkpoint directory",
+                                  ("models", i, *where))
         return models
 
     @field_validator("variants")
@@ -102,22 +132,76 @@ class Sweep(BaseModel):
     @model_validator(mode="after")
     def _resolve_paths(self, info: ValidationInfo):
         base = Path((info.context or {}).get("base_dir", "."))
-        refs = tuple(ModelRef(name=m.name, path=str((base / m.path).resolve())) if m.path else m
-                     for m in self.models)
+
+        def resolved(path: str | None) -> str | None:
+            return str((base / path).resolve()) if path else path
+
+        refs = tuple(m.model_copy(update={
+            "path": resolved(m.path),
+            "paths": {t: resolved(p) for t, p in m.paths.items()} if m.paths else None})
+            for m in self.models)
         object.__setattr__(self, "models", refs)
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", resolved(self.data_dir))
+        return self
+
+    @model_validator(mode="after")
+    def _checkpoints_fit_tasks(self):
+        """Every task of a fine-tuned model has a checkpoint, and one named for a task by paths:
+        has that task's labels. (A path: checkpoint used for other tasks than its own is measured
+        there for latency and memory only; its score is left empty, with the reason.)"""
+        for i, ref in enumerate(self.models):
+            if ref.catalog:
+                continue
+            for task in self.tasks:
+                if not (ref.for_task(task).path or ref.for_task(task).hub):
+                    raise Problem(f"model {ref.name!r} has no checkpoint for task {task!r}",
+                                  f"add paths: {{{task}: DIR}} or path:", ("models", i, "paths"))
+            for task in (t for t in (ref.paths or {}) if t in self.tasks):
+                try:
+                    checkpoint_outputs(ref.for_task(task), task)
+                except LabelMismatch as error:
+                    raise Problem(f"model {ref.name!r}, task {task}: {error}",
+                                  "use a checkpoint fine-tuned on this task, or name its labels "
+                                  "in config.json (id2label)", ("models", i, "paths", task)) from None
         return self
 
 
-def _check_cached(ref: ModelRef) -> None:
+def _cached_config(hub: str) -> str | None:
+    """The path of a hub id's config.json in the local Hugging Face cache, if it is there."""
     from huggingface_hub import try_to_load_from_cache
 
     # Resolved now, not when huggingface_hub was imported, as the agent will resolve it.
     home = os.environ.get("HF_HOME")
     cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(home, "hub") if home else None)
-    if not isinstance(try_to_load_from_cache(ref.hub, "config.json", cache_dir=cache), str):
+    found = try_to_load_from_cache(hub, "config.json", cache_dir=cache)
+    return found if isinstance(found, str) else None
+
+
+def _check_cached(ref: ModelRef) -> None:
+    if _cached_config(ref.hub) is None:
         raise Problem(f"model {ref.name!r}: {ref.hub!r} is not in the local Hugging Face cache "
                       "(farm never downloads)", "fetch it once where there is a network "
                       "(huggingface-cli download), copy the cache here, or save it and use path:")
+
+
+def checkpoint_outputs(model: ModelRef, task: str) -> Outputs | None:
+    """What the outputs of a model's checkpoint mean for a GLUE task (None: synthetic inputs)."""
+    if task not in GLUE_TASKS:
+        return None
+    config = Path(model.path) / "config.json" if model.path else Path(_cached_config(model.hub))
+    try:
+        parsed = json.loads(config.read_text())
+    except (OSError, ValueError) as error:
+        raise LabelMismatch(f"cannot read {config}: {error}") from None
+    return outputs_for(GLUE_TASKS[task], parsed)
+
+
+def read_data(sweep: Sweep) -> dict[str, Examples]:
+    """Each GLUE task's evaluation examples, read before anything is written (bad files stop
+    the submit with their own file and line)."""
+    return {task: read_examples(task, sweep.data_dir, sweep.max_samples)
+            for task in sweep.tasks if task in GLUE_TASKS}
 
 
 def _all_known(values, known, what):
@@ -138,17 +222,23 @@ class JobSpec:
     measure: Measure
     timeout_s: float
     seq_lens: tuple[int, ...] = ()  # all of the sweep's, so that a load counts FLOPs for each
+    data: dict | None = None  # GLUE: which examples (their digest and count), None: synthetic
+    scoring: dict | None = None  # GLUE: whether to score, and what each output means
 
     @property
     def identity(self) -> dict:
         """Everything that changes what is measured (timeout_s does not)."""
-        return {"target": self.target, "model": self.model.as_job(), "variant": self.variant,
-                "task": self.task, "batch_size": self.batch_size, "seq_len": self.seq_len,
-                "measure": self.measure.model_dump()}
+        identity = {"target": self.target, "model": self.model.as_job(), "variant": self.variant,
+                    "task": self.task, "batch_size": self.batch_size, "seq_len": self.seq_len,
+                    "measure": self.measure.model_dump()}
+        if self.data is not None:  # only then, so that synthetic jobs keep their keys
+            identity["data"] = self.data
+        return identity
 
     def runner_spec(self) -> dict:
         """What a device runner is given: the identity plus settings that do not change it."""
-        return self.identity | {"timeout_s": self.timeout_s, "seq_lens": list(self.seq_lens)}
+        return self.identity | {"timeout_s": self.timeout_s, "seq_lens": list(self.seq_lens)} | (
+            self.scoring or {})
 
     @property
     def key(self) -> str:
@@ -193,11 +283,33 @@ def _check_cuda(sweep: Sweep, inventory: Inventory, pools: dict[str, list[str]],
                     f"{inventory_file} for devices that have a GPU")
 
 
-def expand(sweep: Sweep, targets: list[str]) -> list[JobSpec]:
-    jobs = [JobSpec(target, model, variant, task, batch, seq, sweep.measure, sweep.timeout_s,
-                    tuple(sorted(sweep.seq_lens)))
-            for target, model, variant, task, batch, seq in itertools.product(
+def expand(sweep: Sweep, targets: list[str],
+           data: dict[str, Examples] | None = None) -> list[JobSpec]:
+    """The sweep's jobs; `data` holds each GLUE task's examples (read_data)."""
+    data = data or {}
+    jobs = [JobSpec(target, ref.for_task(task), variant, task, batch, seq, sweep.measure,
+                    sweep.timeout_s, tuple(sorted(sweep.seq_lens)), *_task_inputs(ref, task, data))
+            for target, ref, variant, task, batch, seq in itertools.product(
                 targets, sweep.models, sweep.variants, sweep.tasks, sweep.batch_sizes,
                 sweep.seq_lens)]
     unique = {job.key: job for job in jobs}  # a value listed twice is one job
     return list(unique.values())
+
+
+def _task_inputs(ref: ModelRef, task: str, data: dict[str, Examples]):
+    """A GLUE job's data identity, and how its predictions are scored."""
+    if task not in GLUE_TASKS:
+        return None, None
+    examples = data[task]
+    identity = {"digest": examples.digest, "examples": len(examples)}
+    if ref.catalog:
+        return identity, {"evaluate": False,
+                          "no_score": f"no score: {ref.name} is a catalog architecture with "
+                                      "random weights"}
+    try:
+        outputs = checkpoint_outputs(ref.for_task(task), task)
+    except LabelMismatch as error:  # a checkpoint fine-tuned for another task
+        return identity, {"evaluate": False, "no_score": f"no score: {error}"}
+    return identity, {"evaluate": True,
+                      "outputs": list(outputs.labels) if outputs.labels else None,
+                      "label_order": outputs.source}

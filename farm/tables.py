@@ -107,9 +107,12 @@ def _caption(rows: list[dict], batch_size: int | None) -> str:
           "batch size 1 (where a cell has no batch-1 job: its smallest batch size, marked (bN))")
     seq = _distinct(r["seq_len"] for r in rows)
     seq_text = f", sequence length {seq[0]}" if len(seq) == 1 else ""
+    unscored = " (a score also where the model cannot have one: random weights, or a checkpoint " \
+        "not fine-tuned for the task; v_results.score_note says which)" if any(
+            (r.get("score_note") or "").startswith("no score") for r in rows) else ""
     return (f"{MS}: mean latency per sample at {at}{seq_text}; {MIB}: that job's peak memory; "
             f"first column: the task's score (its metric named where known). {NOT_MEASURED}: "
-            f"not measured; oom, timeout, failed: how the job ended.")
+            f"not measured{unscored}; oom, timeout, failed: how the job ended.")
 
 
 def _texts(table: ResearchTable, cell: Cell) -> tuple[str, str, str]:

@@ -61,7 +61,7 @@ def test_unknown_target_is_an_error_naming_the_choices(write_yaml):
     ({"batch_sizes": [1, 0]}, "batch_sizes[1]", "larger"),
     ({"measure": {"min_iters": 0}}, "measure.min_iters", "larger"),
     ({"batch_size": [1]}, "batch_size", "remove this key"),
-    ({"models": [{"name": "mine", "path": "nowhere"}]}, "models", "config.json"),
+    ({"models": [{"name": "mine", "path": "nowhere"}]}, "models[0].path", "config.json"),
 ])
 def test_bad_sweeps_are_refused(write_yaml, fields, field, words):
     path = _sweep(write_yaml, **fields)

@@ -3,11 +3,15 @@ optionally inside a cgroup of the inventory's `memory:` on the board.
 
 The upload goes to <workdir>/agent-<hash>/ and is reused for as long as the agent's source has
 that hash; a half-finished upload is never used (it is written aside and renamed into place).
+A local checkpoint (path:) goes the same way to <workdir>/models/<name>-<hash>/.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import posixpath
 import shlex
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -29,21 +33,65 @@ def board_python(device) -> str:
 def deploy(board: Board, workdir: str) -> tuple[str, bool]:
     """The agent's folder on the board, and whether it had to be uploaded now."""
     digest = agents.content_hash()
+    files = {relative: str(Path(AGENT_HOME) / relative) for relative in agents.bundle_files()}
+    return _upload(board, workdir, f"agent-{digest}", digest, files, "the agent")
+
+
+def deploy_checkpoint(board: Board, workdir: str, folder: str) -> tuple[str, bool]:
+    """A local checkpoint's copy on the board, named by its content: (its folder there,
+    whether it had to be uploaded now). Weights saved only as safetensors are sent as
+    pytorch_model.bin, which every torch can read (JetPack's transformers 4.18 cannot read
+    safetensors)."""
+    files, digest = checkpoint_files(Path(folder))
+    with tempfile.TemporaryDirectory(prefix="farm-checkpoint-") as scratch:
+        if "model.safetensors" in files and "pytorch_model.bin" not in files:
+            files["pytorch_model.bin"] = _as_torch_file(files.pop("model.safetensors"), scratch)
+        return _upload(board, workdir, f"models/{Path(folder).name}-{digest}", digest, files,
+                       f"checkpoint {folder}")
+
+
+def checkpoint_files(folder: Path) -> tuple[dict[str, str], str]:
+    """A checkpoint's files (relative name -> local path) and a hash of their names and bytes."""
+    files = {str(p.relative_to(folder)): str(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    digest = hashlib.sha256()
+    for relative, local in files.items():
+        digest.update(relative.encode() + b"\0")
+        with open(local, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return files, digest.hexdigest()[:16]
+
+
+def _as_torch_file(safetensors_file: str, scratch: str) -> str:
+    import torch
+    from safetensors.torch import load_file
+
+    target = str(Path(scratch) / "pytorch_model.bin")
+    torch.save(load_file(safetensors_file), target)
+    return target
+
+
+def _upload(board: Board, workdir: str, name: str, digest: str, files: dict[str, str],
+            what: str) -> tuple[str, bool]:
+    """Files into <workdir>/<name>/ on the board, unless a whole copy is there already. The
+    copy is written aside and renamed into place, so a half-finished one is never used."""
     base = board.home_path(workdir.rstrip("/") or "/")
-    final = f"{base}/agent-{digest}"
+    final = f"{base}/{name}"
     if board.exists(f"{final}/{COMPLETE}"):
         return final, False
     staging = f"{final}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        board.mkdir(f"{staging}/agents")
-        for relative in agents.bundle_files():
-            board.put(str(Path(AGENT_HOME) / relative), f"{staging}/{relative}")
+        board.mkdir(staging)
+        for relative, local in files.items():
+            if "/" in relative:
+                board.mkdir(f"{staging}/{posixpath.dirname(relative)}")
+            board.put(local, f"{staging}/{relative}")
         board.write_text(f"{staging}/{COMPLETE}", digest + "\n")
         if board.exists(final):  # a broken earlier attempt, or another controller's upload
             board.run(f"rm -rf {shlex.quote(final)}")
         board.rename(staging, final)
     except OSError as error:
-        raise DeviceError(f"cannot upload the agent to {board.name} under {base}: "
+        raise DeviceError(f"cannot upload {what} to {board.name} under {base}: "
                           f"{error.strerror or error}",
                           "check workdir: in the inventory and the disk space on the board") from None
     return final, True
@@ -74,6 +122,7 @@ class JetsonRunner(AgentRunner):
         self.board: Board | None = None
         self.folder: str | None = None
         self.python = board_python(device)
+        self.checkpoints: dict[str, str] = {}  # local checkpoint -> its copy on the board
 
     def prepare(self, **context) -> dict:
         if self.board is None or not self.board.alive:
@@ -93,6 +142,15 @@ class JetsonRunner(AgentRunner):
             **{k: board_facts.get(k) for k in (
                 "l4t", "power_mode", "power_mode_id", "clocks_locked", "tegrastats")})
         return facts
+
+    def model_on_device(self, model: dict) -> dict:
+        """The board loads its own copy of a local checkpoint."""
+        path = model.get("path")
+        if not path:
+            return model
+        if path not in self.checkpoints:
+            self.checkpoints[path], _ = deploy_checkpoint(self.board, self.device.workdir, path)
+        return dict(model, path=self.checkpoints[path])
 
     def _start_agent(self, container) -> RemoteProcess:
         argv = [self.python, "-m", "agents"]

@@ -100,7 +100,8 @@ class AgentRunner:
         on_event({"event": "phase", "job": job["key"], "phase": "loading"})
         self.session = AgentSession(self.start_agent(self.container))
         hello = self.session.expect("hello", min(deadline, time.monotonic() + AGENT_START_S))
-        self.session.send({"op": "load", "model": job["model"], "variant": job["variant"],
+        self.session.send({"op": "load", "model": self.model_on_device(job["model"]),
+                           "variant": job["variant"],
                            "threads": self.threads, "seq_lens": job.get("seq_lens", []),
                            "cuda": bool(getattr(self.device, "cuda", False))})
         loaded = self._wait_for("loaded", job, deadline, on_event)
@@ -117,11 +118,18 @@ class AgentRunner:
             "agent": hello["agent"]}}
         return dict(self.load_figures)
 
+    def model_on_device(self, model: dict) -> dict:
+        """The model spec as the device's agent must see it (a device with its own disk gets
+        its own copy of a local checkpoint)."""
+        return model
+
     def _measure(self, job: dict, deadline: float, on_event) -> dict:
         if self.container is not None:
             self.container.reset_peak()
-        self.session.send({"op": "run", "job": {
-            k: job[k] for k in ("key", "task", "batch_size", "seq_len", "measure")}})
+        command = {k: job[k] for k in ("key", "task", "batch_size", "seq_len", "measure")}
+        if job.get("texts") is not None:  # a GLUE task: its texts, and whether to predict them
+            command.update(texts=job["texts"], evaluate=bool(job.get("evaluate")))
+        self.session.send({"op": "run", "job": command})
         result = self._wait_for("result", job, deadline, on_event)
         for field in ("event", "job"):
             result.pop(field, None)

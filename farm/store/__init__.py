@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, func, select, text, update
+from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm.errors import StoreError
-from farm.store.schema import FINAL_STATUSES, Device, Job, ModelLoad, Result, Sweep
+from farm.store.schema import (FINAL_STATUSES, Device, Job, Metric, ModelLoad, Prediction, Result,
+                               Sweep)
 
 DEFAULT_DB = "farm.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
@@ -70,7 +71,8 @@ _RESULT_FIELDS = ("iters", "window_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "
                   "stdev_ms", "min_ms", "max_ms", "per_sample_ms", "throughput", "peak_mem_mb",
                   "container_peak_mb", "process_peak_mb", "memory_limit_mb", "cuda_peak_mb",
                   "job_s", "flops", "flops_method", "params", "energy_mj", "avg_power_mw",
-                  "idle_power_mw", "energy_source", "board_ram_peak_mb", "metric", "score")
+                  "idle_power_mw", "energy_source", "board_ram_peak_mb", "metric", "score",
+                  "score_note", "eval_examples", "eval_s", "tokens_mean", "tokenizer")
 _LOAD_FIELDS = ("load_s", "load_peak_mb", "load_container_peak_mb", "cuda_load_peak_mb",
                 "params", "agent")
 
@@ -174,6 +176,19 @@ class Store:
                     latencies_json=json.dumps(latencies) if latencies is not None else None,
                     env_json=json.dumps(result.get("env"), sort_keys=True),
                     **{f: result.get(f) for f in _RESULT_FIELDS}))
+            self._scores(db, job_id, result)
+
+    @staticmethod
+    def _scores(db: Session, job_id: int, result: dict) -> None:
+        """A scored job's metrics and per-example predictions (replacing an earlier run's)."""
+        db.execute(delete(Metric).where(Metric.job_id == job_id))
+        db.execute(delete(Prediction).where(Prediction.job_id == job_id))
+        for name, value in (result.get("metrics") or {}).items():
+            db.add(Metric(job_id=job_id, name=name, value=value))
+        rows = [{"job_id": job_id, "example": i, "label": label, "prediction": guess}
+                for i, label, guess in result.get("predictions") or ()]
+        if rows:
+            db.execute(insert(Prediction), rows)
 
     @staticmethod
     def _load_id(db: Session, device: str, load: dict | None) -> int | None:

@@ -109,8 +109,13 @@ class Result(Base):
     idle_power_mw: Mapped[float | None] = mapped_column(Float)  # read just before the window
     energy_source: Mapped[str | None] = mapped_column(String(32))
     board_ram_peak_mb: Mapped[float | None] = mapped_column(Float)  # tegrastats RAM used
-    metric: Mapped[str | None] = mapped_column(String(32))
-    score: Mapped[float | None] = mapped_column(Float)
+    metric: Mapped[str | None] = mapped_column(String(32))  # the task's main metric
+    score: Mapped[float | None] = mapped_column(Float)  # its value; all metrics: table metrics
+    score_note: Mapped[str | None] = mapped_column(Text)  # why there is no score, or a caveat
+    eval_examples: Mapped[int | None] = mapped_column(Integer)  # examples predicted and scored
+    eval_s: Mapped[float | None] = mapped_column(Float)  # time of the pass that predicted them
+    tokens_mean: Mapped[float | None] = mapped_column(Float)  # real tokens per example, timed
+    tokenizer: Mapped[str | None] = mapped_column(String(64))  # how task texts became ids
     latencies_json: Mapped[str | None] = mapped_column(Text)  # every timed call, in ms
     env_json: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
@@ -134,3 +139,24 @@ class Device(Base):
     facts_json: Mapped[str | None] = mapped_column(Text)  # what prepare() read off the device
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     job: Mapped[Job | None] = relationship()
+
+
+
+class Metric(Base):
+    """Every metric of a scored job (results.metric/score hold the task's main one)."""
+    __tablename__ = "metrics"
+    __table_args__ = (UniqueConstraint("job_id", "name", name="uq_metrics_job_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    name: Mapped[str] = mapped_column(String(32))  # accuracy, f1, mcc, pearson, spearman
+    value: Mapped[float | None] = mapped_column(Float)  # None where undefined
+
+
+class Prediction(Base):
+    """One evaluation example of a scored job: its gold label and the model's prediction (label
+    names, or numbers as text for STS-B), so that a metric can be recomputed from SQL."""
+    __tablename__ = "predictions"
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    example: Mapped[int] = mapped_column(Integer, primary_key=True)  # index in file order
+    label: Mapped[str] = mapped_column(Text)
+    prediction: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""GLUE tasks: their files, labels and metrics."""
