@@ -83,16 +83,20 @@ def _num(value, fmt: str) -> str:
 def results_table(title: str, rows: list[dict]) -> Table:
     """One row per job; tasks and sequence lengths get a column only when the sweep varies them."""
     varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
+    scored = any(r.get("metric") or r.get("score_note") for r in rows)  # GLUE tasks ran
     table = Table(title=title, header_style="bold", pad_edge=False)
     for name in ("model", "variant", *varying, "batch", "device", "status"):
         table.add_column(name.replace("seq_len", "seq"), no_wrap=True)
-    for name in ("p50 ms", "ms/sample", "peak MiB", "GFLOP/sample", "params M"):
+    for name in ("score",) * scored + ("p50 ms", "ms/sample", "peak MiB", "GFLOP/sample",
+                                       "params M"):
         table.add_column(name, justify="right")
     for r in rows:
         style = STATUS_STYLE.get(r["status"], "")
+        score = [f"{r['metric']} {r['score']:.3f}" if r.get("score") is not None else
+                 "[dim]no score[/]" if r.get("score_note") else "–"] if scored else []
         table.add_row(
             r["model"], r["variant"], *[str(r[c]) for c in varying], str(r["batch_size"]),
-            r["device"] or "", f"[{style}]{r['status']}[/]", _num(r["p50_ms"], ".2f"),
+            r["device"] or "", f"[{style}]{r['status']}[/]", *score, _num(r["p50_ms"], ".2f"),
             _num(r["per_sample_ms"], ".2f"), _num(r["peak_mem_mb"], ".0f"),
             _num(r["flops"] and r["flops"] / 1e9, ".3f"),
             _num(r["params"] and r["params"] / 1e6, ".2f"))
