@@ -4,15 +4,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm.controller import (DEVICE_RESOURCE, Observer, Scheduler, close_workers,
                              prepare_workers, start_workers)
 from farm.errors import (ConfigError, DeviceError, DeviceUnreachable, FarmError,
-                         HostKeyRefused)
+                         HostKeyRefused, QueryError)
 from farm.inventory import Inventory, load_inventory
-from farm.store import Store
+from farm.store import Store, resolve_url
+from farm.store.runs import HEARTBEAT_S
 from farm.sweep import Sweep, expand, load_sweep, read_data, resolve_targets
 
 DEFAULT_INVENTORY = "inventory.yaml"
@@ -26,6 +29,7 @@ class SubmitReport:
     counts: dict[str, int]
     results: list[dict]
     refused: dict[str, str] = field(default_factory=dict)  # device -> why it was not used
+    cancelled: bool = False  # `farm cancel` stopped it
 
     @property
     def failed(self) -> int:
@@ -43,6 +47,10 @@ class _Quiet:
     def job_started(self, job, device): pass
     def job_phase(self, job, device, phase): pass
     def job_finished(self, job, outcome): pass
+    def job_retried(self, job, outcome, attempt): pass
+    def device_quarantined(self, name, reason): pass
+    def cancelling(self, why, running): pass
+    def took_over(self, dead): pass
 
 
 @contextlib.contextmanager
@@ -79,51 +87,174 @@ def submit(sweep_file: str | Path, inventory_file: str | Path = DEFAULT_INVENTOR
            db: str | None = None, ray_address: str | None = None,
            observer: Observer | None = None) -> SubmitReport:
     """Validate, record and run a sweep; jobs already finished in the database are not rerun."""
-    observer = observer or _Quiet()
     inventory = load_inventory(inventory_file)
     sweep: Sweep = load_sweep(sweep_file)
-    pools = resolve_targets(sweep, inventory, str(sweep_file), str(inventory_file))
+    return _run(sweep, inventory, str(sweep_file), str(inventory_file), db, ray_address,
+                observer or _Quiet())
+
+
+def resume(name: str, db: str | None = None, ray_address: str | None = None,
+           observer: Observer | None = None) -> SubmitReport:
+    """Finish a sweep as it was last submitted (its stored sweep and inventory), whatever its
+    file says now: the jobs not yet finished run; nothing finished runs again."""
+    from pydantic import ValidationError
+
+    store = Store(db)
+    try:
+        stored = store.sweep_spec(name)
+    finally:
+        store.close()
+    if stored is None:
+        raise QueryError(f"no sweep named {name!r} in {resolve_url(db)}",
+                         "`farm status` lists the sweeps; check --db / FARM_DB")
+    source, spec_json, inventory_json = stored
+    try:
+        sweep = Sweep.model_validate_json(spec_json, context={"base_dir": "/"})
+        inventory = Inventory.model_validate_json(inventory_json)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ConfigError(source, ".".join(map(str, first["loc"])) or "(top level)",
+                          f"the stored sweep no longer holds: {first['msg']}",
+                          "fix what moved (a checkpoint, the data), or submit the file again") \
+            from None
+    return _run(sweep, inventory, source, f"(the inventory stored with {name})", db,
+                ray_address, observer or _Quiet())
+
+
+def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: str,
+         db: str | None, ray_address: str | None, observer: Observer) -> SubmitReport:
+    """Expand, claim the devices, prepare them and run what is left; every bad input is found
+    before the database is touched."""
+    pools = resolve_targets(sweep, inventory, sweep_file, inventory_file)
     data = read_data(sweep)
     jobs = expand(sweep, list(pools), data)
     store = Store(db)
     try:
-        keys = {job.key for job in jobs}
         needed = _devices_needed(store, sweep, jobs, pools)
-        ran, refused = 0, {}
+        ran, refused, cancelled = 0, {}, False
         if needed:
-            devices = [d for d in inventory.devices if d.name in needed]
-            kinds = {d.name: d.kind for d in devices}
-            with ray_connection(ray_address, inventory):
-                workers = start_workers(devices)
-                try:
-                    ready, refused = prepare_workers(workers)
-                    refused.update(_clock_refusals(sweep, inventory, ready, sweep_file))
-                    for name, error in refused.items():
-                        ready.pop(name, None)
-                        store.device_state(name, kinds[name], _refused_state(error),
-                                           error=str(error), seen=False)
-                        observer.device_refused(name, error)
-                    if not ready:  # nothing can run: say why, and write no sweep
-                        raise _nothing_usable(refused)
-                    for name, facts in ready.items():
-                        store.device_state(name, kinds[name], "idle", facts=facts, error=None)
-                    observer.devices_ready(ready)
-                    usable = {t: [d for d in pool if d in ready] for t, pool in pools.items()}
-                    submitted = store.add_sweep(sweep, str(sweep_file), inventory, jobs)
-                    runnable = store.runnable_jobs(submitted.id, keys)
-                    ran = len([j for j in runnable if usable[j.target]])
-                    observer.sweep_started(sweep.name, ran, len(jobs))
-                    scheduler = Scheduler(store, {n: workers[n] for n in ready}, usable, observer,
-                                          kinds, data)
-                    scheduler.run([j for j in runnable if usable[j.target]])
-                    ran -= len(scheduler.stranded)
-                finally:
-                    close_workers(workers)
+            kinds = {d.name: d.kind for d in inventory.devices if d.name in needed}
+            for dead in store.begin_run(sweep.name, kinds):  # Busy: another live run has them
+                observer.took_over(dead)
+            outcome = "interrupted"
+            try:
+                with _heartbeat(store):
+                    ran, refused, cancelled = _drive(store, sweep, inventory, pools, jobs, data,
+                                                     kinds, sweep_file, ray_address, observer)
+                outcome = "cancelled" if cancelled else "finished"
+            finally:
+                store.end_run(outcome)
         else:
-            submitted = store.add_sweep(sweep, str(sweep_file), inventory, jobs)
-        return SubmitReport(sweep.name, len(jobs), ran, store.status_counts(submitted.id),
+            store.add_sweep(sweep, sweep_file, inventory, jobs)
+        submitted_id = store.sweep_id(sweep.name)
+        return SubmitReport(sweep.name, len(jobs), ran, store.status_counts(submitted_id),
                             store.sweep_results(sweep.name),
-                            {name: str(error) for name, error in refused.items()})
+                            {name: str(error) for name, error in refused.items()}, cancelled)
+    finally:
+        store.close()
+
+
+def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, kinds,
+           sweep_file, ray_address, observer) -> tuple[int, dict, bool]:
+    """Prepare the devices and schedule the jobs: (jobs run, refused devices, cancelled)."""
+    refused = _quarantine_checks(store, inventory, kinds)
+    devices = [d for d in inventory.devices if d.name in kinds and d.name not in refused]
+    for name, error in refused.items():
+        observer.device_refused(name, error)
+    with ray_connection(ray_address, inventory):
+        workers = start_workers(devices)
+        try:
+            ready, failed = prepare_workers(workers)
+            failed.update(_clock_refusals(sweep, inventory, ready, sweep_file))
+            for name, error in failed.items():
+                ready.pop(name, None)
+                store.device_state(name, kinds[name], _refused_state(error), error=str(error),
+                                   seen=False)
+                observer.device_refused(name, error)
+            refused.update(failed)
+            if not ready:  # nothing can run: say why, and write no sweep
+                raise _nothing_usable(refused)
+            for name, facts in ready.items():
+                store.device_state(name, kinds[name], "idle", facts=facts, error=None)
+            observer.devices_ready(ready)
+            usable = {t: [d for d in pool if d in ready] for t, pool in pools.items()}
+            submitted = store.add_sweep(sweep, sweep_file, inventory, jobs)
+            runnable = [j for j in store.runnable_jobs(submitted.id, {j.key for j in jobs})
+                        if usable[j.target]]
+            observer.sweep_started(sweep.name, len(runnable), len(jobs))
+            scheduler = Scheduler(store, {n: workers[n] for n in ready}, usable, observer, kinds,
+                                  data, sweep.retries, (submitted.id, sweep.name))
+            scheduler.run(runnable)
+            return len(runnable) - len(scheduler.stranded), refused, scheduler.cancelled
+        finally:
+            close_workers(workers)
+
+
+def _quarantine_checks(store: Store, inventory: Inventory, kinds) -> dict[str, DeviceError]:
+    """A quarantined device comes back only after a passing health check (`farm devices
+    check`); one that fails it stays out, with the failing check."""
+    from farm.devices.health import check
+
+    refused = {}
+    for name, reason in store.quarantined().items():
+        if name not in kinds:
+            continue
+        failing = [c for c in check(inventory.by_name()[name]) if c.status == "fail"]
+        if failing:
+            refused[name] = DeviceError(
+                f"device {name!r} is quarantined ({reason}) and its health check fails: "
+                f"{failing[0].item}: {failing[0].detail}",
+                f"fix it, run `farm devices check {name}`, then `farm devices release {name}`")
+        else:
+            store.release(name, "released: its health check passed after quarantine")
+    return refused
+
+
+@contextlib.contextmanager
+def _heartbeat(store: Store):
+    """The run's heartbeat, beaten from a thread for as long as the run lasts (preparing
+    devices over SSH included), so that only a dead controller ever looks dead."""
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(HEARTBEAT_S):
+            try:
+                store.heartbeat()
+            except FarmError:
+                pass  # a busy database: the next beat will do
+    thread = threading.Thread(target=beat, name="farm-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def cancel(name: str, db: str | None = None, wait_s: float = 60.0) -> dict[str, int]:
+    """Stop a sweep: its queued and running jobs end `cancelled` (the run driving it kills what
+    runs), done results stay. Returns the sweep's job counts afterwards."""
+    store = Store(db)
+    try:
+        sweep_id = store.sweep_id(name)
+        if sweep_id is None:
+            raise QueryError(f"no sweep named {name!r} in {store.url}",
+                             "`farm status` lists the sweeps; check --db / FARM_DB")
+        if store.request_cancel(name):  # a live run will do it: wait until it has
+            deadline = time.monotonic() + wait_s
+            while store.open_run(name) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        return store.status_counts(sweep_id)
+    finally:
+        store.close()
+
+
+def release_device(inventory_file: str | Path, name: str, db: str | None = None) -> bool:
+    """Return a quarantined device to service by hand; False if it was not quarantined."""
+    _device(load_inventory(inventory_file), name, inventory_file)
+    store = Store(db)
+    try:
+        return store.release(name, "released by hand (`farm devices release`)")
     finally:
         store.close()
 

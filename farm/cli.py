@@ -32,13 +32,14 @@ def boundary(command):
         except FarmError as error:
             if _debug["on"]:
                 err.print_exception()
-            err.print(f"[bold red]error:[/] {error.message}", highlight=False)
+            # One line each, whatever the width: scripts grep them, people read them whole.
+            err.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
             if error.hint:
-                err.print(f"[dim]hint: {error.hint}[/]", highlight=False)
+                err.print(f"[dim]hint: {error.hint}[/]", highlight=False, soft_wrap=True)
             raise typer.Exit(error.exit_code)
         except KeyboardInterrupt:
-            err.print("[magenta]interrupted:[/] running jobs were cancelled; "
-                      "submit the same sweep again to finish it")
+            err.print("[magenta]interrupted:[/] the sweep's running and queued jobs were "
+                      "cancelled; `farm resume SWEEP` (or the same submit) finishes it")
             raise typer.Exit(EXIT_INTERRUPTED)
         except typer.Exit:
             raise
@@ -77,14 +78,43 @@ def submit(
 ):
     """Run a sweep: expand it into jobs, run them on the devices, store every figure."""
     from farm.api import submit as run_sweep
-    from farm.console import SweepProgress, results_table
+    from farm.console import SweepProgress
 
     with SweepProgress(out) as progress:
         report = run_sweep(sweep, inventory, db=db, ray_address=ray_address, observer=progress)
+    _finish(report)
+
+
+@app.command()
+@boundary
+def resume(
+    sweep: str = typer.Argument(..., help="The sweep's name."),
+    db: Optional[str] = typer.Option(None, "--db", help="Database path or SQLAlchemy URL "
+                                     "(default: $FARM_DB, else ./farm.db)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="HOST:PORT of an "
+                                              "existing Ray cluster (default: a private one)."),
+):
+    """Finish a sweep as last submitted (after a crash, Ctrl-C or cancel): only the jobs not yet
+    finished run."""
+    from farm.api import resume as resume_sweep
+    from farm.console import SweepProgress
+
+    with SweepProgress(out) as progress:
+        report = resume_sweep(sweep, db=db, ray_address=ray_address, observer=progress)
+    _finish(report)
+
+
+def _finish(report) -> None:
+    from farm.console import results_table
+
     out.line()
     out.print(results_table(f"sweep {report.sweep}", report.results))
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     out.print(f"{report.total_jobs} jobs ({counts}); ran {report.ran} now.")
+    if report.cancelled:
+        err.print(f"[magenta]cancelled[/] by `farm cancel`; `farm resume {report.sweep}` "
+                  "finishes it")
+        raise typer.Exit(EXIT_INTERRUPTED)
     if report.not_run:
         unused = ", ".join(report.refused) or "none usable"
         err.print(f"[bold red]error:[/] {report.not_run} job(s) not run: no usable device for "
@@ -92,6 +122,20 @@ def submit(
         raise typer.Exit(DeviceError.exit_code)
     if report.failed:
         raise typer.Exit(EXIT_JOBS_FAILED)
+
+
+@app.command()
+@boundary
+def cancel(sweep: str = typer.Argument(..., help="The sweep's name."),
+           db: Optional[str] = typer.Option(None, "--db", help="Database path or SQLAlchemy URL "
+                                            "(default: $FARM_DB, else ./farm.db).")):
+    """Stop a sweep: running jobs are killed, they and the queued ones end `cancelled`; done
+    results stay. Works from any terminal while `farm submit` runs elsewhere."""
+    from farm.api import cancel as cancel_sweep
+
+    counts = cancel_sweep(sweep, db)
+    listed = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    out.print(f"sweep {sweep}: {listed}")
 
 
 @app.command()
@@ -281,6 +325,19 @@ def devices_trust(name: str = typer.Argument(..., help="The device (kind: jetson
     trust(offer)
     out.print(f"[green]pinned[/] {offer.fingerprint} for {offer.address} in {offer.known_hosts}",
               highlight=False)
+
+
+@devices_app.command("release")
+@boundary
+def devices_release(name: str = typer.Argument(..., help="The device."),
+                    inventory: Path = INVENTORY_OPTION, db: Optional[str] = DB_OPTION):
+    """Return a quarantined device to service by hand (a sweep otherwise health-checks it)."""
+    from farm.api import release_device
+
+    if release_device(inventory, name, db):
+        out.print(f"[green]released[/] {name}: it takes jobs again")
+    else:
+        out.print(f"{name} was not quarantined")
 
 
 if __name__ == "__main__":

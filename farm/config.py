@@ -62,7 +62,8 @@ def load_spec(path: str | Path, model: type[Spec], context: dict | None = None) 
         raise ConfigError(str(path), "(file)", f"cannot read: {error.strerror}",
                           "check the path") from None
     try:
-        lines = _line_index(yaml.compose(text)) if text.strip() else {}
+        node = yaml.compose(text)  # None for a file of comments or blanks only
+        lines = _line_index(node) if node is not None else {}
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
@@ -55,7 +56,8 @@ class SweepProgress:
 
     def device_refused(self, name: str, error) -> None:
         self._device_line(name, "[red]not used[/]")
-        self.console.print(f"[bold red]device {name} not used:[/] {error.message}", highlight=False)
+        self.console.print(f"[bold red]device {name} not used:[/] {escape(error.message)}",
+                           highlight=False)
         if error.hint:
             self.console.print(f"[dim]hint: {error.hint}[/]", highlight=False)
 
@@ -73,7 +75,32 @@ class SweepProgress:
         if status != "done":
             style = STATUS_STYLE.get(status, "red")
             self.console.print(f"[{style}]{status}[/] {job_label(job.spec)} on "
-                               f"{outcome.get('device')}: {outcome.get('error')}")
+                               f"{outcome.get('device')}: {escape(str(outcome.get('error')))}")
+
+    def job_retried(self, job, outcome: dict, attempt: int) -> None:
+        if outcome.get("device"):
+            self._device_line(outcome["device"], "[dim]idle[/]")
+        self.console.print(f"[yellow]retry[/] {job_label(job.spec)}: attempt {attempt} on "
+                           f"{outcome.get('device')} failed (infrastructure): "
+                           f"{escape(str(outcome.get('error')))}", highlight=False)
+
+    def device_quarantined(self, name: str, reason: str) -> None:
+        self._device_line(name, "[red]quarantined[/]")
+        self.console.print(f"[bold red]device {name} quarantined:[/] {escape(reason)}; it gets a health "
+                           f"check before it is used again (`farm devices release {name}` "
+                           "returns it by hand)", highlight=False, soft_wrap=True)
+
+    def cancelling(self, why: str, running: int) -> None:
+        self.console.print(f"[magenta]{why}:[/] cancelling the sweep: stopping {running} running "
+                           "job(s); queued jobs end cancelled, done results stay", highlight=False,
+                           soft_wrap=True)
+
+    def took_over(self, dead) -> None:
+        self.console.print(f"[yellow]note:[/] the farm run of sweep {dead.sweep} (pid {dead.pid} "
+                           f"on {dead.host}) stopped without ending (last heartbeat "
+                           f"{dead.last_heartbeat:%H:%M:%S} UTC); its devices are free again and "
+                           f"its {dead.requeued} running job(s) were requeued", highlight=False,
+                           soft_wrap=True)
 
 
 def _num(value, fmt: str) -> str:
@@ -104,6 +131,7 @@ def results_table(title: str, rows: list[dict]) -> Table:
 
 
 DEVICE_STATE_STYLE = {"idle": "green", "busy": "cyan", "offline": "red", "refused": "red",
+                      "quarantined": "bold red",
                       "error": "red", "unknown": "dim"}
 CHECK_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red", "skipped": "dim"}
 
@@ -119,7 +147,7 @@ def devices_table(rows: list[dict]) -> Table:
             current = (f"{r['model']} {r['variant']} b{r['batch_size']} s{r['seq_len']}"
                        + (f" [cyan]{r['phase']}[/]" if r.get("phase") else ""))
         table.add_row(r["name"], r["kind"], r["where"], f"[{style}]{r['state']}[/]",
-                      _age(r.get("last_seen")), current, r.get("last_error") or "")
+                      _age(r.get("last_seen")), current, escape(r.get("last_error") or ""))
     return table
 
 
@@ -206,7 +234,7 @@ def status_view(snapshot: dict):
                         _age(d["last_seen"], now),
                         _num(d["power_mw"] and d["power_mw"] / 1000, ".2f"),
                         f"{d['board_ram_mb']:.0f} MiB" if d["board_ram_mb"] else "",
-                        f"[red]{d['last_error']}[/]" if d["last_error"] else "")
+                        f"[red]{escape(d['last_error'])}[/]" if d["last_error"] else "")
 
     latest = Table(title="latest results", header_style="bold", pad_edge=False)
     for name in ("sweep", "device", "job", "p50 ms", "ms/sample", "peak MiB", "mJ/sample", "when"):
@@ -227,6 +255,6 @@ def status_view(snapshot: dict):
             style = STATUS_STYLE.get(r["status"], "red")
             failed.add_row(r["sweep"], r["device"] or "", f"{r['model']} {r['variant']} "
                            f"{r['task']} b{r['batch_size']} s{r['seq_len']}",
-                           f"[{style}]{r['status']}[/]", r["failure"] or "", r["error"] or "")
+                           f"[{style}]{r['status']}[/]", r["failure"] or "", escape(r["error"] or ""))
         parts.append(failed)
     return Group(*parts)

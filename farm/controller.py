@@ -20,11 +20,13 @@ from farm.devices import CANCELLED, FAILED, INFRA, group_key
 from farm.errors import DeviceError, FarmError
 from farm.glue.data import Examples
 from farm.glue.scoring import score
-from farm.store import QueuedJob, Store
+from farm.store import QueuedJob, Store, utcnow
 
 DEVICE_RESOURCE = "farm_device:{}"
 POLL_S = 0.5
 HEARTBEAT_S = 5.0  # how often a busy device's "last seen" is written while it answers
+CANCEL_POLL_S = 1.0  # how often the database is asked whether `farm cancel` was run
+QUARANTINE_AFTER = 2  # infrastructure failures in a row that take a device out of the run
 
 
 @ray.remote(num_cpus=0, max_concurrency=2)  # a second thread answers events() and cancel()
@@ -66,6 +68,14 @@ class Observer(Protocol):
     def job_started(self, job: QueuedJob, device: str) -> None: ...
     def job_phase(self, job: QueuedJob, device: str, phase: str) -> None: ...
     def job_finished(self, job: QueuedJob, outcome: dict) -> None: ...
+    def job_retried(self, job: QueuedJob, outcome: dict, attempt: int) -> None: ...
+    def device_quarantined(self, name: str, reason: str) -> None: ...
+    def cancelling(self, why: str, running: int) -> None: ...
+    def took_over(self, dead) -> None: ...  # a dead run's devices and jobs (farm.store.runs)
+
+
+class Cancelled(Exception):
+    """`farm cancel` asked this run to stop."""
 
 
 def group_of(job: QueuedJob) -> str:
@@ -148,43 +158,67 @@ def close_workers(workers: dict[str, object]) -> None:
 class Scheduler:
     def __init__(self, store: Store, workers: dict[str, object], pools: dict[str, list[str]],
                  observer: Observer, kinds: dict[str, str],
-                 data: dict[str, Examples] | None = None):
+                 data: dict[str, Examples] | None = None, retries: int = 2,
+                 sweep: tuple[int, str] | None = None):
         self.store, self.workers, self.pools, self.observer = store, workers, pools, observer
         self.kinds = kinds  # device -> kind, for the devices table
         self.data = data or {}  # GLUE task -> its examples (the agent gets the texts)
         self.texts: dict[str, object] = {}  # GLUE task -> its texts, put in Ray's object store
+        self.retries = retries  # infrastructure failures a job may have before it ends failed
+        self.sweep = sweep  # (id, name): whose cancel requests to heed
         self.loaded: dict[str, str] = {}  # device -> group it has loaded
         self.live: set[str] = set(workers)  # devices still usable
         self.running: dict[object, tuple[QueuedJob, str]] = {}  # ObjectRef -> (job, device)
+        self.pending: list[QueuedJob] = []
         self.stranded: list[QueuedJob] = []
         self.heartbeats: dict[str, float] = {}  # device -> when its last heartbeat was written
+        self.failed_on: dict[int, set[str]] = {}  # job id -> devices it failed on (infra)
+        self.infra_streak: dict[str, int] = {}  # device -> infrastructure failures in a row
+        self.cancelled = False
+        self._started = utcnow()
+        self._cancel_checked = 0.0
 
     def run(self, jobs: list[QueuedJob]) -> None:
-        pending = longest_first(jobs)
+        self.pending = longest_first(jobs)
         try:
-            while pending or self.running:
+            while self.pending or self.running:
                 busy = {device for _, device in self.running.values()}
                 for device in sorted(self.live - busy):
-                    job = self._pick(device, pending)
+                    job = self._pick(device, self.pending)
                     if job is not None:
-                        pending.remove(job)
+                        self.pending.remove(job)
                         self._dispatch(job, device)
                 if not self.running:
-                    self.stranded = pending  # no usable device left: they stay queued
+                    self.stranded = self.pending  # no usable device left: they stay queued
                     return
                 ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
                 self._forward_events()
                 for ref in ready:
                     self.live -= self._collect(ref)
+                self._check_cancel()
+        except Cancelled:
+            self.observer.cancelling("farm cancel was run", len(self.running))
+            self._cancel_all("cancelled by `farm cancel`")
+            self.cancelled = True
         except BaseException:
-            self._cancel_running()
+            if self.running or self.pending:
+                self.observer.cancelling("interrupted", len(self.running))
+            self._cancel_all("cancelled: farm submit was interrupted")
             raise
+
+    def _check_cancel(self) -> None:
+        if self.sweep is None or time.monotonic() - self._cancel_checked < CANCEL_POLL_S:
+            return
+        self._cancel_checked = time.monotonic()
+        if self.store.cancel_requested(self.sweep[1], self._started):
+            raise Cancelled()
 
     def _pick(self, device: str, pending: list[QueuedJob]) -> QueuedJob | None:
         """The device's loaded group first (no reload); else a group no device holds; else, so
         that no device idles while another has a queue, a group that still has several jobs
         waiting elsewhere (paying one more load)."""
-        eligible = [j for j in pending if device in self.pools[j.target]]
+        eligible = [j for j in pending if device in self.pools[j.target]
+                    and not self._avoid(j, device)]
         if not eligible:
             return None
         mine = self.loaded.get(device)
@@ -202,6 +236,12 @@ class Scheduler:
                 if prefer(job):
                     return job
         return None
+
+    def _avoid(self, job: QueuedJob, device: str) -> bool:
+        """A retry goes to another device of its pool while one is usable."""
+        failed = self.failed_on.get(job.id, set())
+        return device in failed and any(d in self.live and d not in failed
+                                        for d in self.pools[job.target])
 
     def _dispatch(self, job: QueuedJob, device: str) -> None:
         self.store.job_started(job.id, device)
@@ -247,19 +287,37 @@ class Scheduler:
             lost.add(device)
             self.loaded.pop(device, None)
         score(job.spec, self.data.get(job.spec["task"]), outcome)
-        self.store.job_finished(job.id, outcome)
+        infra = outcome.get("failure") == INFRA
+        self.infra_streak[device] = self.infra_streak.get(device, 0) + 1 if infra else 0
+        attempt = self.store.infra_attempts(job.id) + 1 if infra else 0
+        retry = infra and attempt <= self.retries
+        if infra and not retry and self.retries:
+            outcome["error"] = f"{outcome['error']} (attempt {attempt}; retries: {self.retries})"
+        self.store.job_finished(job.id, outcome, retry=retry)
         if device in lost:
             self.store.device_state(device, self.kinds[device], "error", error=outcome["error"],
                                     seen=False)
-        elif outcome.get("failure") == INFRA:
+        elif infra:
             self.store.device_state(device, self.kinds[device], "idle", error=outcome["error"],
                                     seen=False)
         else:
             self.store.device_state(device, self.kinds[device], "idle")
-        self.observer.job_finished(job, outcome)
+        if infra and self.infra_streak[device] >= QUARANTINE_AFTER and device not in lost:
+            reason = (f"quarantined after {self.infra_streak[device]} infrastructure failures in "
+                      f"a row; last: {outcome['error']}")
+            self.store.quarantine(device, reason)
+            self.observer.device_quarantined(device, reason)
+            lost.add(device)
+        if retry:
+            self.failed_on.setdefault(job.id, set()).add(device)
+            self.pending.insert(0, job)
+            self.observer.job_retried(job, outcome, attempt)
+        else:
+            self.observer.job_finished(job, outcome)
         return lost
 
-    def _cancel_running(self) -> None:
+    def _cancel_all(self, reason: str) -> None:
+        """Stop what runs and what waits: both end `cancelled`; done results stay as they are."""
         for job, device in list(self.running.values()):
             try:
                 self.workers[device].cancel.remote()
@@ -268,9 +326,12 @@ class Scheduler:
             now = time.time()
             self.store.job_finished(job.id, {
                 "status": CANCELLED, "device": device, "started_at": now, "finished_at": now,
-                "error": "cancelled: farm submit was interrupted", "result": {}})
+                "error": reason, "result": {}})
             self.store.device_state(device, self.kinds[device], "idle", seen=False)
         self.running.clear()
+        if self.sweep is not None:
+            self.store.cancel_queued(self.sweep[0], reason)
+        self.pending = []
 
 
 def _first_line(error: Exception) -> str:

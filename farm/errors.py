@@ -7,6 +7,7 @@
     │   ├── AgentCrashed           the agent process died outside a job's own failure (with its stderr tail)
     │   ├── DeviceUnreachable      (SSH devices) the board could not be reached, or the connection dropped
     │   └── HostKeyRefused         (SSH devices) the board's host key is unknown or changed: never auto-accepted
+    ├── Busy                       another live farm run drives this sweep or holds this device
     ├── StoreError                 the database could not be opened, migrated or written
     └── QueryError                 a `farm sql` query failed, or tried to write (the database is read-only there)
 
@@ -72,6 +73,10 @@ class DeviceUnreachable(DeviceError):
 
 class HostKeyRefused(DeviceError):
     pass
+
+
+class Busy(FarmError):
+    exit_code = 5
 
 
 class StoreError(FarmError):

@@ -12,6 +12,7 @@ that submitting the same file again finds the jobs it already has.
     seq_lens: [128]
     measure: {warmup: 3, min_iters: 10, min_seconds: 1.0}
     timeout_s: 600
+    retries: 2                 # infrastructure failures retried, on another device where one is free
     require_locked_clocks: false   # true: refuse Jetson boards whose clocks are not locked
 """
 from __future__ import annotations
@@ -83,6 +84,7 @@ class Sweep(BaseModel):
     seq_lens: tuple[Annotated[int, Field(gt=0)], ...] = Field((128,), min_length=1)
     measure: Measure = Measure()
     timeout_s: float = Field(600, gt=0)
+    retries: int = Field(2, ge=0)  # infrastructure failures a job may have before it ends failed
     require_locked_clocks: bool = False  # refuse Jetson boards whose clocks scale
 
     @field_validator("models", mode="before")

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import QUICK
 from farm.cli import app
+from farm.store import Store
 
 FARM = str(Path(sys.executable).parent / "farm")
 
@@ -45,18 +46,32 @@ def test_every_command_has_help():
     (None, "name: s\nmodels: [bert-tiny]\nbatch_sizes: [0]\n", "sweep.yaml:3: batch_sizes[0]"),
     (None, "name: s\nmodels: [bert-tiny]\nvariants: [fp8]\n", "sweep.yaml:3: variants"),
     (None, "name: s\ndevices: [nano-9gb]\nmodels: [bert-tiny]\n", "sweep.yaml: devices[0]"),
+    (None, "name: s\nmodels: [bert-huge]\n", "sweep.yaml:2: models"),
+    (None, "name: s\nmodels: [bert-tiny]\ntasks: [squad]\n", "sweep.yaml:3: tasks"),
+    (None, "name: s\nmodels: [bert-tiny\n", "sweep.yaml:3: (yaml): invalid YAML"),
+    (None, "name: s\nmodels: [bert-tiny]\nretries: -1\n", "sweep.yaml:3: retries"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, inventory, sweep, field):
+    """Each bad input: exit 2, one line naming the file, line and field, and not one new row in
+    a database that already holds a sweep."""
     (tmp_path / "inventory.yaml").write_text(
         inventory or "devices:\n  - {name: a, kind: cgroup, memory: 1GiB}\n")
     (tmp_path / "sweep.yaml").write_text(sweep or "name: s\nmodels: [bert-tiny]\n")
+    Store(f"sqlite:///{tmp_path / 'farm.db'}").close()  # an existing database, migrated
+    before = _row_counts(tmp_path / "farm.db")
     done = _farm("submit", "sweep.yaml", cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines[0].startswith("error: ") and field in lines[0]
     assert len(lines) == 2 and lines[1].startswith("hint: ")
     assert "Traceback" not in done.stderr
-    assert not (tmp_path / "farm.db").exists()
+    assert _row_counts(tmp_path / "farm.db") == before
+
+
+def _row_counts(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as db:
+        tables = [t for (t,) in db.execute("select name from sqlite_master where type = 'table'")]
+        return {t: db.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}
 
 
 def test_resubmitting_a_finished_sweep_writes_no_rows(tmp_path):
@@ -132,7 +147,7 @@ def test_ray_address_drives_a_separately_started_cluster(cgroups, tmp_path, ray_
     assert [e["ray_node"] for e in envs] == [node, node]
 
 
-def test_ctrl_c_cancels_the_running_job_and_leaves_the_rest_queued(cgroups, tmp_path,
+def test_ctrl_c_says_so_then_cancels_running_and_queued_jobs(cgroups, tmp_path,
                                                                     device_names):
     name = device_names(1)[0]
     (tmp_path / "inventory.yaml").write_text(
@@ -149,13 +164,15 @@ def test_ctrl_c_cancels_the_running_job_and_leaves_the_rest_queued(cgroups, tmp_
             assert farm.poll() is None and time.monotonic() < deadline
             time.sleep(0.5)
         farm.send_signal(signal.SIGINT)
-        _, stderr = farm.communicate(timeout=60)
+        stdout, stderr = farm.communicate(timeout=60)
     finally:
         farm.kill()
     assert farm.returncode == 130 and "interrupted" in stderr
+    assert "cancelling the sweep: stopping 1 running job(s)" in stdout
     with sqlite3.connect(tmp_path / "farm.db") as db:
         statuses = sorted(s for (s,) in db.execute("select status from jobs"))
-    assert statuses == ["cancelled", "queued"]
+        attempts = db.execute("select status from attempts").fetchall()
+    assert statuses == ["cancelled", "cancelled"] and attempts == [("cancelled",)]
 
 
 def _phase(db_path: Path) -> str | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
@@ -16,6 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm.errors import StoreError
+from farm.store.clock import from_epoch, utcnow
+from farm.store.runs import RunsMixin
 from farm.store.schema import (FINAL_STATUSES, Device, Job, Metric, ModelLoad, Prediction, Result,
                                Sweep)
 
@@ -30,14 +31,6 @@ def resolve_url(value: str | None, default: str = DEFAULT_DB) -> str:
     if "://" in value:
         return value
     return f"sqlite:///{Path(value).expanduser().resolve()}"
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def from_epoch(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc).replace(tzinfo=None)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -77,7 +70,7 @@ _LOAD_FIELDS = ("load_s", "load_peak_mb", "load_container_peak_mb", "cuda_load_p
                 "params", "agent")
 
 
-class Store:
+class Store(RunsMixin):
     def __init__(self, url: str | None = None):
         self.url = resolve_url(url)
         try:
@@ -141,24 +134,28 @@ class Store:
                 Sweep.name == sweep_name, Job.status.in_(FINAL_STATUSES))))
 
     def job_started(self, job_id: int, device: str) -> None:
+        now = utcnow()
         with self._write() as db:
             db.execute(update(Job).where(Job.id == job_id).values(
-                status="running", device=device, started_at=utcnow(), finished_at=None,
+                status="running", device=device, started_at=now, finished_at=None,
                 phase="queued", error=None, failure=None, attempts=Job.attempts + 1))
+            self._open_attempt(db, job_id, device, self.run_id, now)
 
     def job_phase(self, job_id: int, phase: str) -> None:
         with self._write() as db:
             db.execute(update(Job).where(Job.id == job_id).values(phase=phase))
 
-    def job_requeued(self, job_ids: list[int], reason: str) -> None:
-        with self._write() as db:
-            db.execute(update(Job).where(Job.id.in_(job_ids), Job.status == "running").values(
-                status="queued", phase=None, error=reason))
-
-    def job_finished(self, job_id: int, outcome: dict) -> None:
-        """Store a job's outcome and its figures together, in one transaction."""
+    def job_finished(self, job_id: int, outcome: dict, retry: bool = False) -> None:
+        """Store a job's outcome and its figures together, in one transaction. With retry, the
+        attempt is recorded and the job goes back to the queue."""
         result = outcome.get("result") or {}
         with self._write() as db:
+            self._close_attempt(db, job_id, outcome, from_epoch(outcome["finished_at"]))
+            if retry:
+                db.execute(update(Job).where(Job.id == job_id).values(
+                    status="queued", phase=None, failure=outcome.get("failure"),
+                    error=f"retrying: {outcome.get('error')}"))
+                return
             db.execute(update(Job).where(Job.id == job_id).values(
                 status=outcome["status"], error=outcome.get("error"), phase=None,
                 failure=outcome.get("failure"),
@@ -228,6 +225,16 @@ class Store:
         """A heartbeat: the device answered the controller just now."""
         with self._write() as db:
             db.execute(update(Device).where(Device.name == name).values(last_seen=utcnow()))
+
+    def sweep_id(self, name: str) -> int | None:
+        with self.session() as db:
+            return db.scalar(select(Sweep.id).where(Sweep.name == name))
+
+    def sweep_spec(self, name: str) -> tuple[str, str, str] | None:
+        """A sweep as last submitted: (its file, its spec JSON, its inventory JSON)."""
+        with self.session() as db:
+            row = db.scalar(select(Sweep).where(Sweep.name == name))
+            return (row.source, row.spec_json, row.inventory_json) if row else None
 
     def status_counts(self, sweep_id: int) -> dict[str, int]:
         with self.session() as db:

@@ -24,6 +24,7 @@ class Sweep(Base):
     inventory_json: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime)  # by `farm cancel`
     jobs: Mapped[list[Job]] = relationship(back_populates="sweep")
 
 
@@ -123,7 +124,7 @@ class Result(Base):
     load: Mapped[ModelLoad | None] = relationship()
 
 
-DEVICE_STATES = ("idle", "busy", "offline", "refused", "error")
+DEVICE_STATES = ("idle", "busy", "offline", "refused", "error", "quarantined")
 
 
 class Device(Base):
@@ -138,7 +139,48 @@ class Device(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     facts_json: Mapped[str | None] = mapped_column(Text)  # what prepare() read off the device
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    run_id: Mapped[int | None] = mapped_column(Integer)  # the run that holds it now (its lease)
+    quarantined_at: Mapped[datetime | None] = mapped_column(DateTime)
+    quarantine_reason: Mapped[str | None] = mapped_column(Text)
     job: Mapped[Job | None] = relationship()
+
+
+class Run(Base):
+    """One controller driving one sweep: `farm submit` or `farm resume`. Its heartbeat says it is
+    alive; a run whose heartbeat stopped died (kill -9, power cut) and its jobs are requeued."""
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_open", "ended_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # finished, interrupted, cancelled, died
+
+
+class Attempt(Base):
+    """Every time a job was started, and how that attempt ended (jobs holds the last one)."""
+    __tablename__ = "attempts"
+    __table_args__ = (Index("ix_attempts_job", "job_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    attempt: Mapped[int] = mapped_column(Integer)  # 1, 2, ...
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    device: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    failure: Mapped[str | None] = mapped_column(String(8))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Claims(Base):
+    """A single row every device claim updates first, so that claims never interleave."""
+    __tablename__ = "claims"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    serial: Mapped[int] = mapped_column(Integer)
 
 
 

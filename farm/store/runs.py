@@ -1,0 +1,205 @@
+"""Runs, leases, attempts, quarantine and cancel requests: what keeps a farm whole when a
+controller dies, a board fails, or two people submit at once.
+
+A run is one controller driving one sweep. It claims its devices in one transaction that first
+bumps the single `claims` row, so that claims queue behind each other on any database and two
+runs never both see a device free. A run beats its heartbeat every HEARTBEAT_S; one whose
+heartbeat is older than STALE_S (or whose process is gone from this host) is dead: the next claim
+ends it, takes its devices over and requeues the jobs it left running, each with an attempt that
+says why.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from farm.errors import Busy
+from farm.store.clock import utcnow
+from farm.store.schema import Attempt, Claims, Device, Job, Run, Sweep
+
+HEARTBEAT_S = 5.0
+STALE_S = 30.0
+HOST = socket.gethostname()
+
+
+@dataclass(frozen=True)
+class DeadRun:
+    id: int
+    sweep: str
+    host: str
+    pid: int
+    last_heartbeat: datetime
+    requeued: int  # jobs it left running, queued again
+
+
+def _alive(run: Run, now: datetime) -> bool:
+    if (now - run.heartbeat_at).total_seconds() > STALE_S:
+        return False
+    if run.host == HOST:  # on this host a vanished process needs no waiting for
+        try:
+            os.kill(run.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    return True
+
+
+def _age(then: datetime, now: datetime) -> str:
+    return f"{(now - then).total_seconds():.0f}s ago"
+
+
+class RunsMixin:
+    """Part of Store (farm.store): needs self._write(), self.session and utcnow()."""
+    run_id: int | None = None
+
+    def begin_run(self, sweep: str, devices: dict[str, str]) -> list[DeadRun]:
+        """Start a run of `sweep` holding `devices` (name -> kind). Raises Busy, writing nothing,
+        if a live run drives this sweep or holds one of these devices; ends dead runs first."""
+        now = utcnow()
+        with self._write() as db:
+            db.execute(update(Claims).values(serial=Claims.serial + 1))  # queue behind others
+            open_runs = list(db.scalars(select(Run).where(Run.ended_at.is_(None))))
+            dead = [self._end_dead(db, run, now) for run in open_runs if not _alive(run, now)]
+            live = {run.id: run for run in open_runs if _alive(run, now)}
+            for run in live.values():
+                if run.sweep == sweep:
+                    raise Busy(f"sweep {sweep!r} is already being run by farm (pid {run.pid} on "
+                               f"{run.host}, heartbeat {_age(run.heartbeat_at, now)})",
+                               f"wait for it, follow it with `farm status`, or stop it with "
+                               f"`farm cancel {sweep}`")
+            held = db.scalars(select(Device).where(Device.name.in_(devices),
+                                                   Device.run_id.in_(live))).all()
+            if held:
+                run = live[held[0].run_id]
+                raise Busy(f"device {held[0].name!r} is in use by sweep {run.sweep!r} (farm pid "
+                           f"{run.pid} on {run.host}, heartbeat {_age(run.heartbeat_at, now)})",
+                           "wait for that run to end, or leave this device out of the sweep")
+            run = Run(sweep=sweep, host=HOST, pid=os.getpid(), started_at=now, heartbeat_at=now)
+            db.add(run)
+            db.flush()
+            for name, kind in devices.items():
+                row = db.scalar(select(Device).where(Device.name == name))
+                if row is None:
+                    db.add(Device(name=name, kind=kind, state="idle", updated_at=now,
+                                  run_id=run.id))
+                else:
+                    row.run_id = run.id
+            self.run_id = run.id
+        return dead
+
+    def _end_dead(self, db: Session, run: Run, now: datetime) -> DeadRun:
+        """End a dead run: release its devices, requeue the jobs it left running."""
+        run.ended_at, run.outcome = now, "died"
+        db.execute(update(Device).where(Device.run_id == run.id).values(
+            run_id=None, state="idle", job_id=None, updated_at=now))
+        reason = (f"infrastructure: the controller running this job (pid {run.pid} on {run.host}) "
+                  f"stopped; its last heartbeat was at {run.heartbeat_at:%H:%M:%S} UTC")
+        stranded = db.scalars(select(Job).join(Sweep).where(
+            Sweep.name == run.sweep, Job.status == "running")).all()
+        for job in stranded:
+            self._close_attempt(db, job.id, {"status": "failed", "failure": "infra",
+                                             "error": reason}, now)
+            job.status, job.phase, job.error, job.failure = "queued", None, reason, "infra"
+        return DeadRun(run.id, run.sweep, run.host, run.pid, run.heartbeat_at, len(stranded))
+
+    def open_run(self, sweep: str) -> bool:
+        """Whether a live run drives this sweep now."""
+        now = utcnow()
+        with self.session() as db:
+            runs = db.scalars(select(Run).where(Run.ended_at.is_(None), Run.sweep == sweep))
+            return any(_alive(run, now) for run in runs)
+
+    def heartbeat(self) -> None:
+        if self.run_id is not None:
+            with self._write() as db:
+                db.execute(update(Run).where(Run.id == self.run_id).values(heartbeat_at=utcnow()))
+
+    def end_run(self, outcome: str) -> None:
+        if self.run_id is None:
+            return
+        with self._write() as db:
+            db.execute(update(Run).where(Run.id == self.run_id).values(
+                ended_at=utcnow(), outcome=outcome))
+            db.execute(update(Device).where(Device.run_id == self.run_id).values(run_id=None))
+        self.run_id = None
+
+    @staticmethod
+    def _open_attempt(db: Session, job_id: int, device: str, run_id: int | None,
+                      now: datetime) -> None:
+        count = db.scalar(select(func.count()).where(Attempt.job_id == job_id)) or 0
+        db.add(Attempt(job_id=job_id, attempt=count + 1, run_id=run_id, device=device,
+                       started_at=now, status="running"))
+
+    @staticmethod
+    def _close_attempt(db: Session, job_id: int, outcome: dict, now: datetime) -> None:
+        attempt = db.scalar(select(Attempt).where(Attempt.job_id == job_id)
+                            .order_by(Attempt.attempt.desc()).limit(1))
+        if attempt is not None and attempt.status == "running":
+            attempt.status, attempt.failure = outcome["status"], outcome.get("failure")
+            attempt.error, attempt.finished_at = outcome.get("error"), now
+
+    def infra_attempts(self, job_id: int) -> int:
+        with self.session() as db:
+            return db.scalar(select(func.count()).where(
+                Attempt.job_id == job_id, Attempt.failure == "infra")) or 0
+
+    # --- quarantine -----------------------------------------------------------------------
+    def quarantine(self, name: str, reason: str) -> None:
+        now = utcnow()
+        with self._write() as db:
+            db.execute(update(Device).where(Device.name == name).values(
+                state="quarantined", job_id=None, quarantined_at=now, quarantine_reason=reason,
+                last_error=reason, updated_at=now))
+
+    def release(self, name: str, note: str | None = None) -> bool:
+        """Take a device out of quarantine; False if it was not in quarantine."""
+        with self._write() as db:
+            row = db.scalar(select(Device).where(Device.name == name))
+            if row is None or row.quarantined_at is None:
+                return False
+            row.quarantined_at, row.quarantine_reason = None, None
+            row.state, row.updated_at = "idle", utcnow()
+            if note:
+                row.last_error = note
+            return True
+
+    def quarantined(self) -> dict[str, str]:
+        with self.session() as db:
+            return {d.name: d.quarantine_reason or "" for d in db.scalars(
+                select(Device).where(Device.quarantined_at.is_not(None)))}
+
+    # --- cancel ---------------------------------------------------------------------------
+    def request_cancel(self, sweep: str) -> bool:
+        """Ask the run driving `sweep` to cancel; with no live run, cancel its jobs here.
+        Returns whether a live run was asked (and will do it)."""
+        now = utcnow()
+        with self._write() as db:
+            row = db.scalar(select(Sweep).where(Sweep.name == sweep))
+            if row is None:
+                return False
+            row.cancel_requested_at = now
+            runs = db.scalars(select(Run).where(Run.ended_at.is_(None), Run.sweep == sweep))
+            if any(_alive(run, now) for run in runs):
+                return True
+            db.execute(update(Job).where(Job.sweep_id == row.id,
+                                         Job.status.in_(("queued", "running"))).values(
+                status="cancelled", phase=None, error="cancelled by `farm cancel`",
+                finished_at=now))
+            return False
+
+    def cancel_requested(self, sweep: str, since: datetime) -> bool:
+        with self.session() as db:
+            when = db.scalar(select(Sweep.cancel_requested_at).where(Sweep.name == sweep))
+        return when is not None and when >= since
+
+    def cancel_queued(self, sweep_id: int, reason: str) -> int:
+        with self._write() as db:
+            return db.execute(update(Job).where(Job.sweep_id == sweep_id,
+                                                Job.status == "queued").values(
+                status="cancelled", error=reason, finished_at=utcnow())).rowcount
