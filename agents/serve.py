@@ -13,6 +13,7 @@ Commands (one JSON object per line on stdin):
 Events (stdout): hello, loaded, phase, result, error. One model is loaded at a time and reused by
 every job sent after it, so a (model, variant) group pays its load once.
 """
+import itertools
 import os
 import sys
 import threading
@@ -82,12 +83,8 @@ class Agent(object):
             batches = self._task_batches(texts, batch, seq_len)
         else:
             batches = [models.synthetic_inputs(self.model, batch, seq_len, device=self.device)]
-        turn = [0]
-
-        def forward():
-            turn[0] += 1
-            return self.model(**batches[turn[0] % len(batches)])
-        call = measure.synchronized(forward, self.device)
+        turns = itertools.cycle(batches)
+        call = measure.synchronized(lambda: self.model(**next(turns)), self.device)
         no_grad = getattr(torch, "inference_mode", torch.no_grad)
         with no_grad():
             measure.warm_up(call, int(settings["warmup"]))

@@ -99,15 +99,7 @@ def resume(name: str, db: str | None = None, ray_address: str | None = None,
     file says now: the jobs not yet finished run; nothing finished runs again."""
     from pydantic import ValidationError
 
-    store = Store(db)
-    try:
-        stored = store.sweep_spec(name)
-    finally:
-        store.close()
-    if stored is None:
-        raise QueryError(f"no sweep named {name!r} in {resolve_url(db)}",
-                         "`farm status` lists the sweeps; check --db / FARM_DB")
-    source, spec_json, inventory_json = stored
+    source, spec_json, inventory_json = _stored_sweep(name, db)
     try:
         sweep = Sweep.model_validate_json(spec_json, context={"base_dir": "/"})
         inventory = Inventory.model_validate_json(inventory_json)
@@ -119,6 +111,23 @@ def resume(name: str, db: str | None = None, ray_address: str | None = None,
             from None
     return _run(sweep, inventory, source, f"(the inventory stored with {name})", db,
                 ray_address, observer or _Quiet())
+
+
+def _stored_sweep(name: str, db: str | None) -> tuple[str, str, str]:
+    """A sweep as last submitted: its file, spec and inventory (read-only: asking about a
+    sweep never creates a database)."""
+    from farm.store.readonly import ReadOnly
+
+    reader = ReadOnly(db)
+    try:
+        rows = reader.rows("SELECT source, spec_json, inventory_json FROM sweeps "
+                           "WHERE name = :name", {"name": name})
+    finally:
+        reader.close()
+    if not rows:
+        raise QueryError(f"no sweep named {name!r} in {resolve_url(db)}",
+                         "`farm status` lists the sweeps; check --db / FARM_DB")
+    return rows[0]["source"], rows[0]["spec_json"], rows[0]["inventory_json"]
 
 
 def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: str,
@@ -234,17 +243,14 @@ def _heartbeat(store: Store):
 def cancel(name: str, db: str | None = None, wait_s: float = 60.0) -> dict[str, int]:
     """Stop a sweep: its queued and running jobs end `cancelled` (the run driving it kills what
     runs), done results stay. Returns the sweep's job counts afterwards."""
+    _stored_sweep(name, db)
     store = Store(db)
     try:
-        sweep_id = store.sweep_id(name)
-        if sweep_id is None:
-            raise QueryError(f"no sweep named {name!r} in {store.url}",
-                             "`farm status` lists the sweeps; check --db / FARM_DB")
         if store.request_cancel(name):  # a live run will do it: wait until it has
             deadline = time.monotonic() + wait_s
             while store.open_run(name) and time.monotonic() < deadline:
                 time.sleep(0.5)
-        return store.status_counts(sweep_id)
+        return store.status_counts(store.sweep_id(name))
     finally:
         store.close()
 

@@ -20,7 +20,7 @@ from farm.devices import CANCELLED, FAILED, INFRA, group_key
 from farm.errors import DeviceError, FarmError
 from farm.glue.data import Examples
 from farm.glue.scoring import score
-from farm.store import QueuedJob, Store, utcnow
+from farm.store import QueuedJob, Store
 
 DEVICE_RESOURCE = "farm_device:{}"
 POLL_S = 0.5
@@ -175,7 +175,6 @@ class Scheduler:
         self.failed_on: dict[int, set[str]] = {}  # job id -> devices it failed on (infra)
         self.infra_streak: dict[str, int] = {}  # device -> infrastructure failures in a row
         self.cancelled = False
-        self._started = utcnow()
         self._cancel_checked = 0.0
 
     def run(self, jobs: list[QueuedJob]) -> None:
@@ -210,7 +209,7 @@ class Scheduler:
         if self.sweep is None or time.monotonic() - self._cancel_checked < CANCEL_POLL_S:
             return
         self._cancel_checked = time.monotonic()
-        if self.store.cancel_requested(self.sweep[1], self._started):
+        if self.store.cancel_requested(self.sweep[1]):
             raise Cancelled()
 
     def _pick(self, device: str, pending: list[QueuedJob]) -> QueuedJob | None:

@@ -289,10 +289,13 @@ def expand(sweep: Sweep, targets: list[str],
            data: dict[str, Examples] | None = None) -> list[JobSpec]:
     """The sweep's jobs; `data` holds each GLUE task's examples (read_data)."""
     data = data or {}
+    # Once per model and task: reading a checkpoint's labels is file I/O, and jobs are many.
+    inputs = {(i, task): _task_inputs(ref, task, data)
+              for i, ref in enumerate(sweep.models) for task in sweep.tasks}
     jobs = [JobSpec(target, ref.for_task(task), variant, task, batch, seq, sweep.measure,
-                    sweep.timeout_s, tuple(sorted(sweep.seq_lens)), *_task_inputs(ref, task, data))
-            for target, ref, variant, task, batch, seq in itertools.product(
-                targets, sweep.models, sweep.variants, sweep.tasks, sweep.batch_sizes,
+                    sweep.timeout_s, tuple(sorted(sweep.seq_lens)), *inputs[i, task])
+            for target, (i, ref), variant, task, batch, seq in itertools.product(
+                targets, enumerate(sweep.models), sweep.variants, sweep.tasks, sweep.batch_sizes,
                 sweep.seq_lens)]
     unique = {job.key: job for job in jobs}  # a value listed twice is one job
     return list(unique.values())

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.ipc
 
 from farm.errors import ConfigError
-from farm.glue.tasks import TASKS, Task
+from farm.glue.tasks import TASKS, Task, label_named
 
 
 class DataError(ConfigError):
@@ -170,15 +170,11 @@ def _tsv_label(task: Task, value: str, file: str, column: str, line: int):
 
 # --- the datasets library's Arrow files -----------------------------------------------------
 
-# Per GLUE config: the text columns, and the datasets class names that mean GLUE's "0" and "1"
-# (the names of the other configs are GLUE's own words).
+# Per GLUE config: the text columns (class names: farm.glue.tasks.CLASS_WORDS).
 _HF_TEXTS = {"cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
              "stsb": ("sentence1", "sentence2"), "qqp": ("question1", "question2"),
              "mnli": ("premise", "hypothesis"), "qnli": ("question", "sentence"),
              "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2")}
-_HF_BINARY = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
-              "mrpc": ("not_equivalent", "equivalent"), "qqp": ("not_duplicate", "duplicate"),
-              "wnli": ("not_entailment", "entailment")}
 _CACHE_NAMES = ("nyu-mll___glue", "glue")  # datasets >= 2.14 (the Hub's nyu-mll/glue); older
 
 
@@ -317,9 +313,8 @@ def _label_reader(task: Task, folder: Path, file: Path, schema: pa.Schema):
     if not names:
         raise DataError(info_file, "label", "the label's class names are not recorded",
                         "keep dataset_info.json beside the Arrow files")
-    binary = _HF_BINARY.get(task.hf_config, ())
-    ours = [str(binary.index(name)) if name in binary else name for name in names]
-    if sorted(ours) != sorted(task.labels):
+    ours = [label_named(task, name) for name in names]
+    if None in ours or sorted(ours) != sorted(task.labels):
         raise DataError(info_file, "label", f"class names {', '.join(names)} do not match "
                         f"{task.name}'s labels", f"use the datasets library's GLUE "
                         f"{task.hf_config} data")

@@ -10,17 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from farm.glue.tasks import Task
+from farm.glue.tasks import Task, label_named
 
-# Names checkpoints use for the 0/1 tasks' classes, and spellings of the NLI words.
-_ALIASES = {
-    "cola": {"unacceptable": "0", "acceptable": "1"},
-    "sst2": {"negative": "0", "positive": "1"},
-    "mrpc": {"not_equivalent": "0", "equivalent": "1"},
-    "qqp": {"not_duplicate": "0", "duplicate": "1"},
-    "wnli": {"not_entailment": "0", "entailment": "1"},
-}
-_DEFAULT_NAME = re.compile(r"^label_?\d+$")
+_DEFAULT_NAME = re.compile(r"^label_?\d+$")  # transformers' LABEL_0, LABEL_1...
 
 GLUE_ORDER = "glue-order"  # the checkpoint names no labels: the GLUE processors' order is assumed
 CHECKPOINT = "checkpoint"  # the checkpoint's own id2label
@@ -37,10 +29,6 @@ class LabelMismatch(ValueError):
 class Outputs:
     labels: tuple[str, ...] | None  # the task label of each output; None for regression
     source: str  # CHECKPOINT or GLUE_ORDER (regression: CHECKPOINT)
-
-
-def _normal(name: str) -> str:
-    return re.sub(r"[\s-]+", "_", str(name).strip().lower())
 
 
 def _config_names(config: dict) -> list[str]:
@@ -61,10 +49,9 @@ def outputs_for(task: Task, config: dict) -> Outputs:
         raise LabelMismatch(f"{task.name} has {task.num_labels} labels "
                             f"({', '.join(task.labels)}), and the checkpoint has {len(names)} "
                             "outputs")
-    if all(_DEFAULT_NAME.match(_normal(n)) for n in names):
+    if all(_DEFAULT_NAME.match(n.strip().lower()) for n in names):
         return Outputs(task.labels, GLUE_ORDER)
-    known = {_normal(label): label for label in task.labels} | _ALIASES.get(task.name, {})
-    mapped = [known.get(_normal(n)) for n in names]
+    mapped = [label_named(task, n) for n in names]
     if None in mapped or len(set(mapped)) != len(mapped):
         raise LabelMismatch(f"the checkpoint's labels ({', '.join(names)}) do not name "
                             f"{task.name}'s labels ({', '.join(task.labels)}) one to one")

@@ -5,6 +5,7 @@ the datasets library's class names and order differ, and farm.glue.data maps the
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -67,3 +68,20 @@ TASKS: dict[str, Task] = {task.name: task for task in (
     Task("wnli", "WNLI", "dev.tsv", True, _PAIR, "label", _BINARY, ("accuracy",),
          "wnli", "validation"),
 )}
+
+
+# The words the datasets library (and many checkpoints' id2label) use for the 0/1 tasks' classes
+# "0" and "1", by datasets config. The other tasks' labels are words already.
+CLASS_WORDS = {"cola": ("unacceptable", "acceptable"), "sst2": ("negative", "positive"),
+               "mrpc": ("not_equivalent", "equivalent"), "qqp": ("not_duplicate", "duplicate"),
+               "wnli": ("not_entailment", "entailment")}
+
+
+def label_named(task: Task, name: str) -> str | None:
+    """farm's label for a class name (its own label, or the class word for it, in any case and
+    with spaces or hyphens for underscores), None when the name is not one of the task's."""
+    normal = re.sub(r"[\s-]+", "_", str(name).strip().lower())
+    words = CLASS_WORDS.get(task.hf_config, ())
+    if normal in words:
+        return str(words.index(normal))
+    return {label.lower(): label for label in task.labels or ()}.get(normal)

@@ -230,12 +230,6 @@ class Store(RunsMixin):
         with self.session() as db:
             return db.scalar(select(Sweep.id).where(Sweep.name == name))
 
-    def sweep_spec(self, name: str) -> tuple[str, str, str] | None:
-        """A sweep as last submitted: (its file, its spec JSON, its inventory JSON)."""
-        with self.session() as db:
-            row = db.scalar(select(Sweep).where(Sweep.name == name))
-            return (row.source, row.spec_json, row.inventory_json) if row else None
-
     def status_counts(self, sweep_id: int) -> dict[str, int]:
         with self.session() as db:
             rows = db.execute(select(Job.status, func.count()).where(Job.sweep_id == sweep_id)

@@ -55,7 +55,7 @@ def _age(then: datetime, now: datetime) -> str:
 
 
 class RunsMixin:
-    """Part of Store (farm.store): needs self._write(), self.session and utcnow()."""
+    """Part of Store (farm.store): needs its self._write() and self.session."""
     run_id: int | None = None
 
     def begin_run(self, sweep: str, devices: dict[str, str]) -> list[DeadRun]:
@@ -64,9 +64,12 @@ class RunsMixin:
         now = utcnow()
         with self._write() as db:
             db.execute(update(Claims).values(serial=Claims.serial + 1))  # queue behind others
-            open_runs = list(db.scalars(select(Run).where(Run.ended_at.is_(None))))
-            dead = [self._end_dead(db, run, now) for run in open_runs if not _alive(run, now)]
-            live = {run.id: run for run in open_runs if _alive(run, now)}
+            live, dead = {}, []
+            for run in db.scalars(select(Run).where(Run.ended_at.is_(None))):
+                if _alive(run, now):
+                    live[run.id] = run
+                else:
+                    dead.append(self._end_dead(db, run, now))
             for run in live.values():
                 if run.sweep == sweep:
                     raise Busy(f"sweep {sweep!r} is already being run by farm (pid {run.pid} on "
@@ -187,19 +190,23 @@ class RunsMixin:
             runs = db.scalars(select(Run).where(Run.ended_at.is_(None), Run.sweep == sweep))
             if any(_alive(run, now) for run in runs):
                 return True
-            db.execute(update(Job).where(Job.sweep_id == row.id,
-                                         Job.status.in_(("queued", "running"))).values(
-                status="cancelled", phase=None, error="cancelled by `farm cancel`",
-                finished_at=now))
+            _cancel_jobs(db, row.id, ("queued", "running"), "cancelled by `farm cancel`", now)
             return False
 
-    def cancel_requested(self, sweep: str, since: datetime) -> bool:
+    def cancel_requested(self, sweep: str) -> bool:
+        """Whether `farm cancel` was run for this sweep since this run started."""
         with self.session() as db:
-            when = db.scalar(select(Sweep.cancel_requested_at).where(Sweep.name == sweep))
-        return when is not None and when >= since
+            return db.scalar(select(func.count()).select_from(Sweep).join(
+                Run, Run.sweep == Sweep.name).where(
+                Sweep.name == sweep, Run.id == self.run_id,
+                Sweep.cancel_requested_at >= Run.started_at)) > 0
 
-    def cancel_queued(self, sweep_id: int, reason: str) -> int:
+    def cancel_queued(self, sweep_id: int, reason: str) -> None:
         with self._write() as db:
-            return db.execute(update(Job).where(Job.sweep_id == sweep_id,
-                                                Job.status == "queued").values(
-                status="cancelled", error=reason, finished_at=utcnow())).rowcount
+            _cancel_jobs(db, sweep_id, ("queued",), reason, utcnow())
+
+
+def _cancel_jobs(db: Session, sweep_id: int, statuses: tuple[str, ...], reason: str,
+                 now: datetime) -> None:
+    db.execute(update(Job).where(Job.sweep_id == sweep_id, Job.status.in_(statuses)).values(
+        status="cancelled", phase=None, error=reason, finished_at=now))
