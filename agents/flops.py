@@ -9,6 +9,8 @@ A V: 4 b s^2 d). Element-wise work (softmax, GELU, LayerNorm) and FNet's FFT are
 either, as torch's counter does not count them.
 """
 
+from agents.layers import is_quantized_linear
+
 COUNTER = "torch.utils.flop_counter"
 ANALYTIC = "analytic"
 
@@ -18,6 +20,8 @@ def count(model, inputs):
     try:
         from torch.utils.flop_counter import FlopCounterMode
     except ImportError:
+        return analytic(model, inputs), ANALYTIC
+    if any(is_quantized_linear(m) for m in model.modules()):  # torch's counter skips these
         return analytic(model, inputs), ANALYTIC
     import torch
 
@@ -43,15 +47,19 @@ class _eager_attention(object):
             self.model.set_attn_implementation(self.before)
 
 
-def _query_projections(model):
-    """The Linear layers that project attention queries (BERT-style `query`, DistilBERT `q_lin`)."""
+def _linear(module):
     import torch
 
+    return isinstance(module, torch.nn.Linear) or is_quantized_linear(module)
+
+
+def _query_projections(model):
+    """The Linear layers that project attention queries (BERT-style `query`, DistilBERT `q_lin`)."""
     queries = set()
     for module in model.modules():
         for name in ("query", "q_lin"):
             child = getattr(module, name, None)
-            if isinstance(child, torch.nn.Linear):
+            if child is not None and _linear(child):
                 queries.add(child)
     return queries
 
@@ -70,8 +78,7 @@ def analytic(model, inputs):
             batch, seq = x.shape[0], x.shape[1]
             total[0] += 4 * batch * seq * seq * layer.out_features
 
-    hooks = [m.register_forward_hook(linear_hook) for m in model.modules()
-             if isinstance(m, torch.nn.Linear)]
+    hooks = [m.register_forward_hook(linear_hook) for m in model.modules() if _linear(m)]
     try:
         with torch.no_grad():
             model(**inputs)

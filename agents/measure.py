@@ -67,6 +67,24 @@ def process_peak_mb():
     return kib / 1024.0 if kib is not None else None
 
 
+def resident_mb():
+    """The process's resident memory now (VmRSS)."""
+    kib = _status_kib("VmRSS")
+    return kib / 1024.0 if kib is not None else None
+
+
+def storage_read_bytes():
+    """Bytes this process has made the kernel fetch from storage (page-cache hits excluded)."""
+    try:
+        with open("/proc/self/io") as f:
+            for line in f:
+                if line.startswith("read_bytes:"):
+                    return int(line.split()[1])
+    except (IOError, OSError, ValueError):
+        pass
+    return None
+
+
 def release_memory(thorough=True):
     """Give freed heap back to the kernel, so that resident memory is live memory only.
 

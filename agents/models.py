@@ -1,7 +1,7 @@
 """Building a model for a (model, variant) pair, and the inputs a job feeds it."""
 import inspect
 
-from agents.catalog import CATALOG, NUM_LABELS
+from agents.catalog import CATALOG, CATALOG_SEED, NUM_LABELS, streamed
 
 
 class ModelError(Exception):
@@ -9,8 +9,10 @@ class ModelError(Exception):
 
 
 def build(model_spec):
-    """An fp32 model in eval mode, from a catalog name (random weights) or a local checkpoint."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    """An fp32 model in eval mode, from a catalog name (seeded random weights) or a local
+    checkpoint."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
 
     if model_spec.get("path"):
         model = AutoModelForSequenceClassification.from_pretrained(model_spec["path"])
@@ -19,19 +21,40 @@ def build(model_spec):
         model = AutoModelForSequenceClassification.from_pretrained(
             model_spec["hub"], local_files_only=True)
         return model.eval()
-    entry = CATALOG.get(model_spec["name"])
-    if entry is None:
-        raise ModelError("no catalog entry named %r" % model_spec["name"])
-    config = AutoConfig.for_model(entry["type"], num_labels=NUM_LABELS, **entry["config"])
+    config = config_of(model_spec)
+    torch.manual_seed(CATALOG_SEED)
     return AutoModelForSequenceClassification.from_config(config).eval()
 
 
+def config_of(model_spec):
+    """The model's transformers configuration, without its weights."""
+    from transformers import AutoConfig
+
+    folder = model_spec.get("store") or model_spec.get("path")
+    if folder:
+        return AutoConfig.from_pretrained(folder)
+    if model_spec.get("hub"):
+        return AutoConfig.from_pretrained(model_spec["hub"], local_files_only=True)
+    entry = CATALOG.get(model_spec["name"])
+    if entry is None:
+        raise ModelError("no catalog entry named %r" % model_spec["name"])
+    return AutoConfig.for_model(entry["type"], num_labels=NUM_LABELS, **entry["config"])
+
+
+def import_code(config):
+    """Import the transformers class that builds `config`'s model: its code (over 100 MiB of
+    imports in recent transformers) belongs to the runtime, not to the model's memory."""
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification._model_mapping[type(config)]
+
+
 def torch_device(variant, cuda):
-    """Where a variant runs: fp16 needs CUDA; int8 dynamic quantization exists on CPU only;
-    fp32 uses the GPU on a device that has one."""
+    """Where a variant runs: fp16 needs CUDA; int8 dynamic quantization exists on CPU only, and
+    streaming is built for the CPU only; fp32 uses the GPU on a device that has one."""
     import torch
 
-    if variant == "int8" or not cuda:
+    if variant == "int8" or streamed(variant) or not cuda:
         if variant == "fp16":
             raise ModelError("fp16 runs on CUDA only, and this device has none")
         return "cpu"

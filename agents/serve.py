@@ -21,7 +21,7 @@ import time
 import traceback
 
 from agents import content_hash
-from agents import energy, environment, flops, measure, models, text
+from agents import catalog, energy, environment, flops, measure, models, stream, text
 from agents.protocol import Channel
 
 _OOM_TEXT = ("can't allocate memory", "out of memory", "not enough memory")
@@ -54,21 +54,35 @@ class Agent(object):
 
         torch.set_num_threads(max(1, int(threads)))
         self.model, self.model_spec, self.tokenizer = None, model_spec, _UNSET
-        fp32 = models.build(model_spec)
-        self.params = models.parameter_count(fp32)
-        # FLOPs are counted on the fp32 graph: int8 and fp16 kernels do the same arithmetic.
-        self.flops_by_seq = {}
-        for seq_len in seq_lens:
-            count, method = flops.count(fp32, models.synthetic_inputs(fp32, 1, seq_len))
-            self.flops_by_seq[str(seq_len)] = (count, method)
+        # The runtime's own footprint (torch, transformers and the model's code imported, no
+        # weights): "model memory" is a job's peak above it.
+        models.import_code(models.config_of(model_spec))
+        measure.release_memory()
+        self.baseline_mb = measure.resident_mb()
         self.device = models.torch_device(variant, cuda)
-        self.model = models.apply_variant(fp32, variant, self.device)
-        del fp32
+        if catalog.streamed(variant):
+            self.model = stream.open_model(model_spec["store"], catalog.prefetched(variant))
+            self.params = self.model.farm_stream.manifest["params"]
+            self._count_flops(self.model, seq_lens)
+        else:
+            fp32 = models.build(model_spec)
+            self.params = models.parameter_count(fp32)
+            # FLOPs are counted on the fp32 graph: int8 and fp16 kernels do the same arithmetic.
+            self._count_flops(fp32, seq_lens)
+            self.model = models.apply_variant(fp32, variant, self.device)
+            del fp32
         return {"event": "loaded", "load_s": time.perf_counter() - started, "params": self.params,
+                "baseline_mb": self.baseline_mb,
                 "load_peak_mb": measure.process_peak_mb(), "threads": torch.get_num_threads(),
                 "cuda_load_peak_mb": measure.cuda_peak_mb(self.device),
                 "transformers": transformers.__version__, "torch_device": self.device,
                 "env": environment.torch_facts(torch)}
+
+    def _count_flops(self, model, seq_lens):
+        self.flops_by_seq = {}
+        for seq_len in seq_lens:
+            count, method = flops.count(model, models.synthetic_inputs(model, 1, seq_len))
+            self.flops_by_seq[str(seq_len)] = (count, method)
 
     def run(self, job):
         import torch
@@ -85,30 +99,44 @@ class Agent(object):
             batches = [models.synthetic_inputs(self.model, batch, seq_len, device=self.device)]
         turns = itertools.cycle(batches)
         call = measure.synchronized(lambda: self.model(**next(turns)), self.device)
+        streamer = getattr(self.model, "farm_stream", None)
         no_grad = getattr(torch, "inference_mode", torch.no_grad)
         with no_grad():
-            measure.warm_up(call, int(settings["warmup"]))
+            # The first warm-up call's logits are kept: variants of one model can be compared.
+            logits = call()[0].float().tolist()
+            measure.warm_up(call, int(settings["warmup"]) - 1)
             self.channel.emit("phase", job=key, phase="timing")
 
             def timed_window():
+                if streamer is not None:
+                    streamer.stats.reset()
+                storage_before = measure.storage_read_bytes()
                 latencies, window = measure.time_calls(
                     call, int(settings["min_iters"]), float(settings["min_seconds"]))
-                return batch * len(latencies), window, (latencies, window)
+                reads = _reads_per_pass(streamer, storage_before, len(latencies))
+                return batch * len(latencies), window, (latencies, window, reads)
 
-            (latencies, window), power = energy.measure_window(self.meter, timed_window, IDLE_S)
+            (latencies, window, reads), power = energy.measure_window(
+                self.meter, timed_window, IDLE_S)
             evaluation = self._predict(key, texts, batch, seq_len) if (
                 texts and job.get("evaluate")) else {}
         result = measure.summarize(latencies, batch, window)
         result.update(power)
         result.update(evaluation)
+        result.update(reads)
+        if reads.get("read_wait_ms") is not None:
+            result["compute_ms"] = result["mean_ms"] - reads["read_wait_ms"]
         if texts:
             masks = [b["attention_mask"] for b in batches if "attention_mask" in b]
             result.update(tokenizer=text.describe(self.tokenizer), tokens_mean=(
                 float(sum(m.sum().item() for m in masks)) / sum(m.shape[0] for m in masks)
                 if masks else None))
         count, method = self.flops_by_seq.get(str(seq_len), (None, None))
+        peak = measure.process_peak_mb()
         result.update(
-            event="result", job=key, process_peak_mb=measure.process_peak_mb(),
+            event="result", job=key, process_peak_mb=peak, logits=logits,
+            baseline_mb=self.baseline_mb, model_memory_mb=(
+                peak - self.baseline_mb if None not in (peak, self.baseline_mb) else None),
             cuda_peak_mb=measure.cuda_peak_mb(self.device), params=self.params, flops=count,
             flops_method=method, job_s=time.perf_counter() - started,
             latencies_ms=[round(x * 1000.0, 6) for x in latencies])
@@ -144,6 +172,22 @@ class Agent(object):
     def close(self):
         if self.meter is not None:
             self.meter.close()
+
+
+def _reads_per_pass(streamer, storage_before, passes):
+    """Per forward pass of the timed window: what the kernel fetched from storage, and for a
+    streamed model the layer bytes loaded, the time spent reading them (on whichever thread)
+    and the time the pass waited for them."""
+    storage_after = measure.storage_read_bytes()
+    reads = {"storage_read_bytes": (
+        float(storage_after - storage_before) / passes
+        if None not in (storage_before, storage_after) else None)}
+    if streamer is not None:
+        stats = streamer.stats
+        reads.update(bytes_read=float(stats.bytes) / passes,
+                     read_ms=stats.read_s * 1000.0 / passes,
+                     read_wait_ms=stats.wait_s * 1000.0 / passes)
+    return reads
 
 
 def _exit_with_parent(parent_pid):

@@ -105,10 +105,14 @@ def resume(
 
 
 def _finish(report) -> None:
-    from farm.console import results_table
+    from farm.console import results_table, streaming_table
+    from farm.streaming import has_streams
 
     out.line()
     out.print(results_table(f"sweep {report.sweep}", report.results))
+    if has_streams(report.results):
+        out.print(streaming_table(f"sweep {report.sweep}: streamed layers against eager",
+                                  report.results))
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     out.print(f"{report.total_jobs} jobs ({counts}); ran {report.ran} now.")
     if report.cancelled:

@@ -130,6 +130,37 @@ def results_table(title: str, rows: list[dict]) -> Table:
     return table
 
 
+def streaming_table(title: str, rows: list[dict]) -> Table:
+    """The stream variants against eager fp32: time, model memory, reads, and logits."""
+    from farm.streaming import compare
+
+    table = Table(title=title, header_style="bold", pad_edge=False,
+                  caption="× eager: per-sample time / eager fp32's; model MiB: peak above the "
+                          "agent idle; per pass: layer MB read, read ms (any thread), wait ms "
+                          "(the pass stalled), compute ms; Δlogit: max |logit − eager's| on "
+                          "the first batch")
+    for name in ("model", "variant", "batch", "device", "status"):
+        table.add_column(name, no_wrap=True)
+    for name in ("ms/sample", "× eager", "model MiB", "% eager", "MB/pass", "read ms",
+                 "wait ms", "compute ms", "Δlogit"):
+        table.add_column(name, justify="right")
+    for row in sorted(compare(rows), key=lambda c: (
+            c.result["model"], c.result["batch_size"], c.result["device"] or "",
+            c.result["variant"])):
+        r = row.result
+        style = STATUS_STYLE.get(r["status"], "")
+        mb = r.get("bytes_read")
+        table.add_row(
+            r["model"], r["variant"], str(r["batch_size"]), r["device"] or "",
+            f"[{style}]{r['status']}[/]", _num(r.get("per_sample_ms"), ".1f"),
+            _num(row.latency_ratio, ".2f"), _num(r.get("model_memory_mb"), ".0f"),
+            _num(row.memory_ratio and 100 * row.memory_ratio, ".0f"),
+            _num(mb and mb / 1e6, ".0f"), _num(r.get("read_ms"), ".1f"),
+            _num(r.get("read_wait_ms"), ".1f"), _num(r.get("compute_ms"), ".1f"),
+            _num(row.logit_gap, ".1e"))
+    return table
+
+
 DEVICE_STATE_STYLE = {"idle": "green", "busy": "cyan", "offline": "red", "refused": "red",
                       "quarantined": "bold red",
                       "error": "red", "unknown": "dim"}

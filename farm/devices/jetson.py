@@ -7,7 +7,7 @@ A local checkpoint (path:) goes the same way to <workdir>/models/<name>-<hash>/.
 """
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
 import posixpath
 import shlex
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import agents
 from farm.cgroups import open_container
+from farm.checkpoints import checkpoint_files
 from farm.devices.process import AGENT_HOME, agent_vars
 from farm.devices.runner import AgentRunner
 from farm.devices.ssh import Board, RemoteProcess, connect
@@ -48,18 +49,6 @@ def deploy_checkpoint(board: Board, workdir: str, folder: str) -> tuple[str, boo
             files["pytorch_model.bin"] = _as_torch_file(files.pop("model.safetensors"), scratch)
         return _upload(board, workdir, f"models/{Path(folder).name}-{digest}", digest, files,
                        f"checkpoint {folder}")
-
-
-def checkpoint_files(folder: Path) -> tuple[dict[str, str], str]:
-    """A checkpoint's files (relative name -> local path) and a hash of their names and bytes."""
-    files = {str(p.relative_to(folder)): str(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-    digest = hashlib.sha256()
-    for relative, local in files.items():
-        digest.update(relative.encode() + b"\0")
-        with open(local, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return files, digest.hexdigest()[:16]
 
 
 def _as_torch_file(safetensors_file: str, scratch: str) -> str:
@@ -151,6 +140,15 @@ class JetsonRunner(AgentRunner):
         if path not in self.checkpoints:
             self.checkpoints[path], _ = deploy_checkpoint(self.board, self.device.workdir, path)
         return dict(model, path=self.checkpoints[path])
+
+    def layer_store(self, model: dict, precision: str):
+        """The store is made on the controller's host, then copied to the board by its hash."""
+        local = super().layer_store(model, precision)
+        files = {p.name: str(p) for p in sorted(Path(local.folder).iterdir())
+                 if p.name != COMPLETE}
+        folder, _ = _upload(self.board, self.device.workdir, f"layers/{local.digest}",
+                            local.digest, files, f"the layer store of {model['name']}")
+        return dataclasses.replace(local, folder=folder)
 
     def _start_agent(self, container) -> RemoteProcess:
         argv = [self.python, "-m", "agents"]

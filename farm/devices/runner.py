@@ -16,9 +16,12 @@ import time
 import uuid
 from typing import Callable
 
-import farm
-from farm.cgroups import Container
 import signal
+
+import farm
+from agents.catalog import precision, streamed
+from farm import layerstore
+from farm.cgroups import Container
 
 from farm.devices import CANCELLED, DONE, FAILED, INFRA, JOB, OOM, TIMEOUT, group_key
 from farm.devices.session import AgentExited, AgentProcess, AgentSession, DeadlinePassed
@@ -95,13 +98,17 @@ class AgentRunner:
         if self.session is not None and self.group == group:
             return dict(self.load_figures)
         self._stop_agent()
+        model, store = self.model_on_device(job["model"]), None
+        if streamed(job["variant"]):
+            on_event({"event": "phase", "job": job["key"], "phase": "layer store"})
+            store = self._layer_store(job)
+            model = dict(model, store=store.folder)
         if self.container is not None:
             self.container.reset_peak()
         on_event({"event": "phase", "job": job["key"], "phase": "loading"})
         self.session = AgentSession(self.start_agent(self.container))
         hello = self.session.expect("hello", min(deadline, time.monotonic() + AGENT_START_S))
-        self.session.send({"op": "load", "model": self.model_on_device(job["model"]),
-                           "variant": job["variant"],
+        self.session.send({"op": "load", "model": model, "variant": job["variant"],
                            "threads": self.threads, "seq_lens": job.get("seq_lens", []),
                            "cuda": bool(getattr(self.device, "cuda", False))})
         loaded = self._wait_for("loaded", job, deadline, on_event)
@@ -115,8 +122,25 @@ class AgentRunner:
             "load_s": loaded["load_s"], "load_peak_mb": loaded["load_peak_mb"],
             "load_container_peak_mb": self._container_peak_mb(),
             "cuda_load_peak_mb": loaded.get("cuda_load_peak_mb"), "params": loaded["params"],
-            "agent": hello["agent"]}}
+            "agent": hello["agent"], "baseline_mb": loaded.get("baseline_mb"),
+            "layer_store": store.digest if store else None,
+            "layer_store_bytes": store.bytes if store else None,
+            "layer_store_prepare_s": store.prepare_s if store else None}}
         return dict(self.load_figures)
+
+    def _layer_store(self, job: dict) -> layerstore.LayerStore:
+        try:
+            return self.layer_store(job["model"], precision(job["variant"]))
+        except DeviceError:
+            raise
+        except Exception as error:  # the model cannot be built or split: the job's own failure
+            raise JobFailed(FAILED, f"cannot prepare the layer store of {job['model']['name']}: "
+                                    f"{type(error).__name__}: {error}") from None
+
+    def layer_store(self, model: dict, precision: str) -> layerstore.LayerStore:
+        """The model's per-layer weight store where the device's agent can read it (a device on
+        this host reads the controller's cache; a board gets its own copy)."""
+        return layerstore.prepare(model, precision)
 
     def model_on_device(self, model: dict) -> dict:
         """The model spec as the device's agent must see it (a device with its own disk gets

@@ -65,9 +65,12 @@ _RESULT_FIELDS = ("iters", "window_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "
                   "container_peak_mb", "process_peak_mb", "memory_limit_mb", "cuda_peak_mb",
                   "job_s", "flops", "flops_method", "params", "energy_mj", "avg_power_mw",
                   "idle_power_mw", "energy_source", "board_ram_peak_mb", "metric", "score",
-                  "score_note", "eval_examples", "eval_s", "tokens_mean", "tokenizer")
+                  "score_note", "eval_examples", "eval_s", "tokens_mean", "tokenizer",
+                  "baseline_mb", "model_memory_mb", "storage_read_bytes", "bytes_read",
+                  "read_ms", "read_wait_ms", "compute_ms")
 _LOAD_FIELDS = ("load_s", "load_peak_mb", "load_container_peak_mb", "cuda_load_peak_mb",
-                "params", "agent")
+                "params", "agent", "baseline_mb", "layer_store", "layer_store_bytes",
+                "layer_store_prepare_s")
 
 
 class Store(RunsMixin):
@@ -166,11 +169,12 @@ class Store(RunsMixin):
                 if existing is not None:
                     db.delete(existing)
                     db.flush()
-                latencies = result.get("latencies_ms")
+                latencies, logits = result.get("latencies_ms"), result.get("logits")
                 db.add(Result(
                     job_id=job_id, device=outcome["device"], created_at=utcnow(),
                     load_id=self._load_id(db, outcome["device"], result.get("load")),
                     latencies_json=json.dumps(latencies) if latencies is not None else None,
+                    logits_json=json.dumps(logits) if logits is not None else None,
                     env_json=json.dumps(result.get("env"), sort_keys=True),
                     **{f: result.get(f) for f in _RESULT_FIELDS}))
             self._scores(db, job_id, result)

@@ -74,6 +74,10 @@ class ModelLoad(Base):
     cuda_load_peak_mb: Mapped[float | None] = mapped_column(Float)
     params: Mapped[int | None] = mapped_column(Integer)
     agent: Mapped[str | None] = mapped_column(String(32))  # the agent's content hash
+    baseline_mb: Mapped[float | None] = mapped_column(Float)  # agent idle: torch imported, no model
+    layer_store: Mapped[str | None] = mapped_column(String(32))  # stream: the store's hash
+    layer_store_bytes: Mapped[int | None] = mapped_column(Integer)
+    layer_store_prepare_s: Mapped[float | None] = mapped_column(Float)  # None: it was cached
     created_at: Mapped[datetime] = mapped_column(DateTime)
 
 
@@ -117,6 +121,17 @@ class Result(Base):
     eval_s: Mapped[float | None] = mapped_column(Float)  # time of the pass that predicted them
     tokens_mean: Mapped[float | None] = mapped_column(Float)  # real tokens per example, timed
     tokenizer: Mapped[str | None] = mapped_column(String(64))  # how task texts became ids
+    baseline_mb: Mapped[float | None] = mapped_column(Float)  # the agent idle (no model), VmRSS
+    model_memory_mb: Mapped[float | None] = mapped_column(Float)  # process peak minus baseline
+    # Per forward pass of the timed window: what the kernel read from storage; for streamed
+    # variants the layer bytes loaded, the time reading them (any thread), the time the pass
+    # waited for them, and the rest of the pass (mean_ms minus the wait).
+    storage_read_bytes: Mapped[float | None] = mapped_column(Float)
+    bytes_read: Mapped[float | None] = mapped_column(Float)
+    read_ms: Mapped[float | None] = mapped_column(Float)
+    read_wait_ms: Mapped[float | None] = mapped_column(Float)
+    compute_ms: Mapped[float | None] = mapped_column(Float)
+    logits_json: Mapped[str | None] = mapped_column(Text)  # the first batch's outputs
     latencies_json: Mapped[str | None] = mapped_column(Text)  # every timed call, in ms
     env_json: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)

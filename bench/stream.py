@@ -1,0 +1,99 @@
+"""What does streaming layers cost, and does prefetching win it back? One emulated Nano (a 1-CPU
+2 GiB container), one model, eager fp32 / stream / stream+prefetch (and more with --variants)
+measured through farm itself, each variant its own sweep, the variants' order rotated round by
+round so that the machine's drift hits them all alike. Prints each variant's median over the
+rounds (per-sample time, model memory, and per pass: layer MB read, read, wait and compute ms)
+and the ratios between them, all from this one run.
+Run as root (cgroups): .venv/bin/python bench/stream.py [--model bert-base --rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import statistics
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from farm.api import submit  # noqa: E402
+
+FIGURES = ("per_sample_ms", "model_memory_mb", "bytes_read", "read_ms", "read_wait_ms",
+           "compute_ms")
+
+
+def measure(folder: Path, device: str, args, variant: str, round_: int) -> dict:
+    sweep = folder / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": f"bench-stream-{variant}-{round_}", "devices": [device], "models": [args.model],
+        "variants": [variant], "batch_sizes": [args.batch], "seq_lens": [args.seq],
+        "retries": 0, "measure": {"warmup": 2, "min_iters": args.iters, "min_seconds": 0}}))
+    db = folder / "farm.db"
+    submit(sweep, folder / "inventory.yaml", db=str(db))
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("select status, " + ", ".join(FIGURES) + " from v_results "
+                           "where sweep = ?", (f"bench-stream-{variant}-{round_}",)).fetchone()
+    if row["status"] != "done":
+        raise SystemExit(f"{variant} ended {row['status']}: no figures to compare")
+    return dict(row)
+
+
+def median(runs: list[dict], figure: str) -> float | None:
+    values = [r[figure] for r in runs if r[figure] is not None]
+    return statistics.median(values) if values else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="bert-base")
+    parser.add_argument("--variants", default="fp32,stream,stream+prefetch")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory", default="2GiB")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    with tempfile.TemporaryDirectory(prefix="farm-bench-stream-") as scratch:
+        folder = Path(scratch)
+        device = f"bench-stream-{uuid.uuid4().hex[:6]}"
+        (folder / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
+            {"name": device, "kind": "cgroup", "memory": args.memory, "cpus": 1}]}))
+        runs: dict[str, list[dict]] = {v: [] for v in variants}
+        for round_ in range(args.rounds):
+            turn = variants[round_ % len(variants):] + variants[:round_ % len(variants)]
+            for variant in turn:
+                runs[variant].append(measure(folder, device, args, variant, round_))
+                print(f"round {round_ + 1} {variant}: "
+                      f"{runs[variant][-1]['per_sample_ms']:.1f} ms/sample", flush=True)
+    print(f"\n{args.model} b{args.batch} s{args.seq}, 1 CPU, {args.memory}; medians of "
+          f"{args.rounds} rounds")
+    print(f"{'variant':<22}{'ms/sample':>10}{'model MiB':>10}{'MB/pass':>9}{'read ms':>9}"
+          f"{'wait ms':>9}{'compute ms':>11}")
+    med = {v: {f: median(runs[v], f) for f in FIGURES} for v in variants}
+    for v in variants:
+        m = med[v]
+        cells = [m["per_sample_ms"], m["model_memory_mb"],
+                 m["bytes_read"] and m["bytes_read"] / 1e6, m["read_ms"], m["read_wait_ms"],
+                 m["compute_ms"]]
+        widths = (10, 10, 9, 9, 9, 11)
+        print(f"{v:<22}" + "".join("–".rjust(w) if c is None else f"{c:{w}.1f}"
+                                   for c, w in zip(cells, widths)))
+    print()
+    pairs = [(a, b) for a in variants for b in variants
+             if a != b and variants.index(a) > variants.index(b)]
+    for a, b in pairs:
+        print(f"per-sample time {a} / {b}: {med[a]['per_sample_ms'] / med[b]['per_sample_ms']:.2f}")
+    base = variants[0]
+    for v in variants[1:]:
+        if med[v]["model_memory_mb"] and med[base]["model_memory_mb"]:
+            print(f"model memory {v} / {base}: "
+                  f"{med[v]['model_memory_mb'] / med[base]['model_memory_mb']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Per-layer weight stores for the stream variants (format: agents/layers.py), prepared on the
+controller's side, where memory is plentiful: a device that cannot hold a model cannot split it
+either. One store per model and precision, named by the content hash of what it is made from
+(a checkpoint's bytes; a catalog entry with its seed and the torch that drew its weights), kept
+under $FARM_CACHE/layer-stores (default ~/.cache/farm) and reused by every sweep. Boards get a copy
+by the same hash (farm/devices/jetson.py).
+"""
+from __future__ import annotations
+
+import fcntl
+import gc
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from agents import catalog, layers, measure, models
+from farm.checkpoints import checkpoint_files, hub_folder
+
+
+@dataclass(frozen=True)
+class LayerStore:
+    folder: str  # where it is (on the controller's host, or on a board)
+    digest: str
+    bytes: int  # its files' total size
+    prepare_s: float | None  # seconds it took to make now; None when it was there already
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("FARM_CACHE") or "~/.cache/farm").expanduser() / "layer-stores"
+
+
+def digest(model: dict, precision: str) -> str:
+    import torch
+    import transformers
+
+    if model.get("path") or model.get("hub"):
+        folder = Path(model["path"]) if model.get("path") else hub_folder(model["hub"])
+        source = {"checkpoint": checkpoint_files(folder)[1]}
+    else:  # random weights: the seed and the torch that draws them make the bytes
+        source = {"catalog": model["name"], "entry": catalog.CATALOG[model["name"]],
+                  "labels": catalog.NUM_LABELS, "seed": catalog.CATALOG_SEED,
+                  "transformers": transformers.__version__}
+    if precision != "fp32" or "catalog" in source:  # quantized bytes depend on torch too
+        source["torch"] = torch.__version__
+    identity = dict(source, format=layers.FORMAT, precision=precision)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare(model: dict, precision: str, root: Path | None = None) -> LayerStore:
+    """The model's store, made now unless a whole one is cached. Two devices asking for the same
+    store at once: one makes it, the other waits for it (a file lock)."""
+    root = root or cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    name = digest(model, precision)
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (folder / layers.COMPLETE).exists():
+            return LayerStore(str(folder), name, _size(folder), None)
+        started = time.perf_counter()
+        staging = root / f"{name}.partial-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            _write(model, precision, staging)
+            (staging / layers.COMPLETE).write_text(name + "\n")
+            if folder.exists():  # a broken earlier attempt
+                shutil.rmtree(folder)
+            staging.rename(folder)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return LayerStore(str(folder), name, _size(folder), time.perf_counter() - started)
+
+
+def _write(model: dict, precision: str, folder: Path) -> None:
+    built = models.build(model)
+    try:
+        params = models.parameter_count(built)
+        if precision == "int8":
+            built = models.apply_variant(built, "int8")
+        elif precision != "fp32":
+            raise layers.StoreError(f"no {precision} layer store: stream is fp32 or int8")
+        layers.write(built, str(folder), precision, params)
+    finally:
+        del built
+        measure.release_memory()
+    for path in folder.iterdir():  # the store lives on disk: a device's first read is real
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            layers.drop_cached(fd)
+        finally:
+            os.close(fd)
+    gc.collect()
+
+
+def _size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
