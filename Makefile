@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 JETSON_STACK ?= $(HOME)/.cache/farm/jetson-py36
 PY36 := $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)/versions/3.6.15/bin/python3.6
 
-.PHONY: install demo test clean jetson-stack sshd
+.PHONY: install demo demo-stream test clean jetson-stack sshd
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	$(BIN)/farm submit examples/sweep.yaml --inventory inventory.yaml
+
+# Streamed layers against eager in 2 GiB, 1 GiB and 512 MiB containers (README: "Streaming layers").
+demo-stream: install
+	$(BIN)/farm submit examples/stream.yaml --inventory examples/stream-inventory.yaml
 
 test: install jetson-stack sshd
 	FARM_JETSON_PYTHON=$(JETSON_STACK)/bin/python $(BIN)/python -m pytest

@@ -26,9 +26,9 @@ FIGURES = ("per_sample_ms", "model_memory_mb", "bytes_read", "read_ms", "read_wa
 
 
 def measure(folder: Path, device: str, args, variant: str, round_: int) -> dict:
-    sweep = folder / "sweep.yaml"
+    sweep, name = folder / "sweep.yaml", f"bench-{variant.replace('+', '-')}-{round_}"
     sweep.write_text(yaml.safe_dump({
-        "name": f"bench-stream-{variant}-{round_}", "devices": [device], "models": [args.model],
+        "name": name, "devices": [device], "models": [args.model],
         "variants": [variant], "batch_sizes": [args.batch], "seq_lens": [args.seq],
         "retries": 0, "measure": {"warmup": 2, "min_iters": args.iters, "min_seconds": 0}}))
     db = folder / "farm.db"
@@ -36,7 +36,7 @@ def measure(folder: Path, device: str, args, variant: str, round_: int) -> dict:
     with sqlite3.connect(db) as conn:
         conn.row_factory = sqlite3.Row
         row = conn.execute("select status, " + ", ".join(FIGURES) + " from v_results "
-                           "where sweep = ?", (f"bench-stream-{variant}-{round_}",)).fetchone()
+                           "where sweep = ?", (name,)).fetchone()
     if row["status"] != "done":
         raise SystemExit(f"{variant} ended {row['status']}: no figures to compare")
     return dict(row)
