@@ -9,11 +9,11 @@ No source, no figure: the agent reports null rather than an estimate.
 import collections
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
 
-from agents.environment import which
 
 SAMPLE_MS = 100
 _RAIL = re.compile(r"\b(POM_5V_IN|VDD_IN) (\d+)(?:mW)?/(\d+)(?:mW)?")
@@ -114,7 +114,7 @@ def _rapl_domains():
 
 def open_meter():
     """The best energy source this device has, or None."""
-    tegrastats = which("tegrastats")
+    tegrastats = shutil.which("tegrastats")
     if tegrastats:
         return Tegrastats(tegrastats)
     domains = _rapl_domains()

@@ -2,7 +2,10 @@
 import os
 import platform
 import re
+import shutil
 import subprocess
+
+from agents.measure import proc_field
 
 
 def _first_line(path):
@@ -35,14 +38,8 @@ def _cpu_model():
 
 def meminfo_mb(field):
     """A /proc/meminfo figure ('MemTotal', 'MemAvailable') in MiB."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024.0
-    except (IOError, OSError):
-        pass
-    return None
+    kib = proc_field("/proc/meminfo", field)
+    return kib / 1024.0 if kib is not None else None
 
 
 def l4t_release(first_line):
@@ -81,14 +78,6 @@ def clocks_locked(show_output):
     return all(a == b for a, b in pairs) if pairs else None
 
 
-def which(name):
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = os.path.join(folder, name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 def jetson_facts():
     """Power mode and clocks, read with the board's own tools (they need root; a board whose
     SSH user is not root may allow them through passwordless sudo)."""
@@ -96,7 +85,7 @@ def jetson_facts():
     release = _first_line("/etc/nv_tegra_release")
     if release:
         facts["l4t"] = l4t_release(release)
-    if not (release or which("nvpmodel")):
+    if not (release or shutil.which("nvpmodel")):
         return facts  # not a Jetson
     query = _run(["nvpmodel", "-q"]) or _run(["sudo", "-n", "nvpmodel", "-q"])
     facts["power_mode"], facts["power_mode_id"] = power_mode(query)

@@ -202,6 +202,15 @@ def drop_cached(fd):
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
+def forget(path):
+    """drop_cached for a file by its path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        drop_cached(fd)
+    finally:
+        os.close(fd)
+
+
 def read_ahead(fd):
     """Start reading a whole file in the background (the kernel's readahead)."""
     if hasattr(os, "posix_fadvise"):

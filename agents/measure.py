@@ -51,15 +51,20 @@ def summarize(latencies_s, batch_size, window_s):
     }
 
 
-def _status_kib(field):
+def proc_field(path, field):
+    """The first number of a `field:` line of a /proc file (kB for status and meminfo)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
                 if line.startswith(field + ":"):
                     return int(line.split()[1])
-    except (IOError, OSError):
+    except (IOError, OSError, ValueError):
         pass
     return None
+
+
+def _status_kib(field):
+    return proc_field("/proc/self/status", field)
 
 
 def process_peak_mb():
@@ -75,14 +80,7 @@ def resident_mb():
 
 def storage_read_bytes():
     """Bytes this process has made the kernel fetch from storage (page-cache hits excluded)."""
-    try:
-        with open("/proc/self/io") as f:
-            for line in f:
-                if line.startswith("read_bytes:"):
-                    return int(line.split()[1])
-    except (IOError, OSError, ValueError):
-        pass
-    return None
+    return proc_field("/proc/self/io", "read_bytes")
 
 
 def release_memory(thorough=True):

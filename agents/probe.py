@@ -6,6 +6,7 @@ is read from the device; what cannot be read is null, with the reason where ther
 """
 import json
 import os
+import shutil
 import sys
 
 from agents import content_hash, environment
@@ -22,7 +23,7 @@ def _cgroup():
 def quick():
     facts = environment.describe()
     facts.update(agent=content_hash(), memory_available_mb=environment.meminfo_mb("MemAvailable"), cgroup=_cgroup(),
-                 tegrastats=environment.which("tegrastats"), executable=sys.executable)
+                 tegrastats=shutil.which("tegrastats"), executable=sys.executable)
     return facts
 
 

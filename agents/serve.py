@@ -124,19 +124,15 @@ class Agent(object):
         result.update(power)
         result.update(evaluation)
         result.update(reads)
-        if reads.get("read_wait_ms") is not None:
-            result["compute_ms"] = result["mean_ms"] - reads["read_wait_ms"]
         if texts:
             masks = [b["attention_mask"] for b in batches if "attention_mask" in b]
             result.update(tokenizer=text.describe(self.tokenizer), tokens_mean=(
                 float(sum(m.sum().item() for m in masks)) / sum(m.shape[0] for m in masks)
                 if masks else None))
         count, method = self.flops_by_seq.get(str(seq_len), (None, None))
-        peak = measure.process_peak_mb()
         result.update(
-            event="result", job=key, process_peak_mb=peak, logits=logits,
-            baseline_mb=self.baseline_mb, model_memory_mb=(
-                peak - self.baseline_mb if None not in (peak, self.baseline_mb) else None),
+            event="result", job=key, process_peak_mb=measure.process_peak_mb(), logits=logits,
+            baseline_mb=self.baseline_mb,
             cuda_peak_mb=measure.cuda_peak_mb(self.device), params=self.params, flops=count,
             flops_method=method, job_s=time.perf_counter() - started,
             latencies_ms=[round(x * 1000.0, 6) for x in latencies])

@@ -49,7 +49,7 @@ class _Slot(object):
     """A template layer module and what it holds now."""
 
     def __init__(self, module):
-        self.module, self.unit, self.files = module, None, []
+        self.module, self.unit, self.mapping = module, None, None  # mapping: (fd, mmap)
 
 
 class Streamer(object):
@@ -67,7 +67,7 @@ class Streamer(object):
             from concurrent.futures import ThreadPoolExecutor
             self.pool = ThreadPoolExecutor(max_workers=1)
         for unit in manifest["units"]:  # start cold: this run reads from storage
-            self._forget(os.path.join(folder, unit["file"]))
+            layers.forget(os.path.join(folder, unit["file"]))
 
     # -- a forward pass ------------------------------------------------------------------------
     def begin_pass(self):
@@ -148,7 +148,7 @@ class Streamer(object):
         fd = os.open(path, os.O_RDONLY)
         layers.read_ahead(fd)
         mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
-        slot.files = [(fd, mapped)]
+        slot.mapping = (fd, mapped)
         raw = layers.array(mapped, {"dtype": "uint8", "shape": [len(mapped)], "offset": 0})
         # One byte of every page: the fault brings the page in from storage now. torch's sum
         # runs without the GIL, so a prefetching thread does not stall the computing one.
@@ -164,22 +164,14 @@ class Streamer(object):
         for entry in self.manifest["units"][slot.unit]["tensors"]:
             empty = self.placeholder if entry["kind"] == "param" else self.placeholder.data
             _set(slot.module, entry["name"], entry["kind"], empty)
-        for fd, mapped in slot.files:
-            try:
-                mapped.close()
-            except BufferError:  # a view still alive somewhere: the mapping goes with it
-                pass
-            layers.drop_cached(fd)
-            os.close(fd)
-        slot.files, slot.unit = [], None
-
-    @staticmethod
-    def _forget(path):
-        fd = os.open(path, os.O_RDONLY)
+        fd, mapped = slot.mapping
         try:
-            layers.drop_cached(fd)
-        finally:
-            os.close(fd)
+            mapped.close()
+        except BufferError:  # a view still alive somewhere: the mapping goes with it
+            pass
+        layers.drop_cached(fd)
+        os.close(fd)
+        slot.mapping, slot.unit = None, None
 
     def close(self):
         self.end_pass(count=False)
@@ -218,7 +210,7 @@ def open_model(folder, prefetch=False):
     with open(os.path.join(folder, manifest["resident"]["file"]), "rb") as f:
         set_contents(model, _read_contents(f, manifest["resident"]["tensors"]))
     streamer = Streamer(folder, manifest, template_modules, prefetch, placeholder)
-    _install(model, layer_list, template_modules, streamer, len(order) if not shared else units)
+    _install(model, layer_list, template_modules, streamer, units)
     _check_materialized(model)
     model.farm_stream = streamer
     return model.eval()
@@ -235,7 +227,7 @@ def _skeleton(config, templates):
     if templates is not None:
         config.num_hidden_layers = templates
     try:
-        if hasattr(torch, "device") and hasattr(torch.device("cpu"), "__enter__"):
+        if hasattr(torch.device("cpu"), "__enter__"):  # torch 2: modules on the meta device
             with torch.device("meta"):
                 model = AutoModelForSequenceClassification.from_config(config)
         else:
@@ -294,13 +286,14 @@ def _proxy_class():
     return StreamedLayer
 
 
-def _install(model, layer_list, templates, streamer, slots):
+def _install(model, layer_list, templates, streamer, units):
+    """One proxy per layer module (per shared group for ALBERT) in the model's layer list."""
     import torch
 
     proxy = _proxy_class()
     for name in list(layer_list._modules):
         del layer_list._modules[name]
-    for index in range(slots):
+    for index in range(units):
         layer_list.append(proxy(streamer, index))
     model.add_module("farm_layer_templates", torch.nn.ModuleList(templates))
     model.register_forward_pre_hook(lambda *_: streamer.begin_pass())

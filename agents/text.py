@@ -58,8 +58,8 @@ def _hashed(texts, seq_len, config):
     import torch
 
     vocab = int(config.vocab_size)
-    span = max(1, vocab - FIRST_WORD_ID) if vocab > 2 * FIRST_WORD_ID else max(1, vocab - 5)
     base = FIRST_WORD_ID if vocab > 2 * FIRST_WORD_ID else 5
+    span = max(1, vocab - base)
     pad = int(getattr(config, "pad_token_id", 0) or 0)
     ids = torch.full((len(texts), seq_len), pad, dtype=torch.long)
     mask = torch.zeros((len(texts), seq_len), dtype=torch.long)

@@ -40,17 +40,8 @@ class SubmitReport:
         return self.counts.get("queued", 0) + self.counts.get("running", 0)
 
 
-class _Quiet:
-    def sweep_started(self, name, to_run, total): pass
-    def devices_ready(self, facts): pass
-    def device_refused(self, name, error): pass
-    def job_started(self, job, device): pass
-    def job_phase(self, job, device, phase): pass
-    def job_finished(self, job, outcome): pass
-    def job_retried(self, job, outcome, attempt): pass
-    def device_quarantined(self, name, reason): pass
-    def cancelling(self, why, running): pass
-    def took_over(self, dead): pass
+class _Quiet(Observer):
+    """Told everything, shows nothing: the Protocol's own methods do nothing."""
 
 
 @contextlib.contextmanager
@@ -449,7 +440,7 @@ def sweep_rows(sweep: str, db: str | None = None, with_latencies: bool = False):
     """A sweep's v_results rows (and, if asked, each job's raw latencies by job key)."""
     import json
 
-    from farm.errors import QueryError
+    from farm.store import SWEEP_RESULTS
     from farm.store.readonly import ReadOnly
 
     reader = ReadOnly(db)
@@ -458,8 +449,7 @@ def sweep_rows(sweep: str, db: str | None = None, with_latencies: bool = False):
         if sweep not in known:
             raise QueryError(f"no sweep named {sweep!r} in {reader.url}",
                              f"known sweeps: {', '.join(known) or 'none yet'}")
-        rows = reader.rows("SELECT * FROM v_results WHERE sweep = :name ORDER BY model, "
-                           "variant, task, batch_size, seq_len, device", {"name": sweep})
+        rows = reader.rows(SWEEP_RESULTS, {"name": sweep})
         if not with_latencies:
             return rows
         raw = reader.rows("SELECT j.key, r.latencies_json FROM results r JOIN jobs j ON "

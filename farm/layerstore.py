@@ -8,7 +8,6 @@ by the same hash (farm/devices/jetson.py).
 from __future__ import annotations
 
 import fcntl
-import gc
 import hashlib
 import json
 import os
@@ -90,12 +89,7 @@ def _write(model: dict, precision: str, folder: Path) -> None:
         del built
         measure.release_memory()
     for path in folder.iterdir():  # the store lives on disk: a device's first read is real
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            layers.drop_cached(fd)
-        finally:
-            os.close(fd)
-    gc.collect()
+        layers.forget(str(path))
 
 
 def _size(folder: Path) -> int:

@@ -130,7 +130,7 @@ def draw_front(ax: Axes, rows: list[dict], device: str, x: str) -> None:
     done = done_on(rows, device)
     y = y_column(done)
     points = [r for r in done if r.get(x) is not None and r.get(y) is not None]
-    front = front_points(rows, device, x)
+    front = pareto_front(done, x, y, maximize_y=True)
     ax.set_xlabel(X_LABELS[x])
     ax.set_ylabel(score_label(done) if y == "score" else NO_ACCURACY)
     if not points:

@@ -14,8 +14,10 @@ import shlex
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import agents
+from agents.layers import COMPLETE  # written last into an upload; the agent checks it on stores
 from farm.cgroups import open_container
 from farm.checkpoints import checkpoint_files
 from farm.devices.process import AGENT_HOME, agent_vars
@@ -23,7 +25,6 @@ from farm.devices.runner import AgentRunner
 from farm.devices.ssh import Board, RemoteProcess, connect
 from farm.errors import DeviceError
 
-COMPLETE = "COMPLETE"  # written last into an upload: the folder is whole
 BOARD_PYTHON = "python3"  # a board's interpreter when the inventory names none
 
 
@@ -34,8 +35,9 @@ def board_python(device) -> str:
 def deploy(board: Board, workdir: str) -> tuple[str, bool]:
     """The agent's folder on the board, and whether it had to be uploaded now."""
     digest = agents.content_hash()
-    files = {relative: str(Path(AGENT_HOME) / relative) for relative in agents.bundle_files()}
-    return _upload(board, workdir, f"agent-{digest}", digest, files, "the agent")
+    return _upload(board, workdir, f"agent-{digest}", digest, lambda: {
+        relative: str(Path(AGENT_HOME) / relative) for relative in agents.bundle_files()},
+        "the agent")
 
 
 def deploy_checkpoint(board: Board, workdir: str, folder: str) -> tuple[str, bool]:
@@ -45,10 +47,13 @@ def deploy_checkpoint(board: Board, workdir: str, folder: str) -> tuple[str, boo
     safetensors)."""
     files, digest = checkpoint_files(Path(folder))
     with tempfile.TemporaryDirectory(prefix="farm-checkpoint-") as scratch:
-        if "model.safetensors" in files and "pytorch_model.bin" not in files:
-            files["pytorch_model.bin"] = _as_torch_file(files.pop("model.safetensors"), scratch)
-        return _upload(board, workdir, f"models/{Path(folder).name}-{digest}", digest, files,
-                       f"checkpoint {folder}")
+        def board_files() -> dict[str, str]:
+            if "model.safetensors" in files and "pytorch_model.bin" not in files:
+                files["pytorch_model.bin"] = _as_torch_file(files.pop("model.safetensors"),
+                                                            scratch)
+            return files
+        return _upload(board, workdir, f"models/{Path(folder).name}-{digest}", digest,
+                       board_files, f"checkpoint {folder}")
 
 
 def _as_torch_file(safetensors_file: str, scratch: str) -> str:
@@ -60,10 +65,11 @@ def _as_torch_file(safetensors_file: str, scratch: str) -> str:
     return target
 
 
-def _upload(board: Board, workdir: str, name: str, digest: str, files: dict[str, str],
-            what: str) -> tuple[str, bool]:
-    """Files into <workdir>/<name>/ on the board, unless a whole copy is there already. The
-    copy is written aside and renamed into place, so a half-finished one is never used."""
+def _upload(board: Board, workdir: str, name: str, digest: str,
+            files: Callable[[], dict[str, str]], what: str) -> tuple[str, bool]:
+    """Files into <workdir>/<name>/ on the board, unless a whole copy is there already (`files`
+    is asked for them only then: making them may cost a conversion). The copy is written aside
+    and renamed into place, so a half-finished one is never used."""
     base = board.home_path(workdir.rstrip("/") or "/")
     final = f"{base}/{name}"
     if board.exists(f"{final}/{COMPLETE}"):
@@ -71,7 +77,7 @@ def _upload(board: Board, workdir: str, name: str, digest: str, files: dict[str,
     staging = f"{final}.partial-{uuid.uuid4().hex[:8]}"
     try:
         board.mkdir(staging)
-        for relative, local in files.items():
+        for relative, local in files().items():
             if "/" in relative:
                 board.mkdir(f"{staging}/{posixpath.dirname(relative)}")
             board.put(local, f"{staging}/{relative}")
@@ -144,10 +150,10 @@ class JetsonRunner(AgentRunner):
     def layer_store(self, model: dict, precision: str):
         """The store is made on the controller's host, then copied to the board by its hash."""
         local = super().layer_store(model, precision)
-        files = {p.name: str(p) for p in sorted(Path(local.folder).iterdir())
-                 if p.name != COMPLETE}
         folder, _ = _upload(self.board, self.device.workdir, f"layers/{local.digest}",
-                            local.digest, files, f"the layer store of {model['name']}")
+                            local.digest, lambda: {p.name: str(p) for p in sorted(
+                                Path(local.folder).iterdir()) if p.name != COMPLETE},
+                            f"the layer store of {model['name']}")
         return dataclasses.replace(local, folder=folder)
 
     def _start_agent(self, container) -> RemoteProcess:

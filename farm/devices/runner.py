@@ -11,12 +11,11 @@ figures. Failures are sorted here, each with its class (farm.devices.INFRA or JO
 """
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
 from typing import Callable
-
-import signal
 
 import farm
 from agents.catalog import precision, streamed
@@ -33,6 +32,15 @@ _OUTSIDE_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT
 
 MIB = 1024 * 1024
 AGENT_START_S = 120  # python + the agent's imports, before any model
+
+
+def _signal_name(number: int) -> str:
+    """SIGKILL; or the number, for a status no signal of this host has (a board's exit code
+    above 128 is read as a signal)."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 class JobFailed(Exception):
@@ -203,12 +211,11 @@ class AgentRunner:
                     f"limit (peak {figures['peak_mem_mb']:.0f} MiB)"}
         code = exited.returncode
         if code is None or (code < 0 and -code in _OUTSIDE_SIGNALS):
-            how = ("without an exit status" if code is None
-                   else f"by {signal.Signals(-code).name}")
+            how = "without an exit status" if code is None else f"by {_signal_name(-code)}"
             return {"status": FAILED, "failure": INFRA, "result": figures,
                     "error": f"infrastructure: the agent on {self.device.name} was killed {how} "
                              "from outside farm (not by the OOM killer)"}
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+        how = f"signal {_signal_name(-code)}" if code < 0 else f"code {code}"
         crash = AgentCrashed(f"agent exited with {how}", exited.stderr_tail)
         return {"status": FAILED, "failure": JOB, "error": str(crash), "result": figures}
 

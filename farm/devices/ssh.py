@@ -386,7 +386,7 @@ class RemoteProcess:
     def kill(self) -> None:
         if self.pgid is not None and self.board.alive:
             try:
-                self.board.run(f"kill -9 -{self.pgid} 2>/dev/null; true", 15)
+                self.board.kill([-self.pgid])  # the agent's whole process group
             except DeviceUnreachable:
                 pass
         self.channel.close()

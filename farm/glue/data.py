@@ -16,6 +16,7 @@ labels by name (MNLI's order there is entailment, neutral, contradiction), never
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import struct
@@ -95,7 +96,7 @@ def _read_tsv(task: Task, data_dir: Path, limit: int | None):
     if task.header:
         columns = _header_columns(task, path, first[1])
     else:
-        lines = _chain(first, lines)
+        lines = itertools.chain([first], lines)
         columns = [(f"column {i + 1}", i) for i in (*task.text_columns, task.label_column)]
     needed = max(index for _, index in columns) + 1
     texts, labels = [], []
@@ -131,11 +132,6 @@ def _lines(path: Path):
             line = (line.removeprefix("\ufeff") if number == 1 else line).rstrip("\r\n")
             if line.strip():
                 yield number, line
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def _header_columns(task: Task, path: Path, header: str) -> list[tuple[str, int]]:

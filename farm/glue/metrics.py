@@ -41,18 +41,19 @@ def _mcc(gold, guess):
     return matthews_corrcoef(gold, guess)
 
 
-def _pearson(gold, guess):
-    from scipy.stats import pearsonr
+def _correlation(name, gold, guess):
+    import scipy.stats
     with warnings.catch_warnings():  # constant input: undefined, reported as None below
         warnings.simplefilter("ignore")
-        return pearsonr(gold, guess)[0] if len(gold) > 1 else None
+        return getattr(scipy.stats, name)(gold, guess)[0] if len(gold) > 1 else None
+
+
+def _pearson(gold, guess):
+    return _correlation("pearsonr", gold, guess)
 
 
 def _spearman(gold, guess):
-    from scipy.stats import spearmanr
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return spearmanr(gold, guess)[0] if len(gold) > 1 else None
+    return _correlation("spearmanr", gold, guess)
 
 
 _METRICS = {"accuracy": _accuracy, "f1": _f1, "mcc": _mcc, "pearson": _pearson,

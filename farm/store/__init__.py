@@ -66,8 +66,11 @@ _RESULT_FIELDS = ("iters", "window_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "
                   "job_s", "flops", "flops_method", "params", "energy_mj", "avg_power_mw",
                   "idle_power_mw", "energy_source", "board_ram_peak_mb", "metric", "score",
                   "score_note", "eval_examples", "eval_s", "tokens_mean", "tokenizer",
-                  "baseline_mb", "model_memory_mb", "storage_read_bytes", "bytes_read",
-                  "read_ms", "read_wait_ms", "compute_ms")
+                  "baseline_mb", "storage_read_bytes", "bytes_read", "read_ms",
+                  "read_wait_ms")
+# A sweep's rows in the order every table of them shows (submit's, farm table, report, export).
+SWEEP_RESULTS = ("SELECT * FROM v_results WHERE sweep = :name "
+                 "ORDER BY model, variant, task, batch_size, seq_len, device")
 _LOAD_FIELDS = ("load_s", "load_peak_mb", "load_container_peak_mb", "cuda_load_peak_mb",
                 "params", "agent", "baseline_mb", "layer_store", "layer_store_bytes",
                 "layer_store_prepare_s")
@@ -242,9 +245,7 @@ class Store(RunsMixin):
 
     def sweep_results(self, sweep_name: str) -> list[dict]:
         with self.session() as db:
-            rows = db.execute(text("SELECT * FROM v_results WHERE sweep = :name "
-                                   "ORDER BY model, variant, task, batch_size, seq_len, device"),
-                              {"name": sweep_name})
+            rows = db.execute(text(SWEEP_RESULTS), {"name": sweep_name})
             return [dict(r._mapping) for r in rows]
 
     def close(self) -> None:

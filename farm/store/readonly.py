@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from farm.errors import QueryError, StoreError
-from farm.store import BUSY_TIMEOUT_MS, resolve_url
+from farm.store import BUSY_TIMEOUT_MS, _reason, resolve_url
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -94,6 +94,3 @@ def _sqlite_read_only(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA query_only=ON")
     cursor.close()
 
-
-def _reason(error: SQLAlchemyError) -> str:
-    return str(getattr(error, "orig", None) or error).splitlines()[0]

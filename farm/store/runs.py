@@ -37,6 +37,12 @@ class DeadRun:
     requeued: int  # jobs it left running, queued again
 
 
+def _driven(db, sweep: str, now) -> bool:
+    """Whether a live run drives `sweep`."""
+    runs = db.scalars(select(Run).where(Run.ended_at.is_(None), Run.sweep == sweep))
+    return any(_alive(run, now) for run in runs)
+
+
 def _alive(run: Run, now: datetime) -> bool:
     if (now - run.heartbeat_at).total_seconds() > STALE_S:
         return False
@@ -115,8 +121,7 @@ class RunsMixin:
         """Whether a live run drives this sweep now."""
         now = utcnow()
         with self.session() as db:
-            runs = db.scalars(select(Run).where(Run.ended_at.is_(None), Run.sweep == sweep))
-            return any(_alive(run, now) for run in runs)
+            return _driven(db, sweep, now)
 
     def heartbeat(self) -> None:
         if self.run_id is not None:
@@ -187,8 +192,7 @@ class RunsMixin:
             if row is None:
                 return False
             row.cancel_requested_at = now
-            runs = db.scalars(select(Run).where(Run.ended_at.is_(None), Run.sweep == sweep))
-            if any(_alive(run, now) for run in runs):
+            if _driven(db, sweep, now):
                 return True
             _cancel_jobs(db, row.id, ("queued", "running"), "cancelled by `farm cancel`", now)
             return False

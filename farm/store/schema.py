@@ -122,15 +122,14 @@ class Result(Base):
     tokens_mean: Mapped[float | None] = mapped_column(Float)  # real tokens per example, timed
     tokenizer: Mapped[str | None] = mapped_column(String(64))  # how task texts became ids
     baseline_mb: Mapped[float | None] = mapped_column(Float)  # the agent idle (no model), VmRSS
-    model_memory_mb: Mapped[float | None] = mapped_column(Float)  # process peak minus baseline
+    # (v_results derives model_memory_mb = process_peak_mb - baseline_mb.)
     # Per forward pass of the timed window: what the kernel read from storage; for streamed
-    # variants the layer bytes loaded, the time reading them (any thread), the time the pass
-    # waited for them, and the rest of the pass (mean_ms minus the wait).
+    # variants the layer bytes loaded, the time reading them (any thread) and the time the
+    # pass waited for them (v_results: compute_ms = mean_ms - read_wait_ms).
     storage_read_bytes: Mapped[float | None] = mapped_column(Float)
     bytes_read: Mapped[float | None] = mapped_column(Float)
     read_ms: Mapped[float | None] = mapped_column(Float)
     read_wait_ms: Mapped[float | None] = mapped_column(Float)
-    compute_ms: Mapped[float | None] = mapped_column(Float)
     logits_json: Mapped[str | None] = mapped_column(Text)  # the first batch's outputs
     latencies_json: Mapped[str | None] = mapped_column(Text)  # every timed call, in ms
     env_json: Mapped[str | None] = mapped_column(Text)

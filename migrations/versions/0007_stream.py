@@ -16,9 +16,8 @@ branch_labels = None
 depends_on = None
 
 _NEW_RESULT_COLUMNS = (
-    ("baseline_mb", sa.Float()), ("model_memory_mb", sa.Float()), ("bytes_read", sa.Float()),
-    ("storage_read_bytes", sa.Float()), ("read_ms", sa.Float()), ("read_wait_ms", sa.Float()),
-    ("compute_ms", sa.Float()), ("logits_json", sa.Text()))
+    ("baseline_mb", sa.Float()), ("bytes_read", sa.Float()), ("storage_read_bytes", sa.Float()),
+    ("read_ms", sa.Float()), ("read_wait_ms", sa.Float()), ("logits_json", sa.Text()))
 _NEW_LOAD_COLUMNS = (
     ("baseline_mb", sa.Float()), ("layer_store", sa.String(32)),
     ("layer_store_bytes", sa.Integer()), ("layer_store_prepare_s", sa.Float()))
@@ -29,15 +28,18 @@ def _module(revision: str):
 
 
 def v_results() -> str:
-    """v_results as in 0005, with the memory and streaming figures added at the end."""
+    """v_results as in 0005, with the memory and streaming figures added at the end; model
+    memory (the process peak above the agent idle) and compute time (a call's mean minus its
+    wait for layers) are derived here, not stored."""
     view = _module("0005").v_results().replace(
         " r.tokenizer AS tokenizer\n",
         " r.tokenizer AS tokenizer,\n"
-        "       r.baseline_mb AS baseline_mb, r.model_memory_mb AS model_memory_mb,\n"
+        "       r.baseline_mb AS baseline_mb,\n"
+        "       r.process_peak_mb - r.baseline_mb AS model_memory_mb,\n"
         "       r.bytes_read AS bytes_read, r.storage_read_bytes AS storage_read_bytes,\n"
         "       r.read_ms AS read_ms, r.read_wait_ms AS read_wait_ms,\n"
-        "       r.compute_ms AS compute_ms, r.logits_json AS logits_json\n")
-    assert "r.model_memory_mb" in view
+        "       r.mean_ms - r.read_wait_ms AS compute_ms, r.logits_json AS logits_json\n")
+    assert "AS model_memory_mb" in view
     return view
 
 
