@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 JETSON_STACK ?= $(HOME)/.cache/farm/jetson-py36
 PY36 := $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)/versions/3.6.15/bin/python3.6
 
-.PHONY: install demo demo-stream test clean jetson-stack sshd
+.PHONY: install demo demo-stream demo-methods test clean jetson-stack sshd
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: install
 # Streamed layers against eager in 2 GiB, 1 GiB and 512 MiB containers (README: "Streaming layers").
 demo-stream: install
 	$(BIN)/farm submit examples/stream.yaml --inventory examples/stream-inventory.yaml
+
+# Pruned heads and low-rank factorization against eager fp32 (README: "Variants and methods").
+demo-methods: install
+	$(BIN)/farm submit examples/methods.yaml --inventory inventory.yaml
 
 test: install jetson-stack sshd
 	FARM_JETSON_PYTHON=$(JETSON_STACK)/bin/python $(BIN)/python -m pytest

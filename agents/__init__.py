@@ -13,8 +13,12 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 def bundle_files():
     """The files that make up the agent, relative to the folder that holds the package."""
-    names = sorted(n for n in os.listdir(_HERE) if n.endswith(".py"))
-    return [os.path.join("agents", n) for n in names]
+    found = []
+    for folder, subfolders, names in os.walk(_HERE):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(("_", ".")))
+        relative = os.path.relpath(folder, os.path.dirname(_HERE))
+        found.extend(os.path.join(relative, n) for n in names if n.endswith(".py"))
+    return sorted(found)
 
 
 def content_hash():

@@ -39,33 +39,9 @@ CATALOG = {
         "vocab_size": 32000, "type_vocab_size": 4}},
 }
 
-# int8 = dynamic quantization of the Linear layers (weights int8, activations quantized per call),
-# on CPU; fp16 = half precision on CUDA (devices with `cuda: true`); fp32 on the GPU where there
-# is one. stream = iterative layer instantiation (stream.py): one encoder layer's weights in
-# memory at a time, read from a per-layer store on every pass; +prefetch reads the next layer
-# while one computes; +int8 streams dynamically quantized layers. Streaming runs on the CPU.
-VARIANTS = ("fp32", "int8", "fp16", "stream", "stream+prefetch", "stream+int8",
-            "stream+prefetch+int8")
-CUDA_ONLY_VARIANTS = ("fp16",)
-STREAM = "stream"
-
 # Catalog weights are random but seeded, so that every variant of a catalog model (eager,
 # streamed, quantized) computes on the same weights and their logits can be compared.
 CATALOG_SEED = 0
-
-
-def streamed(variant):
-    return variant.split("+")[0] == STREAM
-
-
-def prefetched(variant):
-    return streamed(variant) and "prefetch" in variant.split("+")
-
-
-def precision(variant):
-    """The weights' number format: fp32, int8 or fp16."""
-    parts = variant.split("+")
-    return "int8" if "int8" in parts else ("fp16" if "fp16" in parts else "fp32")
 
 # Inputs the agent makes itself: random token ids of seq_len. Real task inputs (GLUE) are read by
 # the controller and sent to the agent as texts.

@@ -54,12 +54,15 @@ def _linear(module):
 
 
 def _query_projections(model):
-    """The Linear layers that project attention queries (BERT-style `query`, DistilBERT `q_lin`)."""
+    """The modules that project attention queries (BERT-style `query`, DistilBERT `q_lin`): a
+    Linear, or what a method made of it (low_rank's pair)."""
+    import torch
+
     queries = set()
     for module in model.modules():
         for name in ("query", "q_lin"):
             child = getattr(module, name, None)
-            if child is not None and _linear(child):
+            if isinstance(child, torch.nn.Module):
                 queries.add(child)
     return queries
 
@@ -68,17 +71,24 @@ def analytic(model, inputs):
     import torch
 
     total = [0]
-    queries = _query_projections(model)
 
     def linear_hook(layer, args, _output):
-        x = args[0]
-        rows = x.numel() // layer.in_features
-        total[0] += 2 * rows * layer.in_features * layer.out_features
-        if layer in queries and x.dim() == 3:
-            batch, seq = x.shape[0], x.shape[1]
-            total[0] += 4 * batch * seq * seq * layer.out_features
+        # A float Linear's own weight says its shape (a streamed template's in_features may be
+        # the unpruned one); a quantized Linear's packed weight is not unpacked for this.
+        if isinstance(layer, torch.nn.Linear):
+            outputs, inputs = layer.weight.shape
+        else:
+            outputs, inputs = layer.out_features, layer.in_features
+        total[0] += 2 * (args[0].numel() // inputs) * inputs * outputs
+
+    def query_hook(_module, _args, output):
+        # Q K^T and A V: 2 b s^2 d multiply-adds, d the queries' width (fewer with pruned heads).
+        if output.dim() == 3:
+            batch, seq, width = output.shape
+            total[0] += 4 * batch * seq * seq * width
 
     hooks = [m.register_forward_hook(linear_hook) for m in model.modules() if _linear(m)]
+    hooks += [q.register_forward_hook(query_hook) for q in _query_projections(model)]
     try:
         with torch.no_grad():
             model(**inputs)

@@ -3,8 +3,8 @@ device can hold one layer's weights in memory at a time (the `stream` variants, 
 
 A store is a folder, named by the content hash of what it was made from (farm/layerstore.py):
   manifest.json   format, precision, model type, parameter count, where the encoder's layer list
-                  sits in the model, each unit's file and tensors, and the order in which a
-                  forward pass calls the units
+                  sits in the model, each unit's file and tensors, the order in which a
+                  forward pass calls the units, and the methods applied with their figures
   config.json     the model's own transformers configuration
   resident.bin    everything outside the encoder layers: embeddings, pooler, classifier
   unit-000.bin..  one file per encoder layer (ALBERT: one per shared layer group)
@@ -69,6 +69,15 @@ def quantized_linear_class():
         return ao.nn.quantized.dynamic.Linear
     except AttributeError:
         return torch.nn.quantized.dynamic.Linear
+
+
+def empty_qlinear(entry):
+    """An unfilled dynamically quantized Linear of a stored qlinear entry's shape."""
+    import torch
+
+    out_features, in_features = entry["weight"]["shape"]
+    return quantized_linear_class()(in_features, out_features, bias_=entry["bias"] is not None,
+                                    dtype=torch.qint8)
 
 
 def _contents(module, skip=None):
@@ -139,9 +148,10 @@ def _write_section(path, contents):
     return entries, writer.close()
 
 
-def write(model, folder, precision, params):
-    """Write `model` (fp32, or as quantize_dynamic left it for int8) into `folder` as a store.
-    The caller writes COMPLETE once the folder is whole (farm/layerstore.py)."""
+def write(model, folder, precision, params, methods=(), method_fields=None):
+    """Write `model` (fp32, or as quantize_dynamic left it for int8; after the variant's
+    `methods`, [[name, params], ...], whose figures are `method_fields`) into `folder` as a
+    store. The caller writes COMPLETE once the folder is whole (farm/layerstore.py)."""
     path, layers = layer_list(model)
     order = call_order(model.config, len(layers))
     model.config.to_json_file(os.path.join(folder, "config.json"))
@@ -156,6 +166,8 @@ def write(model, folder, precision, params):
                 "params": int(params), "layers_path": path, "order": order,
                 "resident": {"file": RESIDENT, "bytes": resident_bytes, "tensors": resident},
                 "units": units}
+    if methods:  # only then, so that stores of plain models keep their manifests
+        manifest.update(methods=[list(m) for m in methods], method_fields=method_fields or {})
     with open(os.path.join(folder, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
     return manifest

@@ -1,7 +1,8 @@
 """Building a model for a (model, variant) pair, and the inputs a job feeds it."""
 import inspect
 
-from agents.catalog import CATALOG, CATALOG_SEED, NUM_LABELS, streamed
+from agents import methods
+from agents.catalog import CATALOG, CATALOG_SEED, NUM_LABELS
 
 
 class ModelError(Exception):
@@ -14,16 +15,61 @@ def build(model_spec):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    if model_spec.get("path"):
-        model = AutoModelForSequenceClassification.from_pretrained(model_spec["path"])
-        return model.eval()
-    if model_spec.get("hub"):  # the local cache only: nothing is downloaded at run time
+    if model_spec.get("path") or model_spec.get("hub"):
+        config = config_of(model_spec)
+        if methods.restores(config):  # a checkpoint saved after a method changed its shapes
+            return _restored(model_spec, config).eval()
+        # hub: the local cache only, nothing is downloaded at run time
+        source = model_spec.get("path") or model_spec["hub"]
         model = AutoModelForSequenceClassification.from_pretrained(
-            model_spec["hub"], local_files_only=True)
+            source, local_files_only=not model_spec.get("path"))
         return model.eval()
     config = config_of(model_spec)
     torch.manual_seed(CATALOG_SEED)
     return AutoModelForSequenceClassification.from_config(config).eval()
+
+
+def _restored(model_spec, config):
+    """A checkpoint whose shapes a method changed (e.g. pruned heads, on a transformers that no
+    longer prunes by itself): built from its config, shaped as the method left it, then its own
+    weights loaded, every one of them."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_config(config)
+    methods.restore(model, config)
+    state = _checkpoint_state(model_spec)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    buffers = set(name for name, _ in model.named_buffers())
+    missing = [name for name in missing if name not in buffers]
+    if missing or unexpected:
+        raise ModelError("checkpoint %s does not fit its own config: missing %s, unexpected %s"
+                         % (model_spec.get("path") or model_spec.get("hub"), missing[:3],
+                            unexpected[:3]))
+    return model
+
+
+def _checkpoint_state(model_spec):
+    """The weights of a checkpoint folder (safetensors, else a torch file read as data only)."""
+    import os
+
+    import torch
+
+    folder = model_spec.get("path")
+    if not folder:
+        from transformers.utils import cached_file
+        folder = os.path.dirname(cached_file(model_spec["hub"], "config.json",
+                                             local_files_only=True))
+    safetensors = os.path.join(folder, "model.safetensors")
+    if os.path.exists(safetensors):
+        from safetensors.torch import load_file
+        return load_file(safetensors)
+    weights = os.path.join(folder, "pytorch_model.bin")
+    if os.path.exists(weights):
+        # Data only where this torch can refuse code in a pickle (1.13+).
+        safe = {"weights_only": True} if "weights_only" in inspect.signature(
+            torch.load).parameters else {}
+        return torch.load(weights, map_location="cpu", **safe)
+    raise ModelError("no model.safetensors or pytorch_model.bin in %s" % folder)
 
 
 def config_of(model_spec):
@@ -50,30 +96,18 @@ def import_code(config):
 
 
 def torch_device(variant, cuda):
-    """Where a variant runs: fp16 needs CUDA; int8 dynamic quantization exists on CPU only, and
-    streaming is built for the CPU only; fp32 uses the GPU on a device that has one."""
+    """Where a variant (agents.methods.Variant) runs: on the GPU of a device that has one,
+    unless its precision, execution or a method runs on the CPU only (int8's dynamic
+    quantization, streaming); fp16 needs CUDA."""
     import torch
 
-    if variant == "int8" or streamed(variant) or not cuda:
-        if variant == "fp16":
-            raise ModelError("fp16 runs on CUDA only, and this device has none")
+    if variant.cuda_only and not cuda:
+        raise ModelError("%s runs on CUDA only, and this device has none" % variant.precision)
+    if variant.cpu_only or not cuda:
         return "cpu"
     if not torch.cuda.is_available():
         raise ModelError("the inventory says this device has CUDA, but torch sees none")
     return "cuda"
-
-
-def apply_variant(model, variant, device="cpu"):
-    import torch
-
-    if variant == "fp32":
-        return model.to(device)
-    if variant == "fp16":
-        return model.half().to(device)
-    if variant == "int8":
-        quantization = getattr(torch, "ao", torch).quantization
-        return quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    raise ModelError("unknown variant %r" % variant)
 
 
 def synthetic_inputs(model, batch_size, seq_len, seed=0, device="cpu"):

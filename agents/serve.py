@@ -3,6 +3,8 @@
 Commands (one JSON object per line on stdin):
   {"op": "load", "model": {"name": ..., "path": ...}, "variant": "fp32", "threads": 1,
    "seq_lens": [128], "cuda": false}
+      a variant other than the named ones of earlier releases also carries "variant_spec":
+      {"precision": ..., "execution": ..., "methods": [[name, params], ...]} (agents.methods)
   {"op": "run", "job": {"key": ..., "task": "synthetic", "batch_size": 1, "seq_len": 128,
                         "measure": {"warmup": 3, "min_iters": 10, "min_seconds": 1.0}}}
       a GLUE job also carries "texts": [[sentence], [sentence1, sentence2], ...] and "evaluate":
@@ -21,7 +23,8 @@ import time
 import traceback
 
 from agents import content_hash
-from agents import catalog, energy, environment, flops, measure, models, stream, text
+from agents import energy, environment, flops, measure, methods, models, stream, text
+from agents.methods import precision
 from agents.protocol import Channel
 
 _OOM_TEXT = ("can't allocate memory", "out of memory", "not enough memory")
@@ -42,6 +45,7 @@ class Agent(object):
         self.device = "cpu"
         self.flops_by_seq = {}
         self.params = None
+        self.method_fields = {}  # what the variant's methods report (agents.methods FIELDS)
         self.meter = energy.open_meter()
         self.model_spec = None
         self.tokenizer = _UNSET  # opened by the first job with texts
@@ -60,16 +64,20 @@ class Agent(object):
         measure.release_memory()
         self.baseline_mb = measure.resident_mb()
         self.device = models.torch_device(variant, cuda)
-        if catalog.streamed(variant):
-            self.model = stream.open_model(model_spec["store"], catalog.prefetched(variant))
-            self.params = self.model.farm_stream.manifest["params"]
+        if variant.streamed:  # the store holds the layers as the methods left them
+            self.model = stream.open_model(model_spec["store"], variant.prefetched)
+            manifest = self.model.farm_stream.manifest
+            self.params = manifest["params"]
+            self.method_fields = manifest.get("method_fields", {})
             self._count_flops(self.model, seq_lens)
         else:
             fp32 = models.build(model_spec)
+            self.method_fields = methods.apply_methods(fp32, variant)
             self.params = models.parameter_count(fp32)
-            # FLOPs are counted on the fp32 graph: int8 and fp16 kernels do the same arithmetic.
+            # FLOPs are counted on the fp32 graph the methods left: int8 and fp16 kernels do
+            # the same arithmetic.
             self._count_flops(fp32, seq_lens)
-            self.model = models.apply_variant(fp32, variant, self.device)
+            self.model = precision.convert(fp32, variant.precision, self.device)
             del fp32
         return {"event": "loaded", "load_s": time.perf_counter() - started, "params": self.params,
                 "baseline_mb": self.baseline_mb,
@@ -134,6 +142,7 @@ class Agent(object):
             event="result", job=key, process_peak_mb=measure.process_peak_mb(), logits=logits,
             baseline_mb=self.baseline_mb,
             cuda_peak_mb=measure.cuda_peak_mb(self.device), params=self.params, flops=count,
+            method_fields=self.method_fields,
             flops_method=method, job_s=time.perf_counter() - started,
             latencies_ms=[round(x * 1000.0, 6) for x in latencies])
         return result
@@ -218,7 +227,7 @@ def serve(channel, agent):
             if op == "exit":
                 return
             elif op == "load":
-                reply = agent.load(command["model"], command["variant"],
+                reply = agent.load(command["model"], methods.Variant.from_job(command),
                                    command.get("threads", 1), command.get("seq_lens", []),
                                    bool(command.get("cuda")))
             elif op == "run":

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 
-from agents import layers
+from agents import layers, methods
 
 PAGE = mmap.PAGESIZE
 
@@ -46,17 +46,19 @@ class StreamStats(object):
 
 
 class _Slot(object):
-    """A template layer module and what it holds now."""
+    """A template layer module, what it holds now, and the shape it has been given."""
 
-    def __init__(self, module):
+    def __init__(self, module, shape):
         self.module, self.unit, self.mapping = module, None, None  # mapping: (fd, mmap)
+        self.shape = shape  # the index of the unit shape it fits (_shapes)
 
 
 class Streamer(object):
     def __init__(self, folder, manifest, templates, prefetch, placeholder):
         self.folder, self.manifest = folder, manifest
         self.order = manifest["order"]
-        self.slots = [_Slot(t) for t in templates]
+        self.shapes = _shapes(manifest)  # unit -> which distinct shape of layer it is
+        self.slots = [_Slot(t, self.shapes[0]) for t in templates]
         self.prefetch = prefetch and len(self.slots) > 1
         self.placeholder = placeholder
         self.quantized = manifest["precision"] == "int8"
@@ -132,6 +134,9 @@ class Streamer(object):
     def _load(self, slot):
         started = time.perf_counter()
         entry = self.manifest["units"][slot.unit]
+        if slot.shape != self.shapes[slot.unit]:  # layers of different shapes (heads pruned unevenly)
+            shape(slot.module, entry["tensors"], self.placeholder)
+            slot.shape = self.shapes[slot.unit]
         path = os.path.join(self.folder, entry["file"])
         if self.quantized:
             with open(path, "rb") as f:
@@ -197,16 +202,11 @@ def open_model(folder, prefetch=False):
                                 % (manifest["layers_path"], path))
     template_modules = list(layer_list)[:templates]
     placeholder = torch.nn.Parameter(torch.empty(0), requires_grad=False)
-    qlinears = [t for t in manifest["units"][0]["tensors"] if t["kind"] == "qlinear"]
     for template in template_modules:
-        for entry in qlinears:
-            _replace(template, entry["name"], _empty_qlinear(entry))
-        for entry in manifest["units"][0]["tensors"]:
-            if entry["kind"] != "qlinear":
-                _set(template, entry["name"], entry["kind"], placeholder)
+        shape(template, manifest["units"][0]["tensors"], placeholder)
     for entry in manifest["resident"]["tensors"]:
         if entry["kind"] == "qlinear":
-            _replace(model, entry["name"], _empty_qlinear(entry))
+            _replace(model, entry["name"], layers.empty_qlinear(entry))
     with open(os.path.join(folder, manifest["resident"]["file"]), "rb") as f:
         set_contents(model, _read_contents(f, manifest["resident"]["tensors"]))
     streamer = Streamer(folder, manifest, template_modules, prefetch, placeholder)
@@ -214,6 +214,28 @@ def open_model(folder, prefetch=False):
     _check_materialized(model)
     model.farm_stream = streamer
     return model.eval()
+
+
+def shape(template, tensors, placeholder):
+    """Make an empty template layer hold a stored layer's kind of tensors: the structure the
+    methods gave the stored layers (pairs for low_rank, fewer heads), empty quantized Linears
+    where the store has int8 ones, and placeholders for every weight until a unit fills them."""
+    methods.fit_template(template, tensors)
+    for entry in tensors:
+        if entry["kind"] == "qlinear":
+            _replace(template, entry["name"], layers.empty_qlinear(entry))
+        else:
+            _set(template, entry["name"], entry["kind"], placeholder)
+
+
+def _shapes(manifest):
+    """unit -> the index of its distinct layer shape (names, kinds, tensor shapes)."""
+    seen, shapes = {}, []
+    for unit in manifest["units"]:
+        signature = tuple((t["name"], t["kind"], str(t.get("shape") or t.get("weight")))
+                          for t in unit["tensors"])
+        shapes.append(seen.setdefault(signature, len(seen)))
+    return shapes
 
 
 def _skeleton(config, templates):
@@ -224,6 +246,9 @@ def _skeleton(config, templates):
     from transformers import AutoModelForSequenceClassification
 
     layers_total = config.num_hidden_layers
+    # Pruned heads are the stored layers' business (shape()): transformers 4 would prune the
+    # template layers by layer numbers they do not have.
+    pruned, config.pruned_heads = getattr(config, "pruned_heads", None), {}
     if templates is not None:
         config.num_hidden_layers = templates
     try:
@@ -235,6 +260,7 @@ def _skeleton(config, templates):
                 model = AutoModelForSequenceClassification.from_config(config)
     finally:
         config.num_hidden_layers = layers_total
+        config.pruned_heads = pruned
     model.config.num_hidden_layers = layers_total
     return model
 
@@ -365,11 +391,3 @@ def _set(root, name, kind, tensor):
 def _replace(root, name, module):
     owner_path, _, attr = name.rpartition(".")
     _module(root, owner_path)._modules[attr] = module
-
-
-def _empty_qlinear(entry):
-    import torch
-
-    out_features, in_features = entry["weight"]["shape"]
-    return layers.quantized_linear_class()(in_features, out_features,
-                                           bias_=entry["bias"] is not None, dtype=torch.qint8)

@@ -9,42 +9,13 @@ Run as root (cgroups): .venv/bin/python bench/stream.py [--model bert-base --rou
 from __future__ import annotations
 
 import argparse
-import sqlite3
-import statistics
-import sys
 import tempfile
-import uuid
 from pathlib import Path
 
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from farm.api import submit  # noqa: E402
+from common import make_device, measure_alone, median, rotations
 
 FIGURES = ("per_sample_ms", "model_memory_mb", "bytes_read", "read_ms", "read_wait_ms",
            "compute_ms")
-
-
-def measure(folder: Path, device: str, args, variant: str, round_: int) -> dict:
-    sweep, name = folder / "sweep.yaml", f"bench-{variant.replace('+', '-')}-{round_}"
-    sweep.write_text(yaml.safe_dump({
-        "name": name, "devices": [device], "models": [args.model],
-        "variants": [variant], "batch_sizes": [args.batch], "seq_lens": [args.seq],
-        "retries": 0, "measure": {"warmup": 2, "min_iters": args.iters, "min_seconds": 0}}))
-    db = folder / "farm.db"
-    submit(sweep, folder / "inventory.yaml", db=str(db))
-    with sqlite3.connect(db) as conn:
-        conn.row_factory = sqlite3.Row
-        row = conn.execute("select status, " + ", ".join(FIGURES) + " from v_results "
-                           "where sweep = ?", (name,)).fetchone()
-    if row["status"] != "done":
-        raise SystemExit(f"{variant} ended {row['status']}: no figures to compare")
-    return dict(row)
-
-
-def median(runs: list[dict], figure: str) -> float | None:
-    values = [r[figure] for r in runs if r[figure] is not None]
-    return statistics.median(values) if values else None
 
 
 def main() -> None:
@@ -60,16 +31,13 @@ def main() -> None:
     variants = args.variants.split(",")
     with tempfile.TemporaryDirectory(prefix="farm-bench-stream-") as scratch:
         folder = Path(scratch)
-        device = f"bench-stream-{uuid.uuid4().hex[:6]}"
-        (folder / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
-            {"name": device, "kind": "cgroup", "memory": args.memory, "cpus": 1}]}))
+        device = make_device(folder, args.memory, "stream")
         runs: dict[str, list[dict]] = {v: [] for v in variants}
-        for round_ in range(args.rounds):
-            turn = variants[round_ % len(variants):] + variants[:round_ % len(variants)]
-            for variant in turn:
-                runs[variant].append(measure(folder, device, args, variant, round_))
-                print(f"round {round_ + 1} {variant}: "
-                      f"{runs[variant][-1]['per_sample_ms']:.1f} ms/sample", flush=True)
+        for round_, variant in rotations(variants, args.rounds):
+            runs[variant].append(measure_alone(folder, device, args.model, variant, args.batch,
+                                               args.seq, args.iters, round_, FIGURES))
+            print(f"round {round_ + 1} {variant}: "
+                  f"{runs[variant][-1]['per_sample_ms']:.1f} ms/sample", flush=True)
     print(f"\n{args.model} b{args.batch} s{args.seq}, 1 CPU, {args.memory}; medians of "
           f"{args.rounds} rounds")
     print(f"{'variant':<22}{'ms/sample':>10}{'model MiB':>10}{'MB/pass':>9}{'read ms':>9}"

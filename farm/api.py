@@ -11,10 +11,13 @@ from pathlib import Path
 
 from farm.controller import (DEVICE_RESOURCE, Observer, Scheduler, close_workers,
                              prepare_workers, start_workers)
+from farm.devices.kinds import kind_of, kinds
 from farm.errors import (ConfigError, DeviceError, DeviceUnreachable, FarmError,
                          HostKeyRefused, QueryError)
 from farm.inventory import Inventory, load_inventory
-from farm.store import Store, resolve_url
+from farm.results import Status
+from farm.store import Store, queries, resolve_url
+from farm.store.readonly import ReadOnly, database_exists
 from farm.store.runs import HEARTBEAT_S
 from farm.sweep import Sweep, expand, load_sweep, read_data, resolve_targets
 
@@ -33,11 +36,11 @@ class SubmitReport:
 
     @property
     def failed(self) -> int:
-        return self.counts.get("failed", 0) + self.counts.get("timeout", 0)
+        return self.counts.get(Status.FAILED, 0) + self.counts.get(Status.TIMEOUT, 0)
 
     @property
     def not_run(self) -> int:
-        return self.counts.get("queued", 0) + self.counts.get("running", 0)
+        return self.counts.get(Status.QUEUED, 0) + self.counts.get(Status.RUNNING, 0)
 
 
 class _Quiet(Observer):
@@ -107,18 +110,12 @@ def resume(name: str, db: str | None = None, ray_address: str | None = None,
 def _stored_sweep(name: str, db: str | None) -> tuple[str, str, str]:
     """A sweep as last submitted: its file, spec and inventory (read-only: asking about a
     sweep never creates a database)."""
-    from farm.store.readonly import ReadOnly
-
-    reader = ReadOnly(db)
-    try:
-        rows = reader.rows("SELECT source, spec_json, inventory_json FROM sweeps "
-                           "WHERE name = :name", {"name": name})
-    finally:
-        reader.close()
-    if not rows:
+    with contextlib.closing(ReadOnly(db)) as reader:
+        stored = queries.stored_sweep(reader, name)
+    if stored is None:
         raise QueryError(f"no sweep named {name!r} in {resolve_url(db)}",
                          "`farm status` lists the sweeps; check --db / FARM_DB")
-    return rows[0]["source"], rows[0]["spec_json"], rows[0]["inventory_json"]
+    return stored["source"], stored["spec_json"], stored["inventory_json"]
 
 
 def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: str,
@@ -263,14 +260,15 @@ def _clock_refusals(sweep: Sweep, inventory: Inventory, ready: dict[str, dict],
         return {}
     refusals = {}
     for name, facts in ready.items():
-        if inventory.by_name()[name].kind != "jetson" or facts.get("clocks_locked") is True:
+        unlocked = kind_of(inventory.by_name()[name]).clocks_unlocked
+        problem = unlocked(facts) if unlocked else None  # None too: a kind without such clocks
+        if problem is None:
             continue
-        seen = ("could not be read (jetson_clocks --show needs root or passwordless sudo)"
-                if facts.get("clocks_locked") is None else "are not locked")
+        seen, fix = problem
         refusals[name] = DeviceError(
             f"device {name!r}: its clocks {seen}, and {sweep_file} sets require_locked_clocks",
-            f"run `sudo jetson_clocks` on the board (`farm devices check {name}` shows the "
-            "clocks), or drop require_locked_clocks")
+            f"{fix} (`farm devices check {name}` shows the clocks), or drop "
+            "require_locked_clocks")
     return refusals
 
 
@@ -306,36 +304,18 @@ def _device(inventory: Inventory, name: str, inventory_file):
 
 def device_table(inventory_file: str | Path = DEFAULT_INVENTORY, db: str | None = None) -> list[dict]:
     """Every inventory device with what the database last heard of it (never contacts them)."""
-    from farm.store.readonly import ReadOnly, database_exists
-
     inventory = load_inventory(inventory_file)
     known = {}
     if database_exists(db):  # no database yet: every device is simply 'unknown'
-        reader = ReadOnly(db)
-        try:
-            known = {row["name"]: row for row in _device_rows(reader)}
-        finally:
-            reader.close()
+        with contextlib.closing(ReadOnly(db)) as reader:
+            known = {row["name"]: row for row in queries.device_rows(reader)}
     rows = []
     for device in inventory.devices:
         row = known.get(device.name) or {"state": "unknown", "last_seen": None,
                                          "last_error": None}
         rows.append({**row, "name": device.name, "kind": device.kind, "tags": device.tags,
-                     "where": getattr(device, "host", None) or "this host"})
+                     "where": kind_of(device).where(device)})
     return rows
-
-
-def _device_rows(reader) -> list[dict]:
-    """Each device the controller has written about, with the job it runs and what the board
-    itself reported (tegrastats) in its latest timed window."""
-    return reader.rows(
-        "SELECT d.name, d.kind, d.state, d.last_seen, d.last_error, d.facts_json, "
-        "j.model, j.variant, j.task, j.batch_size, j.seq_len, j.phase, j.started_at, "
-        "(SELECT r.avg_power_mw FROM results r WHERE r.device = d.name AND "
-        " r.avg_power_mw IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS power_mw, "
-        "(SELECT r.board_ram_peak_mb FROM results r WHERE r.device = d.name AND "
-        " r.board_ram_peak_mb IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS board_ram_mb "
-        "FROM devices d LEFT JOIN jobs j ON j.id = d.job_id ORDER BY d.name")
 
 
 def check_devices(inventory_file: str | Path = DEFAULT_INVENTORY,
@@ -372,10 +352,12 @@ def host_key(inventory_file: str | Path, name: str) -> HostKeyOffer:
     from farm.devices import ssh
 
     device = _device(load_inventory(inventory_file), name, inventory_file)
-    if device.kind != "jetson":
+    ssh_target = kind_of(device).ssh_target
+    if ssh_target is None:
+        over_ssh = ", ".join(k.name for k in kinds() if k.ssh_target)
         raise ConfigError(str(inventory_file), "devices", f"{name!r} is a {device.kind} device, "
-                          "not reached over SSH", "trust applies to kind: jetson devices")
-    target = ssh.resolve(device)
+                          "not reached over SSH", f"trust applies to kind: {over_ssh} devices")
+    target = ssh_target(device)
     key = ssh.fetch_host_key(target)
     pinned = ssh.pinned_key(target)
     return HostKeyOffer(name, target.host_key_name, target.known_hosts, key.get_name(),
@@ -390,12 +372,8 @@ def trust(offer: HostKeyOffer) -> None:
 
 def sql(query: str, db: str | None = None) -> tuple[list[str], list[tuple]]:
     """Run a read-only query (a write fails and changes nothing)."""
-    from farm.store.readonly import ReadOnly
-    reader = ReadOnly(db)
-    try:
+    with contextlib.closing(ReadOnly(db)) as reader:
         return reader.query(query)
-    finally:
-        reader.close()
 
 
 RECENT_HOURS = 24
@@ -404,58 +382,19 @@ RECENT_HOURS = 24
 def status_snapshot(db: str | None = None, recent_hours: float = RECENT_HOURS) -> dict:
     """What `farm status` shows, read from the database alone (never Ray, never a device): the
     active and recent sweeps with their progress, the devices, the latest results, failures."""
-    from farm.store.readonly import ReadOnly
-
-    reader = ReadOnly(db)
-    try:
-        now = reader.rows("SELECT CURRENT_TIMESTAMP AS now")[0]["now"]
-        sweeps = reader.rows(
-            "SELECT s.id, s.name, s.updated_at, COUNT(j.id) AS total, "
-            "SUM(j.status = 'done') AS done, SUM(j.status = 'oom') AS oom, "
-            "SUM(j.status IN ('failed', 'timeout')) AS failed, "
-            "SUM(j.status = 'running') AS running, SUM(j.status = 'queued') AS queued, "
-            "SUM(j.status = 'cancelled') AS cancelled, MIN(j.started_at) AS first_started, "
-            "MAX(j.finished_at) AS last_finished, "
-            "SUM(j.finished_at >= datetime(:now, '-10 minutes')) AS finished_10min "
-            "FROM sweeps s JOIN jobs j ON j.sweep_id = s.id GROUP BY s.id "
-            "HAVING running > 0 OR s.updated_at >= datetime(:now, :recent) "
-            "OR MAX(j.finished_at) >= datetime(:now, :recent) ORDER BY s.updated_at DESC LIMIT 6",
-            {"now": now, "recent": f"-{recent_hours} hours"})
-        devices = _device_rows(reader)
-        latest = reader.rows(
-            "SELECT sweep, device, model, variant, task, batch_size, seq_len, status, p50_ms, "
-            "per_sample_ms, peak_mem_mb, energy_mj, finished_at FROM v_results "
-            "WHERE status = 'done' ORDER BY finished_at DESC LIMIT 8")
-        failures = reader.rows(
-            "SELECT sweep, device, model, variant, task, batch_size, seq_len, status, failure, "
-            "error, finished_at FROM v_results WHERE status IN ('failed', 'timeout', 'oom') "
-            "ORDER BY finished_at DESC LIMIT 8")
-    finally:
-        reader.close()
-    return {"now": now, "sweeps": sweeps, "devices": devices, "latest": latest,
-            "failures": failures}
+    with contextlib.closing(ReadOnly(db)) as reader:
+        now = queries.database_now(reader)
+        return {"now": now, "sweeps": queries.recent_sweeps(reader, now, recent_hours),
+                "devices": queries.device_rows(reader), "latest": queries.latest_results(reader),
+                "failures": queries.latest_failures(reader)}
 
 
 def sweep_rows(sweep: str, db: str | None = None, with_latencies: bool = False):
     """A sweep's v_results rows (and, if asked, each job's raw latencies by job key)."""
-    import json
-
-    from farm.store import SWEEP_RESULTS
-    from farm.store.readonly import ReadOnly
-
-    reader = ReadOnly(db)
-    try:
-        known = [r["name"] for r in reader.rows("SELECT name FROM sweeps ORDER BY name")]
+    with contextlib.closing(ReadOnly(db)) as reader:
+        known = queries.sweep_names(reader)
         if sweep not in known:
             raise QueryError(f"no sweep named {sweep!r} in {reader.url}",
                              f"known sweeps: {', '.join(known) or 'none yet'}")
-        rows = reader.rows(SWEEP_RESULTS, {"name": sweep})
-        if not with_latencies:
-            return rows
-        raw = reader.rows("SELECT j.key, r.latencies_json FROM results r JOIN jobs j ON "
-                          "j.id = r.job_id JOIN sweeps s ON s.id = j.sweep_id WHERE s.name = :n",
-                          {"n": sweep})
-        return rows, {r["key"]: json.loads(r["latencies_json"]) for r in raw
-                      if r["latencies_json"]}
-    finally:
-        reader.close()
+        rows = queries.sweep_results(reader, sweep)
+        return (rows, queries.raw_latencies(reader, sweep)) if with_latencies else rows

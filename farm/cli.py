@@ -22,6 +22,14 @@ _debug = {"on": False}
 
 EXIT_INTERRUPTED, EXIT_INTERNAL = 130, 70
 
+# Options that several commands take, defined once.
+DB_OPTION = typer.Option(None, "--db", help="Database path or SQLAlchemy URL (default: $FARM_DB, "
+                         "else ./farm.db).")
+INVENTORY_OPTION = typer.Option(Path("inventory.yaml"), "--inventory", "-i",
+                                help="The inventory of devices.")
+RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="HOST:PORT of an existing Ray "
+                                  "cluster (default: a private one).")
+
 
 def boundary(command):
     """Turn farm's errors into one line and a distinct exit code (tracebacks only with --debug)."""
@@ -69,12 +77,9 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 @boundary
 def submit(
     sweep: Path = typer.Argument(..., help="The sweep file (YAML)."),
-    inventory: Path = typer.Option(Path("inventory.yaml"), "--inventory", "-i",
-                                   help="The inventory of devices."),
-    db: Optional[str] = typer.Option(None, "--db", help="Database path or SQLAlchemy URL "
-                                     "(default: $FARM_DB, else ./farm.db)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="HOST:PORT of an "
-                                              "existing Ray cluster (default: a private one)."),
+    inventory: Path = INVENTORY_OPTION,
+    db: Optional[str] = DB_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
 ):
     """Run a sweep: expand it into jobs, run them on the devices, store every figure."""
     from farm.api import submit as run_sweep
@@ -89,10 +94,8 @@ def submit(
 @boundary
 def resume(
     sweep: str = typer.Argument(..., help="The sweep's name."),
-    db: Optional[str] = typer.Option(None, "--db", help="Database path or SQLAlchemy URL "
-                                     "(default: $FARM_DB, else ./farm.db)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="HOST:PORT of an "
-                                              "existing Ray cluster (default: a private one)."),
+    db: Optional[str] = DB_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
 ):
     """Finish a sweep as last submitted (after a crash, Ctrl-C or cancel): only the jobs not yet
     finished run."""
@@ -105,11 +108,14 @@ def resume(
 
 
 def _finish(report) -> None:
-    from farm.console import results_table, streaming_table
-    from farm.streaming import has_streams
+    from farm.comparisons import has_methods, has_streams
+    from farm.console import methods_table, results_table, streaming_table
 
     out.line()
     out.print(results_table(f"sweep {report.sweep}", report.results))
+    if has_methods(report.results):
+        out.print(methods_table(f"sweep {report.sweep}: methods against eager fp32",
+                                report.results))
     if has_streams(report.results):
         out.print(streaming_table(f"sweep {report.sweep}: streamed layers against eager",
                                   report.results))
@@ -131,8 +137,7 @@ def _finish(report) -> None:
 @app.command()
 @boundary
 def cancel(sweep: str = typer.Argument(..., help="The sweep's name."),
-           db: Optional[str] = typer.Option(None, "--db", help="Database path or SQLAlchemy URL "
-                                            "(default: $FARM_DB, else ./farm.db).")):
+           db: Optional[str] = DB_OPTION):
     """Stop a sweep: running jobs are killed, they and the queued ones end `cancelled`; done
     results stay. Works from any terminal while `farm submit` runs elsewhere."""
     from farm.api import cancel as cancel_sweep
@@ -148,8 +153,7 @@ def status(once: bool = typer.Option(False, "--once", help="Print one snapshot a
                                      "scripts and non-terminals)."),
            interval: float = typer.Option(1.0, "--interval", min=0.2, help="Seconds between "
                                           "refreshes."),
-           db: Optional[str] = typer.Option(None, "--db", help="Database path or SQLAlchemy URL "
-                                            "(default: $FARM_DB, else ./farm.db).")):
+           db: Optional[str] = DB_OPTION):
     """Live view of sweeps, devices, latest results and failures; reads only the database, so it
     never slows a sweep and works with no Ray running. Ctrl-C leaves it."""
     import time
@@ -177,7 +181,7 @@ def status(once: bool = typer.Option(False, "--once", help="Print one snapshot a
 def sql_command(query: str = typer.Argument(..., help="One SQL statement (read-only)."),
                 csv_out: bool = typer.Option(False, "--csv", help="CSV on stdout."),
                 json_out: bool = typer.Option(False, "--json", help="JSON lines on stdout."),
-                db: Optional[str] = typer.Option(None, "--db", help="Database path or URL.")):
+                db: Optional[str] = DB_OPTION):
     """Query the results (views v_results, v_latest, v_devices; tables jobs, results, sweeps,
     model_loads, devices). Read-only: a write statement fails and changes nothing."""
     import csv
@@ -213,7 +217,7 @@ def table(sweep: str = typer.Argument(..., help="The sweep's name."),
           by_device: Optional[bool] = typer.Option(None, "--by-device/--no-by-device",
                                                    help="A row per device too (default: when "
                                                    "the sweep used several)."),
-          db: Optional[str] = typer.Option(None, "--db", help="Database path or URL.")):
+          db: Optional[str] = DB_OPTION):
     """The researchers' table: a row per model variant, a column group per task with accuracy,
     latency per sample and peak memory."""
     from farm.api import sweep_rows
@@ -236,7 +240,7 @@ def table(sweep: str = typer.Argument(..., help="The sweep's name."),
 @boundary
 def report(sweep: str = typer.Argument(..., help="The sweep's name."),
            out_dir: Path = typer.Option(Path("report"), "--out", "-o", help="Folder to write."),
-           db: Optional[str] = typer.Option(None, "--db", help="Database path or URL.")):
+           db: Optional[str] = DB_OPTION):
     """PNG plots (measured Pareto fronts, latency vs batch size, memory against the limit) and
     one HTML page with them and the table."""
     from farm.api import sweep_rows
@@ -253,7 +257,7 @@ def export(sweep: str = typer.Argument(..., help="The sweep's name."),
            fmt: str = typer.Option("csv", "--format", "-f", help="csv, json or parquet."),
            out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write "
                                                    "(default: SWEEP.FORMAT)."),
-           db: Optional[str] = typer.Option(None, "--db", help="Database path or URL.")):
+           db: Optional[str] = DB_OPTION):
     """Every result of a sweep, with the raw per-call latencies, as csv, json or parquet."""
     from farm.api import sweep_rows
     from farm.export import export_rows
@@ -267,10 +271,6 @@ def export(sweep: str = typer.Argument(..., help="The sweep's name."),
 
 devices_app = typer.Typer(no_args_is_help=False, help="The inventory's devices: state, health, trust.")
 app.add_typer(devices_app, name="devices")
-INVENTORY_OPTION = typer.Option(Path("inventory.yaml"), "--inventory", "-i",
-                                help="The inventory of devices.")
-DB_OPTION = typer.Option(None, "--db", help="Database path or SQLAlchemy URL (default: $FARM_DB, "
-                         "else ./farm.db).")
 
 
 @devices_app.callback(invoke_without_command=True)
@@ -306,7 +306,8 @@ def devices_check(names: Optional[list[str]] = typer.Argument(None, help="Device
 
 @devices_app.command("trust")
 @boundary
-def devices_trust(name: str = typer.Argument(..., help="The device (kind: jetson)."),
+def devices_trust(name: str = typer.Argument(..., help="The device (one reached over SSH, "
+                                                         "e.g. kind: jetson)."),
                   yes: bool = typer.Option(False, "--yes", "-y", help="Pin without asking."),
                   inventory: Path = INVENTORY_OPTION):
     """Show the board's host key fingerprint, and pin it after a yes."""

@@ -80,7 +80,8 @@ def load_spec(path: str | Path, model: type[Spec], context: dict | None = None) 
 
 def _config_error(path: Path, error: ValidationError, lines: dict) -> ConfigError:
     first = error.errors()[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p in _UNION_TAGS))
+    tags = _union_tags()
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p in tags))
     problem = first.get("ctx", {}).get("error")
     if isinstance(problem, Problem) and problem.loc:
         loc = problem.loc
@@ -92,5 +93,8 @@ def _config_error(path: Path, error: ValidationError, lines: dict) -> ConfigErro
                        _FIXES.get(first["type"], "see the README"), line)
 
 
-# pydantic puts the chosen member of a tagged union into an error's location; users never wrote it.
-_UNION_TAGS = {"cgroup", "local", "jetson"}
+def _union_tags() -> set[str]:
+    """pydantic puts the chosen member of a tagged union into an error's location; users never
+    wrote it. The one tagged union is a device's kind."""
+    from farm.devices.kinds import names
+    return set(names())

@@ -8,8 +8,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
-STATUS_STYLE = {"done": "green", "oom": "yellow", "timeout": "yellow", "failed": "red",
-                "cancelled": "magenta", "queued": "dim", "running": "cyan"}
+from farm.results import Status, label
+
+STATUS_STYLE = {Status.DONE: "green", Status.OOM: "yellow", Status.TIMEOUT: "yellow",
+                Status.FAILED: "red", Status.CANCELLED: "magenta", Status.QUEUED: "dim",
+                Status.RUNNING: "cyan"}
 
 
 def job_label(spec: dict) -> str:
@@ -72,7 +75,7 @@ class SweepProgress:
         self.progress.advance(self.sweep_task)
         if outcome.get("device"):
             self._device_line(outcome["device"], "[dim]idle[/]")
-        if status != "done":
+        if status != Status.DONE:
             style = STATUS_STYLE.get(status, "red")
             self.console.print(f"[{style}]{status}[/] {job_label(job.spec)} on "
                                f"{outcome.get('device')}: {escape(str(outcome.get('error')))}")
@@ -112,11 +115,11 @@ def results_table(title: str, rows: list[dict]) -> Table:
     varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
     scored = any(r.get("metric") or r.get("score_note") for r in rows)  # GLUE tasks ran
     table = Table(title=title, header_style="bold", pad_edge=False)
-    for name in ("model", "variant", *varying, "batch", "device", "status"):
-        table.add_column(name.replace("seq_len", "seq"), no_wrap=True)
-    for name in ("score",) * scored + ("p50 ms", "ms/sample", "peak MiB", "GFLOP/sample",
-                                       "params M"):
-        table.add_column(name, justify="right")
+    for name in ("model", "variant", *varying, "batch_size", "device", "status"):
+        table.add_column(label(name), no_wrap=True)
+    for name in ("score",) * scored + ("p50_ms", "per_sample_ms", "peak_mem_mb", "flops",
+                                       "params"):
+        table.add_column(label(name), justify="right")
     for r in rows:
         style = STATUS_STYLE.get(r["status"], "")
         score = [f"{r['metric']} {r['score']:.3f}" if r.get("score") is not None else
@@ -130,34 +133,92 @@ def results_table(title: str, rows: list[dict]) -> Table:
     return table
 
 
+def _work_columns(table: Table, rows: list[dict]) -> list[str]:
+    """model, variant, (task and seq where they vary), batch, device, status: the columns that
+    say which job a row is; returns the varying ones."""
+    varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
+    for name in ("model", "variant", *varying, "batch_size", "device", "status"):
+        table.add_column(label(name), no_wrap=True)
+    return varying
+
+
+def _work_cells(r: dict, varying: list[str]) -> list[str]:
+    style = STATUS_STYLE.get(r["status"], "")
+    return [r["model"], r["variant"], *[str(r[c]) for c in varying], str(r["batch_size"]),
+            r["device"] or "", f"[{style}]{r['status']}[/]"]
+
+
+def _compared_order(c) -> tuple:
+    r = c.result
+    return (r["model"], r["task"], r["seq_len"], r["batch_size"], r["device"] or "",
+            not c.is_baseline, r["variant"])
+
+
 def streaming_table(title: str, rows: list[dict]) -> Table:
-    """The stream variants against eager fp32: time, model memory, reads, and logits."""
-    from farm.streaming import compare
+    """The stream variants against eager fp32: time, model memory, reads, and whether their
+    logits are those of the eager model of their own precision and methods."""
+    from farm.comparisons import compare
 
     table = Table(title=title, header_style="bold", pad_edge=False,
                   caption="× eager: per-sample time / eager fp32's; model MiB: peak above the "
                           "agent idle; per pass: layer MB read, read ms (any thread), wait ms "
-                          "(the pass stalled), compute ms; Δlogit: max |logit − eager's| on "
-                          "the first batch")
-    for name in ("model", "variant", "batch", "device", "status"):
-        table.add_column(name, no_wrap=True)
+                          "(the pass stalled), compute ms; Δlogit: max |logit − the eager "
+                          "model's of the same precision and methods| on the first batch")
+    shown = [c for c in compare(rows) if c.variant.streamed or any(
+        c.result is o.reference or c.result is o.baseline for o in compare(rows)
+        if o.variant.streamed)]
+    varying = _work_columns(table, [c.result for c in shown])
     for name in ("ms/sample", "× eager", "model MiB", "% eager", "MB/pass", "read ms",
                  "wait ms", "compute ms", "Δlogit"):
         table.add_column(name, justify="right")
-    for row in sorted(compare(rows), key=lambda c: (
-            c.result["model"], c.result["batch_size"], c.result["device"] or "",
-            c.result["variant"])):
+    for row in sorted(shown, key=_compared_order):
         r = row.result
-        style = STATUS_STYLE.get(r["status"], "")
         mb = r.get("bytes_read")
         table.add_row(
-            r["model"], r["variant"], str(r["batch_size"]), r["device"] or "",
-            f"[{style}]{r['status']}[/]", _num(r.get("per_sample_ms"), ".1f"),
+            *_work_cells(r, varying), _num(r.get("per_sample_ms"), ".1f"),
             _num(row.latency_ratio, ".2f"), _num(r.get("model_memory_mb"), ".0f"),
             _num(row.memory_ratio and 100 * row.memory_ratio, ".0f"),
             _num(mb and mb / 1e6, ".0f"), _num(r.get("read_ms"), ".1f"),
             _num(r.get("read_wait_ms"), ".1f"), _num(r.get("compute_ms"), ".1f"),
-            _num(row.logit_gap, ".1e"))
+            _num(row.stream_gap, ".1e"))
+    return table
+
+
+def methods_table(title: str, rows: list[dict]) -> Table:
+    """The variants with methods against eager fp32 on the same work: whether their savings in
+    parameters and FLOPs became time and memory, what they did to the logits (and the score),
+    and each method's own figures."""
+    from agents.methods import result_fields
+    from farm.comparisons import compare
+
+    compared = compare(rows)
+    baselines = [c.baseline for c in compared if c.variant.methods]
+    shown = [c for c in compared if c.variant.methods or any(c.result is b for b in baselines)]
+    fields = [f for f in result_fields() if any(c.result.get(f[0]) is not None for c in shown)]
+    scored = any(c.result.get("metric") or c.result.get("score_note") for c in shown)
+    table = Table(title=title, header_style="bold", pad_edge=False,
+                  caption="× / % fp32: against the eager fp32 model on the same work; model "
+                          "MiB: peak above the agent idle; Δlogit: max |logit − fp32's| on the "
+                          "first batch; " + "; ".join(f"{n.replace('_', ' ')}: {what}"
+                                                      for n, _, _, what in fields))
+    varying = _work_columns(table, [c.result for c in shown])
+    for name in ("score",) * scored + (
+            "ms/sample", "× fp32", "params M", "% fp32", "GFLOP/sample", "% fp32",
+            "model MiB", "% fp32", "Δlogit", *(n.replace("_", " ") for n, *_ in fields)):
+        table.add_column(name, justify="right")
+    for c in sorted(shown, key=_compared_order):
+        r = c.result
+        score = [_num(r.get("score"), ".3f") or ("[dim]no score[/]" if r.get("score_note")
+                                                 else "–")] if scored else []
+        table.add_row(
+            *_work_cells(r, varying), *score, _num(r.get("per_sample_ms"), ".1f"),
+            _num(c.latency_ratio, ".2f"), _num(r.get("params") and r["params"] / 1e6, ".2f"),
+            _num(c.params_ratio and 100 * c.params_ratio, ".0f"),
+            _num(r.get("flops") and r["flops"] / 1e9, ".3f"),
+            _num(c.flops_ratio and 100 * c.flops_ratio, ".0f"),
+            _num(r.get("model_memory_mb"), ".0f"),
+            _num(c.memory_ratio and 100 * c.memory_ratio, ".0f"), _num(c.logit_gap, ".1e"),
+            *(_num(r.get(name), ".4f" if kind == "float" else "") for name, kind, *_ in fields))
     return table
 
 
@@ -268,9 +329,10 @@ def status_view(snapshot: dict):
                         f"[red]{escape(d['last_error'])}[/]" if d["last_error"] else "")
 
     latest = Table(title="latest results", header_style="bold", pad_edge=False)
-    for name in ("sweep", "device", "job", "p50 ms", "ms/sample", "peak MiB", "mJ/sample", "when"):
-        latest.add_column(name, no_wrap=True, justify="right" if "ms" in name or "MiB" in name
-                          or "mJ" in name else "left")
+    figures = ("p50_ms", "per_sample_ms", "peak_mem_mb", "energy_mj")
+    for name in ("sweep", "device", "job", *figures, "when"):
+        latest.add_column(label(name), no_wrap=True,
+                          justify="right" if name in figures else "left")
     for r in snapshot["latest"]:
         latest.add_row(r["sweep"], r["device"], f"{r['model']} {r['variant']} {r['task']} "
                        f"b{r['batch_size']} s{r['seq_len']}", _num(r["p50_ms"], ".2f"),

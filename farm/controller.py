@@ -16,17 +16,19 @@ import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from agents.catalog import CATALOG
-from farm.devices import CANCELLED, FAILED, INFRA, group_key
+from agents.methods import Variant
+from farm.devices import group_key
 from farm.errors import DeviceError, FarmError
 from farm.glue.data import Examples
 from farm.glue.scoring import score
+from farm.policy import RetryPolicy
+from farm.results import Failure, Status
 from farm.store import QueuedJob, Store
 
 DEVICE_RESOURCE = "farm_device:{}"
 POLL_S = 0.5
 HEARTBEAT_S = 5.0  # how often a busy device's "last seen" is written while it answers
 CANCEL_POLL_S = 1.0  # how often the database is asked whether `farm cancel` was run
-QUARANTINE_AFTER = 2  # infrastructure failures in a row that take a device out of the run
 
 
 @ray.remote(num_cpus=0, max_concurrency=2)  # a second thread answers events() and cancel()
@@ -90,8 +92,8 @@ def work_estimate(job: QueuedJob) -> float:
     hidden = config.get("hidden_size", config.get("dim", 768))
     ffn = config.get("intermediate_size", config.get("hidden_dim", 4 * hidden))
     per_token = layers * (4 * hidden * hidden + 2 * hidden * ffn)
-    return per_token * job.spec["batch_size"] * job.spec["seq_len"] * (
-        0.4 if job.spec["variant"] == "int8" else 1.0)
+    return per_token * job.spec["batch_size"] * job.spec["seq_len"] * Variant.from_job(
+        job.spec).cost()
 
 
 def longest_first(jobs: list[QueuedJob]) -> list[QueuedJob]:
@@ -164,7 +166,7 @@ class Scheduler:
         self.kinds = kinds  # device -> kind, for the devices table
         self.data = data or {}  # GLUE task -> its examples (the agent gets the texts)
         self.texts: dict[str, object] = {}  # GLUE task -> its texts, put in Ray's object store
-        self.retries = retries  # infrastructure failures a job may have before it ends failed
+        self.policy = RetryPolicy(retries)  # retries and quarantine
         self.sweep = sweep  # (id, name): whose cancel requests to heed
         self.loaded: dict[str, str] = {}  # device -> group it has loaded
         self.live: set[str] = set(workers)  # devices still usable
@@ -172,8 +174,6 @@ class Scheduler:
         self.pending: list[QueuedJob] = []
         self.stranded: list[QueuedJob] = []
         self.heartbeats: dict[str, float] = {}  # device -> when its last heartbeat was written
-        self.failed_on: dict[int, set[str]] = {}  # job id -> devices it failed on (infra)
-        self.infra_streak: dict[str, int] = {}  # device -> infrastructure failures in a row
         self.cancelled = False
         self._cancel_checked = 0.0
 
@@ -238,9 +238,8 @@ class Scheduler:
 
     def _avoid(self, job: QueuedJob, device: str) -> bool:
         """A retry goes to another device of its pool while one is usable."""
-        failed = self.failed_on.get(job.id, set())
-        return device in failed and any(d in self.live and d not in failed
-                                        for d in self.pools[job.target])
+        return self.policy.avoid(job.id, device,
+                                 [d for d in self.pools[job.target] if d in self.live])
 
     def _dispatch(self, job: QueuedJob, device: str) -> None:
         self.store.job_started(job.id, device)
@@ -280,19 +279,18 @@ class Scheduler:
             outcome = ray.get(ref)
         except (RayActorError, RayTaskError) as error:
             now = time.time()
-            outcome = {"status": FAILED, "device": device, "started_at": now, "finished_at": now,
-                       "error": f"device worker for {device!r} failed: {_first_line(error)}",
-                       "result": {}, "failure": INFRA}
+            outcome = {"status": Status.FAILED, "failure": Failure.INFRA, "device": device,
+                       "started_at": now, "finished_at": now, "result": {},
+                       "error": f"device worker for {device!r} failed: {_first_line(error)}"}
             lost.add(device)
             self.loaded.pop(device, None)
         score(job.spec, self.data.get(job.spec["task"]), outcome)
-        infra = outcome.get("failure") == INFRA
-        self.infra_streak[device] = self.infra_streak.get(device, 0) + 1 if infra else 0
-        attempt = self.store.infra_attempts(job.id) + 1 if infra else 0
-        retry = infra and attempt <= self.retries
-        if infra and not retry and self.retries:
-            outcome["error"] = f"{outcome['error']} (attempt {attempt}; retries: {self.retries})"
-        self.store.job_finished(job.id, outcome, retry=retry)
+        infra = outcome.get("failure") == Failure.INFRA
+        verdict = self.policy.attempt_ended(job.id, device, infra, outcome.get("error"),
+                                            self.store.infra_attempts(job.id) if infra else 0)
+        if infra:
+            outcome["error"] = verdict.error
+        self.store.job_finished(job.id, outcome, retry=verdict.retry)
         if device in lost:
             self.store.device_state(device, self.kinds[device], "error", error=outcome["error"],
                                     seen=False)
@@ -301,16 +299,13 @@ class Scheduler:
                                     seen=False)
         else:
             self.store.device_state(device, self.kinds[device], "idle")
-        if infra and self.infra_streak[device] >= QUARANTINE_AFTER and device not in lost:
-            reason = (f"quarantined after {self.infra_streak[device]} infrastructure failures in "
-                      f"a row; last: {outcome['error']}")
-            self.store.quarantine(device, reason)
-            self.observer.device_quarantined(device, reason)
+        if verdict.quarantine and device not in lost:
+            self.store.quarantine(device, verdict.quarantine)
+            self.observer.device_quarantined(device, verdict.quarantine)
             lost.add(device)
-        if retry:
-            self.failed_on.setdefault(job.id, set()).add(device)
+        if verdict.retry:
             self.pending.insert(0, job)
-            self.observer.job_retried(job, outcome, attempt)
+            self.observer.job_retried(job, outcome, verdict.attempt)
         else:
             self.observer.job_finished(job, outcome)
         return lost
@@ -324,8 +319,8 @@ class Scheduler:
                 pass
             now = time.time()
             self.store.job_finished(job.id, {
-                "status": CANCELLED, "device": device, "started_at": now, "finished_at": now,
-                "error": reason, "result": {}})
+                "status": Status.CANCELLED, "device": device, "started_at": now,
+                "finished_at": now, "error": reason, "result": {}})
             self.store.device_state(device, self.kinds[device], "idle", seen=False)
         self.running.clear()
         if self.sweep is not None:

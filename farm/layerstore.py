@@ -1,6 +1,6 @@
 """Per-layer weight stores for the stream variants (format: agents/layers.py), prepared on the
 controller's side, where memory is plentiful: a device that cannot hold a model cannot split it
-either. One store per model and precision, named by the content hash of what it is made from
+either. One store per model and variant (its precision and methods), named by the content hash of what it is made from
 (a checkpoint's bytes; a catalog entry with its seed and the torch that drew its weights), kept
 under $FARM_CACHE/layer-stores (default ~/.cache/farm) and reused by every sweep. Boards get a copy
 by the same hash (farm/devices/jetson.py).
@@ -17,7 +17,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents import catalog, layers, measure, models
+from agents import catalog, layers, measure, methods, models
+from agents.methods import Variant, precision
 from farm.checkpoints import checkpoint_files, hub_folder
 
 
@@ -33,9 +34,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("FARM_CACHE") or "~/.cache/farm").expanduser() / "layer-stores"
 
 
-def digest(model: dict, precision: str) -> str:
+def digest(model: dict, variant: Variant) -> str:
+    """The store's name: what its bytes are made from (the model, the variant's precision and
+    methods, the format; and the torch that drew or quantized them where that matters)."""
     import torch
     import transformers
+
 
     if model.get("path") or model.get("hub"):
         folder = Path(model["path"]) if model.get("path") else hub_folder(model["hub"])
@@ -44,18 +48,22 @@ def digest(model: dict, precision: str) -> str:
         source = {"catalog": model["name"], "entry": catalog.CATALOG[model["name"]],
                   "labels": catalog.NUM_LABELS, "seed": catalog.CATALOG_SEED,
                   "transformers": transformers.__version__}
-    if precision != "fp32" or "catalog" in source:  # quantized bytes depend on torch too
+    if variant.precision != "fp32" or "catalog" in source:  # quantized bytes depend on torch too
         source["torch"] = torch.__version__
-    identity = dict(source, format=layers.FORMAT, precision=precision)
+    if variant.methods:  # only then, so that the stores of plain models keep their names
+        source["methods"] = variant.spec()["methods"]
+        source["torch"] = torch.__version__  # an SVD's or a norm's last bits
+    identity = dict(source, format=layers.FORMAT, precision=variant.precision)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare(model: dict, precision: str, root: Path | None = None) -> LayerStore:
-    """The model's store, made now unless a whole one is cached. Two devices asking for the same
-    store at once: one makes it, the other waits for it (a file lock)."""
+def prepare(model: dict, variant: Variant, root: Path | None = None) -> LayerStore:
+    """The store of a model as `variant` makes it (its methods applied, in its precision), made
+    now unless a whole one is cached. Two devices asking for the same store at once: one makes
+    it, the other waits for it (a file lock)."""
     root = root or cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    name = digest(model, precision)
+    name = digest(model, variant)
     folder = root / name
     with open(root / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -65,7 +73,7 @@ def prepare(model: dict, precision: str, root: Path | None = None) -> LayerStore
         staging = root / f"{name}.partial-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         try:
-            _write(model, precision, staging)
+            _write(model, variant, staging)
             (staging / layers.COMPLETE).write_text(name + "\n")
             if folder.exists():  # a broken earlier attempt
                 shutil.rmtree(folder)
@@ -76,15 +84,16 @@ def prepare(model: dict, precision: str, root: Path | None = None) -> LayerStore
         return LayerStore(str(folder), name, _size(folder), time.perf_counter() - started)
 
 
-def _write(model: dict, precision: str, folder: Path) -> None:
+def _write(model: dict, variant: Variant, folder: Path) -> None:
     built = models.build(model)
     try:
+        figures = methods.apply_methods(built, variant)
         params = models.parameter_count(built)
-        if precision == "int8":
-            built = models.apply_variant(built, "int8")
-        elif precision != "fp32":
-            raise layers.StoreError(f"no {precision} layer store: stream is fp32 or int8")
-        layers.write(built, str(folder), precision, params)
+        if not precision.streams(variant.precision):
+            raise layers.StoreError(f"no {variant.precision} layer store: stream is fp32 or int8")
+        built = precision.convert(built, variant.precision)
+        layers.write(built, str(folder), variant.precision, params, variant.spec()["methods"],
+                     figures)
     finally:
         del built
         measure.release_memory()

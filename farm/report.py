@@ -23,6 +23,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from farm.results import Status, label
+
 DEVICE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 X_LABELS = {"per_sample_ms": "latency per sample (ms)", "peak_mem_mb": "peak memory (MiB)"}
 NO_ACCURACY = "GFLOP per sample (no accuracy measured)"
@@ -51,7 +53,7 @@ def pareto_front(points: list[dict], x: str, y: str, maximize_y: bool = True) ->
 
 
 def done_on(rows: list[dict], device: str) -> list[dict]:
-    return [r for r in rows if r.get("device") == device and r.get("status") == "done"]
+    return [r for r in rows if r.get("device") == device and r.get("status") == Status.DONE]
 
 
 def y_column(rows: list[dict]) -> str:
@@ -111,12 +113,13 @@ def memory_bars(rows: list[dict], device: str) -> dict[str, dict]:
     bars: dict[str, dict] = {}
     for r in rows:
         peak = r.get("peak_mem_mb")
-        shown = r.get("status") == "oom" or (r.get("status") == "done" and peak is not None)
+        shown = r.get("status") == Status.OOM or (r.get("status") == Status.DONE
+                                                    and peak is not None)
         if r.get("device") != device or not shown:
             continue
         bar = bars.setdefault(f"{r['model']} {r['variant']}",
                               {"peak": None, "oom": None, "had_oom": False})
-        if r["status"] == "done":
+        if r["status"] == Status.DONE:
             bar["peak"] = max(bar["peak"] or 0.0, peak)
         else:
             bar["had_oom"] = True
@@ -263,8 +266,9 @@ def write_report(rows: list[dict], out_dir: Path, title: str) -> list[Path]:
     return [*charts, page]
 
 
-TABLE_HEADERS = ("model", "variant", "task", "batch", "seq", "device", "status", "p50 ms",
-                 "ms/sample", "peak MiB", "GFLOP/sample", "params M", "score")
+TABLE_HEADERS = tuple(map(label, (
+    "model", "variant", "task", "batch_size", "seq_len", "device", "status", "p50_ms",
+    "per_sample_ms", "peak_mem_mb", "flops", "params", "score")))
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 .charts { display: flex; flex-wrap: wrap; gap: 1em; }

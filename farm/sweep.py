@@ -4,7 +4,7 @@ that submitting the same file again finds the jobs it already has.
     name: demo
     devices: [nano-2gb]        # device names or tags (a tag is a pool of interchangeable devices)
     models: [bert-tiny, {name: mine, path: checkpoints/mine}]
-    variants: [fp32, int8]
+    variants: [fp32, int8, {name: heads-50, prune_heads: 0.5}]   # names, or mappings (agents.methods)
     tasks: [synthetic]         # or GLUE tasks: cola, sst2, mrpc, stsb, qqp, mnli-m, mnli-mm, ...
     data_dir: glue_data        # GLUE tasks: the GLUE distribution's folders (else the datasets cache)
     max_samples: 500           # GLUE tasks: the first N evaluation examples (default: all)
@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_serializer,
+                      field_validator, model_validator)
 
-from agents.catalog import CATALOG, CUDA_ONLY_VARIANTS, SYNTHETIC, VARIANTS
+from agents.catalog import CATALOG, SYNTHETIC
+from agents.methods import MethodError, Variant
 from farm.config import Problem, field_name, load_spec
 from farm.errors import ConfigError
 from farm.glue.data import Examples, read_examples
@@ -72,11 +73,13 @@ class ModelRef(BaseModel):
 
 
 class Sweep(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
     name: Name
     devices: tuple[str, ...] | None = None
     models: tuple[ModelRef, ...] = Field(min_length=1)
-    variants: tuple[str, ...] = Field(("fp32",), min_length=1)
+    # Each a name of earlier releases (fp32, int8, stream+prefetch ...) or a mapping: name,
+    # precision, execution and methods with their parameters (agents.methods).
+    variants: tuple[Variant, ...] = Field(("fp32",), min_length=1, validate_default=True)
     tasks: tuple[str, ...] = Field((SYNTHETIC,), min_length=1)
     data_dir: str | None = None  # GLUE: the distribution's layout; None: the datasets cache
     max_samples: int | None = Field(None, gt=0)  # GLUE: the first N examples of each task
@@ -121,10 +124,30 @@ class Sweep(BaseModel):
                                   ("models", i, *where))
         return models
 
-    @field_validator("variants")
+    @field_validator("variants", mode="before")
     @classmethod
-    def _known_variants(cls, variants):
-        return _all_known(variants, VARIANTS, "variant")
+    def _typed_variants(cls, variants):
+        if not isinstance(variants, (list, tuple)):
+            return variants  # pydantic says "write a YAML list"
+        typed: list[Variant] = []
+        for i, entry in enumerate(variants):
+            try:
+                variant = entry if isinstance(entry, Variant) else Variant.parse(entry)
+            except MethodError as error:
+                raise Problem(error.problem, error.fix, ("variants", i, *error.field)) from None
+            twin = next((v for v in typed if v.name == variant.name), None)
+            if twin is not None and twin != variant:
+                raise Problem(f"variant name {variant.name!r} is used twice, for different "
+                              "variants", "give each variant its own name",
+                              ("variants", i, *(("name",) if isinstance(entry, dict) else ())))
+            if twin is None:  # the same variant listed twice is one
+                typed.append(variant)
+        return tuple(typed)
+
+    @field_serializer("variants")
+    def _variant_entries(self, variants):
+        """As the sweep file writes them, so that a stored sweep reads back (farm resume)."""
+        return [v.entry() for v in variants]
 
     @field_validator("tasks")
     @classmethod
@@ -217,7 +240,7 @@ def _all_known(values, known, what):
 class JobSpec:
     target: str  # the device name or tag the sweep named
     model: ModelRef
-    variant: str
+    variant: Variant
     task: str
     batch_size: int
     seq_len: int
@@ -230,9 +253,10 @@ class JobSpec:
     @property
     def identity(self) -> dict:
         """Everything that changes what is measured (timeout_s does not)."""
-        identity = {"target": self.target, "model": self.model.as_job(), "variant": self.variant,
-                    "task": self.task, "batch_size": self.batch_size, "seq_len": self.seq_len,
-                    "measure": self.measure.model_dump()}
+        # A variant of earlier releases adds its name only, so that its jobs keep their keys.
+        identity = {"target": self.target, "model": self.model.as_job(),
+                    **self.variant.identity(), "task": self.task, "batch_size": self.batch_size,
+                    "seq_len": self.seq_len, "measure": self.measure.model_dump()}
         if self.data is not None:  # only then, so that synthetic jobs keep their keys
             identity["data"] = self.data
         return identity
@@ -274,14 +298,17 @@ def _check_cuda(sweep: Sweep, inventory: Inventory, pools: dict[str, list[str]],
                 sweep_file: str, inventory_file: str) -> None:
     """A CUDA-only variant needs every device that may run it to have CUDA."""
     devices = inventory.by_name()
-    for variant in (v for v in sweep.variants if v in CUDA_ONLY_VARIANTS):
+    for i, variant in enumerate(sweep.variants):
+        if not variant.cuda_only:
+            continue
         for pool in pools.values():
             lacking = [name for name in pool if not devices[name].cuda]
             if lacking:
                 raise ConfigError(
-                    sweep_file, field_name(("variants", sweep.variants.index(variant))),
-                    f"{variant} runs on CUDA only, and {', '.join(lacking)} has none",
-                    f"drop {variant}, target CUDA devices only, or set cuda: true in "
+                    sweep_file, field_name(("variants", i)),
+                    f"{variant.name} runs on CUDA only ({variant.precision}), and "
+                    f"{', '.join(lacking)} has none",
+                    f"drop {variant.name}, target CUDA devices only, or set cuda: true in "
                     f"{inventory_file} for devices that have a GPU")
 
 

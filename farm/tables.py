@@ -21,9 +21,10 @@ from rich.table import Table
 from rich.text import Text
 
 from farm.console import STATUS_STYLE
+from farm.results import Status, label
 
 NOT_MEASURED = "–"
-MS, MIB = "ms/sample", "MiB"
+MS, MIB = label("per_sample_ms"), "MiB"
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,9 @@ def _cell(candidates: list[dict], batch_size: int | None) -> Cell:
                          f"batch {wanted} seq {r['seq_len']}, from {where}: pass by_device=True "
                          f"or the rows of one sweep")
     r = chosen[0]
-    if r["status"] != "done":
+    if r["status"] != Status.DONE:
         return Cell(status=r["status"], batch_size=wanted)
-    return Cell("done", wanted, r.get("score"), r.get("per_sample_ms"), r.get("peak_mem_mb"))
+    return Cell(Status.DONE, wanted, r.get("score"), r.get("per_sample_ms"), r.get("peak_mem_mb"))
 
 
 def _caption(rows: list[dict], batch_size: int | None) -> str:
@@ -119,7 +120,7 @@ def _texts(table: ResearchTable, cell: Cell) -> tuple[str, str, str]:
     """A cell's three figures as people read them."""
     if cell.status is None:
         return (NOT_MEASURED,) * 3
-    if cell.status != "done":
+    if cell.status != Status.DONE:
         return (cell.status,) * 3
     mark = f" (b{cell.batch_size})" if cell.batch_size != table.batch_size else ""
     ms = _num(cell.per_sample_ms, ".2f")
@@ -165,7 +166,7 @@ def to_csv(table: ResearchTable) -> str:
 def _csv_cell(cell: Cell) -> tuple:
     if cell.status is None:
         return ("",) * 4
-    if cell.status != "done":
+    if cell.status != Status.DONE:
         return (cell.status,) * 3 + (cell.batch_size,)
     return tuple("" if v is None else v
                  for v in (cell.score, cell.per_sample_ms, cell.peak_mem_mb, cell.batch_size))
@@ -203,7 +204,7 @@ def to_latex(table: ResearchTable) -> str:
 
 
 def _latex_cell(table: ResearchTable, cell: Cell) -> str:
-    if cell.status not in (None, "done"):
+    if cell.status not in (None, Status.DONE):
         return rf"\multicolumn{{3}}{{c}}{{{latex_escape(cell.status)}}}"
     return " & ".join(map(latex_escape, _texts(table, cell)))
 
@@ -220,7 +221,7 @@ def to_rich(table: ResearchTable, title: str | None = None) -> Table:
         figures = []
         for task in table.tasks:
             cell = cells.get(task, Cell())
-            style = STATUS_STYLE.get(cell.status, "") if cell.status != "done" else ""
+            style = STATUS_STYLE.get(cell.status, "") if cell.status != Status.DONE else ""
             figures += [Text(text, style=style) for text in _texts(table, cell)]
         out.add_row(*(Text(_key_text(k)) for k in key), *figures)
     return out

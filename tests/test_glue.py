@@ -214,3 +214,42 @@ def test_a_board_on_the_jetson_stack_scores_an_uploaded_checkpoint(
     stsb_copy = next(p for p in (board.workdir / "models").iterdir() if p.name.startswith("stsb"))
     assert (stsb_copy / "pytorch_model.bin").exists()
     assert not (stsb_copy / "model.safetensors").exists()
+
+
+def test_methods_on_a_fine_tuned_checkpoint_are_scored_and_stream_their_own_logits(
+        glue, write_yaml, db_url, device_names, tmp_path, monkeypatch):
+    """prune_heads and low_rank on a checkpoint trained in the test: each scored by
+    scikit-learn from its own stored predictions, and streamed (the store holding the
+    transformed layers) with the eager transformed model's logits and predictions."""
+    from sklearn.metrics import accuracy_score
+
+    from farm.comparisons import compare
+
+    monkeypatch.setenv("FARM_CACHE", str(tmp_path / "cache"))
+    heads = {"prune_heads": 0.25}  # 1 of the tiny model's 2 heads, in each layer
+    rank = {"low_rank": {"rank": 0.25}}  # rank 8 of the 32-wide matrices
+    sweep = dict(_sweep(glue), tasks=["sst2"], variants=[
+        "fp32", {"name": "heads-25", **heads}, {"name": "heads-25-stream", **heads,
+                                                "execution": "stream"},
+        {"name": "rank-25", **rank}, {"name": "rank-25-prefetch", **rank,
+                                      "execution": "stream+prefetch"}])
+    report = submit(write_yaml("sweep.yaml", sweep), _local(write_yaml, device_names(1)[0]),
+                    db=db_url)
+    assert report.counts == {"done": 5}
+    rows = {r["variant"]: r for r in report.results}
+    predictions = {}
+    for variant, row in rows.items():
+        stored = _rows(db_url, "select p.* from predictions p join jobs j on j.id = p.job_id "
+                               "where j.variant = ? order by p.example", variant)
+        predictions[variant] = [p["prediction"] for p in stored]
+        expected = accuracy_score([p["label"] for p in stored], predictions[variant])
+        assert len(stored) == SAMPLES
+        assert (row["metric"], row["score"]) == ("accuracy", pytest.approx(expected, abs=1e-9))
+    assert rows["heads-25"]["heads_pruned"] == 2 and rows["rank-25"]["factorized_layers"] == 12
+    assert 0 < rows["rank-25"]["reconstruction_error"] < 1
+    assert rows["heads-25"]["params"] < rows["fp32"]["params"]
+    for streamed, eager in (("heads-25-stream", "heads-25"), ("rank-25-prefetch", "rank-25")):
+        assert predictions[streamed] == predictions[eager]
+        compared = next(c for c in compare(report.results) if c.result["variant"] == streamed)
+        assert compared.reference["variant"] == eager and compared.stream_gap <= 1e-5
+        assert rows[streamed]["params"] == rows[eager]["params"]

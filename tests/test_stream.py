@@ -14,7 +14,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from agents import layers, models, stream
-from agents.catalog import VARIANTS, precision, prefetched, streamed
+from agents.methods import Variant, precision
 from farm import layerstore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,8 +56,11 @@ def _inputs(vocab: int = 120):
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def _eager(spec: dict, variant: str):
-    return models.apply_variant(models.build(spec), variant)
+def _eager(spec: dict, kind: str):
+    return precision.convert(models.build(spec), kind)
+
+
+V = Variant.parse  # a variant from its sweep-file form
 
 
 def _logits(model, inputs):
@@ -81,10 +84,10 @@ def cache(tmp_path):
                                      "stream+prefetch+int8"])
 def test_streamed_logits_equal_the_eager_models(family, variant, checkpoints, cache):
     spec = {"name": family, "path": str(checkpoints[family])}
-    store = layerstore.prepare(spec, precision(variant), cache)
-    model = stream.open_model(store.folder, prefetched(variant))
+    store = layerstore.prepare(spec, V(variant), cache)
+    model = stream.open_model(store.folder, V(variant).prefetched)
     inputs = _inputs()
-    expected = _logits(_eager(spec, precision(variant)), inputs)
+    expected = _logits(_eager(spec, V(variant).precision), inputs)
     first, second = _logits(model, inputs), _logits(model, inputs)
     assert torch.allclose(first, expected, atol=1e-5, rtol=0), (first, expected)
     assert torch.equal(first, second)  # the second pass read every layer again
@@ -94,12 +97,12 @@ def test_streamed_logits_equal_the_eager_models(family, variant, checkpoints, ca
     assert stats.passes == 2 and stats.loads == 2 * distinct
     assert stats.bytes == 2 * sum(u["bytes"] for u in manifest["units"])
     assert all(slot.unit is None and slot.mapping is None for slot in model.farm_stream.slots
-               if precision(variant) == "fp32")  # nothing stays mapped between passes
+               if V(variant).precision == "fp32")  # nothing stays mapped between passes
     model.farm_stream.close()
 
 
 def test_albert_reads_its_shared_layer_once_per_pass(checkpoints, cache):
-    store = layerstore.prepare({"name": "albert", "path": str(checkpoints["albert"])}, "fp32",
+    store = layerstore.prepare({"name": "albert", "path": str(checkpoints["albert"])}, V("fp32"),
                                cache)
     manifest = layers.read_manifest(store.folder)
     assert manifest["order"] == [0, 0, 0] and len(manifest["units"]) == 1
@@ -110,7 +113,7 @@ def test_albert_reads_its_shared_layer_once_per_pass(checkpoints, cache):
 
 def test_only_one_layer_is_in_memory_at_a_time_and_two_with_prefetch(checkpoints, cache):
     spec = {"name": "bert", "path": str(checkpoints["bert"])}
-    store = layerstore.prepare(spec, "fp32", cache)
+    store = layerstore.prepare(spec, V("fp32"), cache)
     for prefetch, most in ((False, 1), (True, 2)):
         model = stream.open_model(store.folder, prefetch)
         streamer, seen = model.farm_stream, []
@@ -129,13 +132,13 @@ def test_only_one_layer_is_in_memory_at_a_time_and_two_with_prefetch(checkpoints
 
 def test_a_catalog_store_is_made_once_and_its_weights_are_the_eager_catalog_models(cache):
     spec = {"name": "bert-tiny"}
-    made = layerstore.prepare(spec, "fp32", cache)
-    again = layerstore.prepare(spec, "fp32", cache)
+    made = layerstore.prepare(spec, V("fp32"), cache)
+    again = layerstore.prepare(spec, V("fp32"), cache)
     assert made.prepare_s is not None and again.prepare_s is None
     assert made.folder == again.folder and made.digest == again.digest
-    assert layerstore.prepare(spec, "int8", cache).digest != made.digest
+    assert layerstore.prepare(spec, V("int8"), cache).digest != made.digest
     assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == sorted(
-        [made.digest, layerstore.digest(spec, "int8")])
+        [made.digest, layerstore.digest(spec, V("int8"))])
     model = stream.open_model(made.folder)
     inputs = models.synthetic_inputs(model, 2, 16)
     assert torch.allclose(_logits(model, inputs), _logits(_eager(spec, "fp32"), inputs),
@@ -146,7 +149,7 @@ def test_a_catalog_store_is_made_once_and_its_weights_are_the_eager_catalog_mode
 def test_two_devices_asking_at_once_share_one_store(cache):
     results = []
     threads = [threading.Thread(target=lambda: results.append(
-        layerstore.prepare({"name": "bert-mini"}, "fp32", cache))) for _ in range(2)]
+        layerstore.prepare({"name": "bert-mini"}, V("fp32"), cache))) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -158,15 +161,15 @@ def test_two_devices_asking_at_once_share_one_store(cache):
 def test_a_checkpoint_store_follows_the_checkpoints_bytes(tmp_path, cache):
     folder = _checkpoint(tmp_path, "bert")
     spec = {"name": "mine", "path": str(folder)}
-    before = layerstore.digest(spec, "fp32")
+    before = layerstore.digest(spec, V("fp32"))
     config = json.loads((folder / "config.json").read_text())
     config["layer_norm_eps"] = 1e-6
     (folder / "config.json").write_text(json.dumps(config))
-    assert layerstore.digest(spec, "fp32") != before
+    assert layerstore.digest(spec, V("fp32")) != before
 
 
 def test_an_incomplete_or_foreign_store_is_refused(checkpoints, cache):
-    store = layerstore.prepare({"name": "bert", "path": str(checkpoints["bert"])}, "fp32", cache)
+    store = layerstore.prepare({"name": "bert", "path": str(checkpoints["bert"])}, V("fp32"), cache)
     folder = Path(store.folder)
     (folder / layers.COMPLETE).rename(folder / "aside")
     with pytest.raises(layers.StoreError, match="no complete layer store"):
@@ -178,11 +181,12 @@ def test_an_incomplete_or_foreign_store_is_refused(checkpoints, cache):
         stream.open_model(str(folder))
 
 
-def test_variant_names():
-    assert [v for v in VARIANTS if streamed(v)] == [
-        "stream", "stream+prefetch", "stream+int8", "stream+prefetch+int8"]
-    assert [prefetched(v) for v in ("stream", "stream+prefetch", "fp32")] == [False, True, False]
-    assert [precision(v) for v in ("stream+int8", "stream", "int8", "fp16")] == [
+def test_named_variants_of_earlier_releases():
+    streamed = [v for v in ("fp32", "int8", "fp16", "stream", "stream+prefetch", "stream+int8",
+                            "stream+prefetch+int8") if V(v).streamed]
+    assert streamed == ["stream", "stream+prefetch", "stream+int8", "stream+prefetch+int8"]
+    assert [V(v).prefetched for v in ("stream", "stream+prefetch", "fp32")] == [False, True, False]
+    assert [V(v).precision for v in ("stream+int8", "stream", "int8", "fp16")] == [
         "int8", "fp32", "int8", "fp16"]
 
 
@@ -209,7 +213,7 @@ def test_the_jetson_stack_reads_a_store_made_by_this_torch(family, kind, checkpo
     """A store written here (torch 2, transformers 5) is read on Python 3.6 / torch 1.10 /
     transformers 4.18, where it gives this torch's eager logits."""
     spec = {"name": family, "path": str(checkpoints[family])}
-    store = layerstore.prepare(spec, kind, cache)
+    store = layerstore.prepare(spec, V(kind), cache)
     inputs = _inputs()
     expected = _logits(_eager(spec, kind), inputs)
     done = subprocess.run(
@@ -235,7 +239,7 @@ def test_bert_base_streams_where_eager_runs_out_of_memory(
     streamed variants finish; in 2 GiB all run; streamed logits are eager's; stream's model
     memory is at most 35% of eager's; a pass reads every layer's bytes from storage."""
     from farm.api import submit
-    from farm.streaming import compare
+    from farm.comparisons import compare
 
     monkeypatch.setenv("FARM_CACHE", str(tmp_path / "cache"))
     big, small = device_names(2)
@@ -255,9 +259,9 @@ def test_bert_base_streams_where_eager_runs_out_of_memory(
                                                     "stream+int8"))
     rows = {(c.result["variant"], c.result["device"]): c for c in compare(report.results)}
     for key, row in rows.items():
-        if streamed(key[0]):
-            assert row.reference["variant"] == precision(key[0])
-            assert row.logit_gap is not None and row.logit_gap < 1e-4, key
+        if V(key[0]).streamed:
+            assert row.reference["variant"] == V(key[0]).precision
+            assert row.stream_gap is not None and row.stream_gap < 1e-4, key
     eager, streamed_ = rows[("fp32", big)].result, rows[("stream", big)].result
     assert eager["model_memory_mb"] > 400  # bert-base's 418 MB of fp32 weights
     assert streamed_["model_memory_mb"] <= 0.35 * eager["model_memory_mb"]
@@ -273,6 +277,9 @@ def test_bert_base_streams_where_eager_runs_out_of_memory(
             else:
                 assert r["read_wait_ms"] < r["read_ms"]
     assert eager["bytes_read"] is None and eager["read_ms"] is None
+
+
+METHODS = {"name": "methods", "prune_heads": 0.5, "low_rank": {"rank": 0.5}}
 
 
 def test_a_board_on_the_jetson_stack_streams_an_uploaded_store(
@@ -295,20 +302,83 @@ def test_a_board_on_the_jetson_stack_streams_an_uploaded_store(
     sweep = write_yaml("sweep.yaml", {
         "name": "stream-board", "models": [{"name": "tiny-distilbert",
                                             "path": str(checkpoints["distilbert"])}],
-        "variants": ["fp32", "stream+prefetch", "int8", "stream+int8"], "tasks": ["synthetic"],
-        "batch_sizes": [2], "seq_lens": [16], "retries": 0,
+        "variants": ["fp32", "stream+prefetch", "int8", "stream+int8", METHODS,
+                     dict(METHODS, name="methods-stream", execution="stream")],
+        "tasks": ["synthetic"], "batch_sizes": [2], "seq_lens": [16], "retries": 0,
         "measure": {"warmup": 1, "min_iters": 3, "min_seconds": 0.05}})
     report = submit(sweep, inventory, db=db_url)
-    assert report.counts == {"done": 4}
-    from farm.streaming import compare
+    assert report.counts == {"done": 6}
+    from farm.comparisons import compare
     for row in compare(report.results):
-        if streamed(row.result["variant"]):
-            assert row.logit_gap is not None and row.logit_gap < 1e-5
+        if row.variant.streamed:
+            assert row.stream_gap is not None and row.stream_gap < 1e-5
             assert row.result["bytes_read"] > 0 and row.result["read_ms"] > 0
     envs = _rows(db_url, "select env_json from results")
     assert {json.loads(e["env_json"])["python"] for e in envs} == {"3.6.15"}
     digests = {r["layer_store"] for r in _rows(
         db_url, "select layer_store from model_loads where layer_store is not null")}
     copies = sorted(p.name for p in (board.workdir / "layers").iterdir())
-    assert copies == sorted(digests) and len(copies) == 2
+    assert copies == sorted(digests) and len(copies) == 3
+    # the methods ran on the board (eager) and in the store made here (streamed) alike
+    board_rows = {r["variant"]: r for r in report.results}
+    for variant in ("methods", "methods-stream"):
+        assert board_rows[variant]["heads_pruned"] == 3  # 1 of 2 heads in each of 3 layers
+        # then, at half rank: Q, K, V (16 x 32 once pruned), the output (32 x 16) and the
+        # FFN's two (64 x 32, 32 x 64) hold fewer weights as pairs of rank 8 and 16
+        assert board_rows[variant]["factorized_layers"] == 3 * 6
+        assert board_rows[variant]["params"] < board_rows["fp32"]["params"]
     assert all((board.workdir / "layers" / d / layers.COMPLETE).exists() for d in copies)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("entry", [
+    {"name": "heads-stream", "prune_heads": 0.5, "execution": "stream"},
+    {"name": "rank-prefetch", "low_rank": {"rank": 0.5}, "execution": "stream+prefetch"},
+    {"name": "both-int8", "prune_heads": 0.5, "low_rank": {"rank": 0.25}, "precision": "int8",
+     "execution": "stream"}], ids=lambda e: e["name"])
+def test_a_store_holds_the_methods_layers_and_streams_their_logits(family, entry, checkpoints,
+                                                                    cache):
+    """The store of a variant with methods holds the transformed layers (pruned heads, low-rank
+    pairs, int8 pairs), and streaming them gives the eager transformed model's logits."""
+    from agents.methods import apply_methods
+
+    variant = V(entry)
+    spec = {"name": family, "path": str(checkpoints[family])}
+    store = layerstore.prepare(spec, variant, cache)
+    model = stream.open_model(store.folder, variant.prefetched)
+    eager = models.build(spec)
+    figures = apply_methods(eager, variant)
+    params = models.parameter_count(eager)
+    eager = precision.convert(eager, variant.precision)
+    inputs = _inputs()
+    assert torch.allclose(_logits(model, inputs), _logits(eager, inputs), atol=1e-5, rtol=0)
+    manifest = model.farm_stream.manifest
+    assert manifest["params"] == params and manifest["method_fields"] == figures
+    assert manifest["methods"] == variant.spec()["methods"]
+    assert store.digest != layerstore.digest(spec, V(variant.precision == "int8" and "stream+int8"
+                                                     or "stream"))
+    model.farm_stream.close()
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert"])
+def test_the_jetson_stack_streams_a_store_of_pruned_and_factorized_int8_layers(
+        family, checkpoints, cache, jetson_python):
+    """Pruned heads and low-rank pairs, quantized, written here and streamed on Python 3.6 /
+    torch 1.10 / transformers 4.18: the eager transformed model's logits here."""
+    from agents.methods import apply_methods
+
+    variant = V({"name": "both", "prune_heads": 0.5, "low_rank": {"rank": 0.25},
+                 "precision": "int8", "execution": "stream"})
+    spec = {"name": family, "path": str(checkpoints[family])}
+    store = layerstore.prepare(spec, variant, cache)
+    eager = models.build(spec)
+    apply_methods(eager, variant)
+    inputs = _inputs()
+    expected = _logits(precision.convert(eager, "int8"), inputs)
+    done = subprocess.run(
+        [jetson_python, "-c", _JETSON_READER, str(REPO), store.folder,
+         json.dumps({k: v.tolist() for k, v in inputs.items()})],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    for logits in json.loads(done.stdout.strip().splitlines()[-1]).values():
+        assert torch.allclose(torch.tensor(logits), expected, atol=1e-5, rtol=0)

@@ -56,7 +56,7 @@ def test_unknown_target_is_an_error_naming_the_choices(write_yaml):
 
 @pytest.mark.parametrize("fields, field, words", [
     ({"models": ["bert-huge"]}, "models", "bert-tiny"),
-    ({"variants": ["fp32", "int4"]}, "variants", "int8"),
+    ({"variants": ["fp32", "int4"]}, "variants[1]", "int8"),
     ({"tasks": ["imagenet"]}, "tasks", "synthetic"),
     ({"batch_sizes": [1, 0]}, "batch_sizes[1]", "larger"),
     ({"measure": {"min_iters": 0}}, "measure.min_iters", "larger"),

@@ -1,21 +1,20 @@
 """Acting on devices. Inventory entries (farm.inventory) only describe a device; a runner made by
-runner_for() does the work, one module per kind of device, all behind DeviceRunner.
+runner_for() does the work, all behind DeviceRunner. Each kind of device is one module in
+farm.devices.kinds, which gives its description, runner and health check.
 """
 from __future__ import annotations
 
 import json
 from typing import Callable, Protocol
 
-# Job outcomes a runner reports. 'queued', 'running' and 'cancelled' are the controller's.
-DONE, OOM, FAILED, TIMEOUT, CANCELLED = "done", "oom", "failed", "timeout", "cancelled"
-# Why an attempt did not end done: the device or the way to it failed (the job may well succeed
-# elsewhere or later), or the job itself did (model error, oom, timeout: final).
-INFRA, JOB = "infra", "job"
+# How a job ends (farm.results.Status) and why it failed (farm.results.Failure) are declared
+# with the result.
 
 
 def group_key(spec: dict) -> str:
     """Jobs of one group share a loaded model on a device: same model, same variant."""
-    return json.dumps([spec["model"], spec["variant"]], sort_keys=True)
+    variant = [spec["variant"]] + ([spec["variant_spec"]] if spec.get("variant_spec") else [])
+    return json.dumps([spec["model"], *variant], sort_keys=True)
 
 
 class DeviceRunner(Protocol):
@@ -34,13 +33,6 @@ class DeviceRunner(Protocol):
 
 
 def runner_for(device) -> DeviceRunner:
-    if device.kind == "cgroup":
-        from farm.devices.cgroup import cgroup_runner
-        return cgroup_runner(device)
-    if device.kind == "jetson":
-        from farm.devices.jetson import jetson_runner
-        return jetson_runner(device)
-    if device.kind == "local":
-        from farm.devices.local import local_runner
-        return local_runner(device)
-    raise ValueError(f"no runner for device kind {device.kind!r}")
+    """The runner of the device's kind (farm.devices.kinds)."""
+    from farm.devices.kinds import kind_of
+    return kind_of(device).runner(device)

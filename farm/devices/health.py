@@ -1,7 +1,9 @@
 """`farm devices check`: is a device fit to measure on? Each check reads the device itself.
 
-A check that cannot run because an earlier one failed (no connection, no trusted key) says so
-as 'skipped' rather than guessing.
+Each kind of device checks its own way (farm.devices.kinds); the pieces here are shared:
+check_here for devices on this host, facts_checks for what a probe of the agent read, the
+cgroup check. A check that cannot run because an earlier one failed (no connection, no trusted
+key) says so as 'skipped' rather than guessing.
 """
 from __future__ import annotations
 
@@ -23,12 +25,12 @@ class Check:
 
 
 def check(device) -> list[Check]:
-    if device.kind == "jetson":
-        return _check_board(device)
-    return _check_here(device)
+    """Each kind checks its own way (farm.devices.kinds): on this host, over SSH..."""
+    from farm.devices.kinds import kind_of
+    return kind_of(device).check(device)
 
 
-def _facts_checks(facts: dict) -> list[Check]:
+def facts_checks(facts: dict) -> list[Check]:
     """What a probe (agents/probe.py --full) read, as checks."""
     out = [Check("python", OK, f"{facts.get('python')} ({facts.get('executable')})")]
     if facts.get("torch"):
@@ -60,7 +62,7 @@ def _facts_checks(facts: dict) -> list[Check]:
     return out
 
 
-def _container_check(device, host=None) -> Check:
+def container_check(device, host=None) -> Check:
     from farm.cgroups import open_container
     from farm.hosts import LOCAL
 
@@ -76,45 +78,8 @@ def _container_check(device, host=None) -> Check:
     return Check("cgroup", OK, f"{container.version}, {limit:.0f} MiB limit can be set")
 
 
-def _check_board(device) -> list[Check]:
-    from farm.devices import ssh
-    from farm.devices.jetson import board_python, deploy, probe
-
-    checks = []
-    try:
-        target = ssh.resolve(device)
-        key = ssh.fetch_host_key(target)
-    except DeviceError as error:
-        return [Check("reachable", FAIL, error.message)] + _skipped("host key", "login", "agent")
-    checks.append(Check("reachable", OK, f"{target.hostname}:{target.port}"))
-    pinned = ssh.pinned_key(target)
-    if pinned is None or pinned.asbytes() != key.asbytes():
-        state = "not trusted" if pinned is None else "CHANGED since it was pinned"
-        checks.append(Check("host key", FAIL, f"{key.get_name()} {ssh.fingerprint(key)} {state}; "
-                            f"`farm devices trust {device.name}` pins it"))
-        return checks + _skipped("login", "agent")
-    checks.append(Check("host key", OK, f"{key.get_name()} {ssh.fingerprint(key)} "
-                        f"(pinned in {target.known_hosts})"))
-    try:
-        board = ssh.connect(device)
-    except DeviceError as error:
-        return checks + [Check("login", FAIL, error.message)] + _skipped("agent")
-    try:
-        checks.append(Check("login", OK, f"as {target.user}"))
-        try:
-            folder, uploaded = deploy(board, device.workdir)
-            checks.append(Check("agent", OK, f"{folder} ({'uploaded now' if uploaded else 'up to date'})"))
-            facts = probe(board, board_python(device), folder, full=True)
-        except DeviceError as error:
-            return checks + [Check("agent", FAIL, error.message)]
-        checks.extend(_facts_checks(facts))
-        checks.append(_container_check(device, board))
-    finally:
-        board.close()
-    return checks
-
-
-def _check_here(device) -> list[Check]:
+def check_here(device) -> list[Check]:
+    """A device on this host: the agent's interpreter probed here, and its cgroup if it has one."""
     from farm.devices.jetson import read_probe
     from farm.devices.process import AGENT_HOME, agent_env
 
@@ -127,8 +92,8 @@ def _check_here(device) -> list[Check]:
         return [Check("python", FAIL, f"{python}: {error.strerror}")]
     except DeviceError as error:
         return [Check("python", FAIL, error.message)]
-    return _facts_checks(facts) + [_container_check(device)]
+    return facts_checks(facts) + [container_check(device)]
 
 
-def _skipped(*items: str) -> list[Check]:
+def skipped(*items: str) -> list[Check]:
     return [Check(item, SKIP, "needs the checks above") for item in items]

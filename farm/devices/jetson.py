@@ -147,9 +147,9 @@ class JetsonRunner(AgentRunner):
             self.checkpoints[path], _ = deploy_checkpoint(self.board, self.device.workdir, path)
         return dict(model, path=self.checkpoints[path])
 
-    def layer_store(self, model: dict, precision: str):
+    def layer_store(self, model: dict, variant):
         """The store is made on the controller's host, then copied to the board by its hash."""
-        local = super().layer_store(model, precision)
+        local = super().layer_store(model, variant)
         folder, _ = _upload(self.board, self.device.workdir, f"layers/{local.digest}",
                             local.digest, lambda: {p.name: str(p) for p in sorted(
                                 Path(local.folder).iterdir()) if p.name != COMPLETE},
@@ -171,7 +171,3 @@ class JetsonRunner(AgentRunner):
         if self.board is not None:
             self.board.close()
             self.board = None
-
-
-def jetson_runner(device) -> JetsonRunner:
-    return JetsonRunner(device)

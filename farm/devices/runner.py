@@ -2,7 +2,7 @@
 
 A (model, variant) group is loaded once per agent process and reused by the jobs that follow;
 a different group gets a fresh process, so that one model's heap never inflates another's
-figures. Failures are sorted here, each with its class (farm.devices.INFRA or JOB):
+figures. Failures are sorted here, each with its class (farm.results.Failure: infra or job):
   - an agent killed while its container recorded an OOM kill: `oom` (a result, with the limit
     and the peak), job;
   - a deadline passed: `timeout`, job; the agent's own error event or crash: `failed`, job;
@@ -18,13 +18,14 @@ import uuid
 from typing import Callable
 
 import farm
-from agents.catalog import precision, streamed
+from agents.methods import Variant
 from farm import layerstore
 from farm.cgroups import Container
 
-from farm.devices import CANCELLED, DONE, FAILED, INFRA, JOB, OOM, TIMEOUT, group_key
+from farm.devices import group_key
 from farm.devices.session import AgentExited, AgentProcess, AgentSession, DeadlinePassed
 from farm.errors import AgentCrashed, DeviceError
+from farm.results import Failure, Status
 
 # Signals that mean someone or something outside the job ended the agent; others (SIGSEGV,
 # SIGABRT, SIGBUS...) are the job's own crash.
@@ -79,22 +80,22 @@ class AgentRunner:
             load = self._ensure_loaded(job, deadline, on_event)
             result = self._measure(job, deadline, on_event)
             result.update(load)
-            outcome = {"status": DONE, "error": None, "result": result}
+            outcome = {"status": Status.DONE, "error": None, "result": result}
         except JobFailed as failure:
             self._stop_agent()
             outcome = {"status": failure.status, "error": failure.error, "result": failure.result,
-                       "failure": JOB}
+                       "failure": Failure.JOB}
         except DeadlinePassed:
             figures = self._memory_figures()
             self._stop_agent()
-            outcome = {"status": TIMEOUT, "error": f"no result within timeout_s={job['timeout_s']}",
-                       "result": figures, "failure": JOB}
+            outcome = {"status": Status.TIMEOUT, "failure": Failure.JOB, "result": figures,
+                       "error": f"no result within timeout_s={job['timeout_s']}"}
         except AgentExited as exited:
             self._stop_agent()
             outcome = self._classify_exit(exited, ooms_before)
         except DeviceError as error:  # the device, or the way to it, failed under the job
             self._stop_agent()
-            outcome = {"status": FAILED, "failure": INFRA, "result": {},
+            outcome = {"status": Status.FAILED, "failure": Failure.INFRA, "result": {},
                        "error": f"{self.device.name}: {error}"}
         outcome.update(key=job["key"], device=self.device.name, started_at=started,
                        finished_at=time.time())
@@ -107,7 +108,7 @@ class AgentRunner:
             return dict(self.load_figures)
         self._stop_agent()
         model, store = self.model_on_device(job["model"]), None
-        if streamed(job["variant"]):
+        if Variant.from_job(job).streamed:
             on_event({"event": "phase", "job": job["key"], "phase": "layer store"})
             store = self._layer_store(job)
             model = dict(model, store=store.folder)
@@ -117,7 +118,8 @@ class AgentRunner:
         self.session = AgentSession(self.start_agent(self.container))
         hello = self.session.expect("hello", min(deadline, time.monotonic() + AGENT_START_S))
         self.session.send({"op": "load", "model": model, "variant": job["variant"],
-                           "threads": self.threads, "seq_lens": job.get("seq_lens", []),
+                           "variant_spec": job.get("variant_spec"), "threads": self.threads,
+                           "seq_lens": job.get("seq_lens", []),
                            "cuda": bool(getattr(self.device, "cuda", False))})
         loaded = self._wait_for("loaded", job, deadline, on_event)
         self.group = group
@@ -138,17 +140,18 @@ class AgentRunner:
 
     def _layer_store(self, job: dict) -> layerstore.LayerStore:
         try:
-            return self.layer_store(job["model"], precision(job["variant"]))
+            return self.layer_store(job["model"], Variant.from_job(job))
         except DeviceError:
             raise
         except Exception as error:  # the model cannot be built or split: the job's own failure
-            raise JobFailed(FAILED, f"cannot prepare the layer store of {job['model']['name']}: "
-                                    f"{type(error).__name__}: {error}") from None
+            raise JobFailed(Status.FAILED, "cannot prepare the layer store of "
+                            f"{job['model']['name']}: {type(error).__name__}: {error}") from None
 
-    def layer_store(self, model: dict, precision: str) -> layerstore.LayerStore:
-        """The model's per-layer weight store where the device's agent can read it (a device on
-        this host reads the controller's cache; a board gets its own copy)."""
-        return layerstore.prepare(model, precision)
+    def layer_store(self, model: dict, variant: Variant) -> layerstore.LayerStore:
+        """The model's per-layer weight store, as the variant makes it, where the device's agent
+        can read it (a device on this host reads the controller's cache; a board gets its own
+        copy)."""
+        return layerstore.prepare(model, variant)
 
     def model_on_device(self, model: dict) -> dict:
         """The model spec as the device's agent must see it (a device with its own disk gets
@@ -175,7 +178,7 @@ class AgentRunner:
             if kind == wanted:
                 return event
             if kind == "error":
-                status = OOM if event.get("kind") == "oom" else FAILED
+                status = Status.OOM if event.get("kind") == "oom" else Status.FAILED
                 raise JobFailed(status, event.get("message", "agent error"),
                                 self._memory_figures())
             on_event(dict(event, job=job["key"]))
@@ -196,9 +199,9 @@ class AgentRunner:
 
     def _classify_exit(self, exited: AgentExited, ooms_before: int) -> dict:
         if self._cancelled.is_set():
-            return {"status": CANCELLED, "error": "cancelled", "result": {}}
+            return {"status": Status.CANCELLED, "error": "cancelled", "result": {}}
         if exited.lost:
-            return {"status": FAILED, "failure": INFRA, "result": {},
+            return {"status": Status.FAILED, "failure": Failure.INFRA, "result": {},
                     "error": f"connection to {self.device.name} lost mid-job ({exited.lost})"}
         figures = self._memory_figures()
         try:
@@ -206,18 +209,19 @@ class AgentRunner:
         except OSError:
             oom_killed = False
         if oom_killed:
-            return {"status": OOM, "result": figures, "failure": JOB, "error":
+            return {"status": Status.OOM, "result": figures, "failure": Failure.JOB, "error":
                     f"killed by the kernel's OOM killer at the {figures['memory_limit_mb']:.0f} MiB "
                     f"limit (peak {figures['peak_mem_mb']:.0f} MiB)"}
         code = exited.returncode
         if code is None or (code < 0 and -code in _OUTSIDE_SIGNALS):
             how = "without an exit status" if code is None else f"by {_signal_name(-code)}"
-            return {"status": FAILED, "failure": INFRA, "result": figures,
+            return {"status": Status.FAILED, "failure": Failure.INFRA, "result": figures,
                     "error": f"infrastructure: the agent on {self.device.name} was killed {how} "
                              "from outside farm (not by the OOM killer)"}
         how = f"signal {_signal_name(-code)}" if code < 0 else f"code {code}"
         crash = AgentCrashed(f"agent exited with {how}", exited.stderr_tail)
-        return {"status": FAILED, "failure": JOB, "error": str(crash), "result": figures}
+        return {"status": Status.FAILED, "failure": Failure.JOB, "error": str(crash),
+                "result": figures}
 
     def _stop_agent(self) -> None:
         if self.session is not None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from farm.devices import DONE
 from farm.glue.labels import GLUE_ORDER, ORDER_DIFFERS
 from farm.glue.metrics import compute
 from farm.glue.tasks import TASKS
+from farm.results import Status
 
 if TYPE_CHECKING:
     from farm.glue.data import Examples
@@ -23,7 +23,7 @@ def score(spec: dict, examples: Examples | None, outcome: dict) -> dict:
     result = outcome.setdefault("result", {})
     raw = result.pop("predictions", None)
     task = TASKS.get(spec["task"])
-    if task is None or examples is None or outcome.get("status") != DONE:
+    if task is None or examples is None or outcome.get("status") != Status.DONE:
         return result
     if not spec.get("evaluate"):
         result["score_note"] = spec.get("no_score") or "no score: not evaluated"

@@ -15,10 +15,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm.errors import StoreError
+from farm.results import FINAL, Status, load_row, measured, result_row
 from farm.store.clock import from_epoch, utcnow
 from farm.store.runs import RunsMixin
-from farm.store.schema import (FINAL_STATUSES, Device, Job, Metric, ModelLoad, Prediction, Result,
-                               Sweep)
+from farm.store.schema import Device, Job, Metric, ModelLoad, Prediction, Result, Sweep
 
 DEFAULT_DB = "farm.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
@@ -59,21 +59,9 @@ class SubmittedSweep:
     known_jobs: int
 
 
-# Result fields copied from an outcome as they are; the rest are stored as JSON.
-_RESULT_FIELDS = ("iters", "window_s", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
-                  "stdev_ms", "min_ms", "max_ms", "per_sample_ms", "throughput", "peak_mem_mb",
-                  "container_peak_mb", "process_peak_mb", "memory_limit_mb", "cuda_peak_mb",
-                  "job_s", "flops", "flops_method", "params", "energy_mj", "avg_power_mw",
-                  "idle_power_mw", "energy_source", "board_ram_peak_mb", "metric", "score",
-                  "score_note", "eval_examples", "eval_s", "tokens_mean", "tokenizer",
-                  "baseline_mb", "storage_read_bytes", "bytes_read", "read_ms",
-                  "read_wait_ms")
 # A sweep's rows in the order every table of them shows (submit's, farm table, report, export).
 SWEEP_RESULTS = ("SELECT * FROM v_results WHERE sweep = :name "
                  "ORDER BY model, variant, task, batch_size, seq_len, device")
-_LOAD_FIELDS = ("load_s", "load_peak_mb", "load_container_peak_mb", "cuda_load_peak_mb",
-                "params", "agent", "baseline_mb", "layer_store", "layer_store_bytes",
-                "layer_store_prepare_s")
 
 
 class Store(RunsMixin):
@@ -118,11 +106,13 @@ class Store(RunsMixin):
             fresh = [job for job in jobs if job.key not in known]
             for job in fresh:
                 db.add(Job(sweep_id=row.id, key=job.key, target=job.target,
-                           model=job.model.name, variant=job.variant,
+                           model=job.model.name, variant=job.variant.name,
+                           variant_spec=job.identity.get("variant_spec") and json.dumps(
+                               job.identity["variant_spec"], sort_keys=True),
                            model_path=job.model.path or (job.model.hub and f"hub:{job.model.hub}"),
                            task=job.task, batch_size=job.batch_size, seq_len=job.seq_len,
                            spec_json=json.dumps(job.runner_spec()),
-                           status="queued", attempts=0, created_at=now))
+                           status=Status.QUEUED, attempts=0, created_at=now))
             return SubmittedSweep(row.id, row.name, len(fresh), len(jobs) - len(fresh))
 
     def runnable_jobs(self, sweep_id: int, keys: set[str]) -> list[QueuedJob]:
@@ -130,20 +120,20 @@ class Store(RunsMixin):
         earlier controller runs again; finished ones never do."""
         with self.session() as db:
             rows = db.scalars(select(Job).where(
-                Job.sweep_id == sweep_id, Job.status.not_in(FINAL_STATUSES)).order_by(Job.id))
+                Job.sweep_id == sweep_id, Job.status.not_in(FINAL)).order_by(Job.id))
             return [QueuedJob(r.id, r.key, r.target, json.loads(r.spec_json))
                     for r in rows if r.key in keys]
 
     def finished_keys(self, sweep_name: str) -> set[str]:
         with self.session() as db:
             return set(db.scalars(select(Job.key).join(Sweep).where(
-                Sweep.name == sweep_name, Job.status.in_(FINAL_STATUSES))))
+                Sweep.name == sweep_name, Job.status.in_(FINAL))))
 
     def job_started(self, job_id: int, device: str) -> None:
         now = utcnow()
         with self._write() as db:
             db.execute(update(Job).where(Job.id == job_id).values(
-                status="running", device=device, started_at=now, finished_at=None,
+                status=Status.RUNNING, device=device, started_at=now, finished_at=None,
                 phase="queued", error=None, failure=None, attempts=Job.attempts + 1))
             self._open_attempt(db, job_id, device, self.run_id, now)
 
@@ -159,7 +149,7 @@ class Store(RunsMixin):
             self._close_attempt(db, job_id, outcome, from_epoch(outcome["finished_at"]))
             if retry:
                 db.execute(update(Job).where(Job.id == job_id).values(
-                    status="queued", phase=None, failure=outcome.get("failure"),
+                    status=Status.QUEUED, phase=None, failure=outcome.get("failure"),
                     error=f"retrying: {outcome.get('error')}"))
                 return
             db.execute(update(Job).where(Job.id == job_id).values(
@@ -167,19 +157,15 @@ class Store(RunsMixin):
                 failure=outcome.get("failure"),
                 device=outcome["device"], started_at=from_epoch(outcome["started_at"]),
                 finished_at=from_epoch(outcome["finished_at"])))
-            if any(result.get(f) is not None for f in _RESULT_FIELDS):
+            if measured(result):
                 existing = db.scalar(select(Result).where(Result.job_id == job_id))
                 if existing is not None:
                     db.delete(existing)
                     db.flush()
-                latencies, logits = result.get("latencies_ms"), result.get("logits")
                 db.add(Result(
                     job_id=job_id, device=outcome["device"], created_at=utcnow(),
                     load_id=self._load_id(db, outcome["device"], result.get("load")),
-                    latencies_json=json.dumps(latencies) if latencies is not None else None,
-                    logits_json=json.dumps(logits) if logits is not None else None,
-                    env_json=json.dumps(result.get("env"), sort_keys=True),
-                    **{f: result.get(f) for f in _RESULT_FIELDS}))
+                    **result_row(result)))
             self._scores(db, job_id, result)
 
     @staticmethod
@@ -203,7 +189,7 @@ class Store(RunsMixin):
         if row is None:
             row = ModelLoad(load_key=load["load_key"], device=device, created_at=utcnow(),
                             model=load["model"]["name"], model_path=load["model"].get("path"),
-                            variant=load["variant"], **{f: load.get(f) for f in _LOAD_FIELDS})
+                            variant=load["variant"], **load_row(load))
             db.add(row)
             db.flush()
         return row.id

@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from farm.errors import Busy
+from farm.results import Failure, Status
 from farm.store.clock import utcnow
 from farm.store.schema import Attempt, Claims, Device, Job, Run, Sweep
 
@@ -110,11 +111,12 @@ class RunsMixin:
         reason = (f"infrastructure: the controller running this job (pid {run.pid} on {run.host}) "
                   f"stopped; its last heartbeat was at {run.heartbeat_at:%H:%M:%S} UTC")
         stranded = db.scalars(select(Job).join(Sweep).where(
-            Sweep.name == run.sweep, Job.status == "running")).all()
+            Sweep.name == run.sweep, Job.status == Status.RUNNING)).all()
         for job in stranded:
-            self._close_attempt(db, job.id, {"status": "failed", "failure": "infra",
+            self._close_attempt(db, job.id, {"status": Status.FAILED, "failure": Failure.INFRA,
                                              "error": reason}, now)
-            job.status, job.phase, job.error, job.failure = "queued", None, reason, "infra"
+            job.status, job.phase, job.error = Status.QUEUED, None, reason
+            job.failure = Failure.INFRA
         return DeadRun(run.id, run.sweep, run.host, run.pid, run.heartbeat_at, len(stranded))
 
     def open_run(self, sweep: str) -> bool:
@@ -142,20 +144,20 @@ class RunsMixin:
                       now: datetime) -> None:
         count = db.scalar(select(func.count()).where(Attempt.job_id == job_id)) or 0
         db.add(Attempt(job_id=job_id, attempt=count + 1, run_id=run_id, device=device,
-                       started_at=now, status="running"))
+                       started_at=now, status=Status.RUNNING))
 
     @staticmethod
     def _close_attempt(db: Session, job_id: int, outcome: dict, now: datetime) -> None:
         attempt = db.scalar(select(Attempt).where(Attempt.job_id == job_id)
                             .order_by(Attempt.attempt.desc()).limit(1))
-        if attempt is not None and attempt.status == "running":
+        if attempt is not None and attempt.status == Status.RUNNING:
             attempt.status, attempt.failure = outcome["status"], outcome.get("failure")
             attempt.error, attempt.finished_at = outcome.get("error"), now
 
     def infra_attempts(self, job_id: int) -> int:
         with self.session() as db:
             return db.scalar(select(func.count()).where(
-                Attempt.job_id == job_id, Attempt.failure == "infra")) or 0
+                Attempt.job_id == job_id, Attempt.failure == Failure.INFRA)) or 0
 
     # --- quarantine -----------------------------------------------------------------------
     def quarantine(self, name: str, reason: str) -> None:
@@ -194,7 +196,8 @@ class RunsMixin:
             row.cancel_requested_at = now
             if _driven(db, sweep, now):
                 return True
-            _cancel_jobs(db, row.id, ("queued", "running"), "cancelled by `farm cancel`", now)
+            _cancel_jobs(db, row.id, (Status.QUEUED, Status.RUNNING), "cancelled by `farm cancel`",
+                        now)
             return False
 
     def cancel_requested(self, sweep: str) -> bool:
@@ -207,10 +210,10 @@ class RunsMixin:
 
     def cancel_queued(self, sweep_id: int, reason: str) -> None:
         with self._write() as db:
-            _cancel_jobs(db, sweep_id, ("queued",), reason, utcnow())
+            _cancel_jobs(db, sweep_id, (Status.QUEUED,), reason, utcnow())
 
 
-def _cancel_jobs(db: Session, sweep_id: int, statuses: tuple[str, ...], reason: str,
+def _cancel_jobs(db: Session, sweep_id: int, statuses: tuple[Status, ...], reason: str,
                  now: datetime) -> None:
     db.execute(update(Job).where(Job.sweep_id == sweep_id, Job.status.in_(statuses)).values(
-        status="cancelled", phase=None, error=reason, finished_at=now))
+        status=Status.CANCELLED, phase=None, error=reason, finished_at=now))

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String,
-                        Text, UniqueConstraint)
+from sqlalchemy import (CheckConstraint, Column, DateTime, Float, ForeignKey, Index, Integer,
+                        String, Table, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-JOB_STATUSES = ("queued", "running", "done", "oom", "failed", "timeout", "cancelled")
-FINAL_STATUSES = ("done", "oom", "failed", "timeout")
+from farm.results import LOAD_FIELDS, RESULT_FIELDS, Status
 
 
 class Base(DeclarativeBase):
@@ -32,7 +31,7 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("sweep_id", "key", name="uq_jobs_sweep_key"),
-        CheckConstraint(f"status in {JOB_STATUSES!r}", name="ck_jobs_status"),
+        CheckConstraint(f"status in {tuple(s.value for s in Status)!r}", name="ck_jobs_status"),
         Index("ix_jobs_status", "status"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -43,11 +42,14 @@ class Job(Base):
     model: Mapped[str] = mapped_column(String(64))
     model_path: Mapped[str | None] = mapped_column(Text)
     variant: Mapped[str] = mapped_column(String(32))
+    # What the variant is (precision, execution, methods) as JSON; NULL for the named variants
+    # of earlier releases, whose name says it (agents.methods.NAMED).
+    variant_spec: Mapped[str | None] = mapped_column(Text)
     task: Mapped[str] = mapped_column(String(32))
     batch_size: Mapped[int] = mapped_column(Integer)
     seq_len: Mapped[int] = mapped_column(Integer)
     spec_json: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status: Mapped[str] = mapped_column(String(16), default=Status.QUEUED)
     phase: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime)
@@ -60,80 +62,31 @@ class Job(Base):
 
 
 class ModelLoad(Base):
-    """One load of a (model, variant) on a device, shared by the jobs of its group."""
-    __tablename__ = "model_loads"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    load_key: Mapped[str] = mapped_column(String(32), unique=True)
-    device: Mapped[str] = mapped_column(String(64))
-    model: Mapped[str] = mapped_column(String(64))
-    model_path: Mapped[str | None] = mapped_column(Text)
-    variant: Mapped[str] = mapped_column(String(32))
-    load_s: Mapped[float | None] = mapped_column(Float)
-    load_peak_mb: Mapped[float | None] = mapped_column(Float)  # process peak (VmHWM) after loading
-    load_container_peak_mb: Mapped[float | None] = mapped_column(Float)
-    cuda_load_peak_mb: Mapped[float | None] = mapped_column(Float)
-    params: Mapped[int | None] = mapped_column(Integer)
-    agent: Mapped[str | None] = mapped_column(String(32))  # the agent's content hash
-    baseline_mb: Mapped[float | None] = mapped_column(Float)  # agent idle: torch imported, no model
-    layer_store: Mapped[str | None] = mapped_column(String(32))  # stream: the store's hash
-    layer_store_bytes: Mapped[int | None] = mapped_column(Integer)
-    layer_store_prepare_s: Mapped[float | None] = mapped_column(Float)  # None: it was cached
-    created_at: Mapped[datetime] = mapped_column(DateTime)
+    """One load of a (model, variant) on a device, shared by the jobs of its group; its figures
+    are declared in farm.results.LOAD_FIELDS."""
+    __table__ = Table(
+        "model_loads", Base.metadata,
+        Column("id", Integer, primary_key=True),
+        Column("load_key", String(32), nullable=False, unique=True),
+        Column("device", String(64), nullable=False),
+        Column("model", String(64), nullable=False),
+        Column("model_path", Text),
+        Column("variant", String(32), nullable=False),
+        *(field.column() for field in LOAD_FIELDS),
+        Column("created_at", DateTime, nullable=False))
 
 
 class Result(Base):
-    """One row per job that produced figures (done, and oom/timeout with the memory seen)."""
-    __tablename__ = "results"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), unique=True)
-    device: Mapped[str] = mapped_column(String(64))
-    iters: Mapped[int | None] = mapped_column(Integer)
-    window_s: Mapped[float | None] = mapped_column(Float)
-    p50_ms: Mapped[float | None] = mapped_column(Float)
-    p90_ms: Mapped[float | None] = mapped_column(Float)
-    p95_ms: Mapped[float | None] = mapped_column(Float)
-    p99_ms: Mapped[float | None] = mapped_column(Float)
-    mean_ms: Mapped[float | None] = mapped_column(Float)
-    stdev_ms: Mapped[float | None] = mapped_column(Float)
-    min_ms: Mapped[float | None] = mapped_column(Float)
-    max_ms: Mapped[float | None] = mapped_column(Float)
-    per_sample_ms: Mapped[float | None] = mapped_column(Float)
-    throughput: Mapped[float | None] = mapped_column(Float)  # samples per second
-    peak_mem_mb: Mapped[float | None] = mapped_column(Float)  # container peak, else process peak
-    container_peak_mb: Mapped[float | None] = mapped_column(Float)
-    process_peak_mb: Mapped[float | None] = mapped_column(Float)
-    memory_limit_mb: Mapped[float | None] = mapped_column(Float)
-    cuda_peak_mb: Mapped[float | None] = mapped_column(Float)
-    load_id: Mapped[int | None] = mapped_column(ForeignKey("model_loads.id"))
-    job_s: Mapped[float | None] = mapped_column(Float)  # the agent's busy time for this job
-    flops: Mapped[int | None] = mapped_column(Integer)  # per sample
-    flops_method: Mapped[str | None] = mapped_column(String(32))
-    params: Mapped[int | None] = mapped_column(Integer)
-    energy_mj: Mapped[float | None] = mapped_column(Float)  # per sample, over the timed window
-    avg_power_mw: Mapped[float | None] = mapped_column(Float)
-    idle_power_mw: Mapped[float | None] = mapped_column(Float)  # read just before the window
-    energy_source: Mapped[str | None] = mapped_column(String(32))
-    board_ram_peak_mb: Mapped[float | None] = mapped_column(Float)  # tegrastats RAM used
-    metric: Mapped[str | None] = mapped_column(String(32))  # the task's main metric
-    score: Mapped[float | None] = mapped_column(Float)  # its value; all metrics: table metrics
-    score_note: Mapped[str | None] = mapped_column(Text)  # why there is no score, or a caveat
-    eval_examples: Mapped[int | None] = mapped_column(Integer)  # examples predicted and scored
-    eval_s: Mapped[float | None] = mapped_column(Float)  # time of the pass that predicted them
-    tokens_mean: Mapped[float | None] = mapped_column(Float)  # real tokens per example, timed
-    tokenizer: Mapped[str | None] = mapped_column(String(64))  # how task texts became ids
-    baseline_mb: Mapped[float | None] = mapped_column(Float)  # the agent idle (no model), VmRSS
-    # (v_results derives model_memory_mb = process_peak_mb - baseline_mb.)
-    # Per forward pass of the timed window: what the kernel read from storage; for streamed
-    # variants the layer bytes loaded, the time reading them (any thread) and the time the
-    # pass waited for them (v_results: compute_ms = mean_ms - read_wait_ms).
-    storage_read_bytes: Mapped[float | None] = mapped_column(Float)
-    bytes_read: Mapped[float | None] = mapped_column(Float)
-    read_ms: Mapped[float | None] = mapped_column(Float)
-    read_wait_ms: Mapped[float | None] = mapped_column(Float)
-    logits_json: Mapped[str | None] = mapped_column(Text)  # the first batch's outputs
-    latencies_json: Mapped[str | None] = mapped_column(Text)  # every timed call, in ms
-    env_json: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime)
+    """One row per job that produced figures (done, and oom/timeout with the memory seen); its
+    figures are declared in farm.results.RESULT_FIELDS."""
+    __table__ = Table(
+        "results", Base.metadata,
+        Column("id", Integer, primary_key=True),
+        Column("job_id", ForeignKey("jobs.id"), nullable=False, unique=True),
+        Column("device", String(64), nullable=False),
+        Column("load_id", ForeignKey("model_loads.id")),
+        *(field.column() for field in RESULT_FIELDS),
+        Column("created_at", DateTime, nullable=False))
     job: Mapped[Job] = relationship(back_populates="result")
     load: Mapped[ModelLoad | None] = relationship()
 

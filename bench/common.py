@@ -1,0 +1,59 @@
+"""What the benchmarks share: one emulated Nano (a cgroup device) to measure on, one variant at
+a time through farm itself (each its own sweep, so that every measurement loads its model
+afresh), the variants' order rotated round by round so that the machine's drift hits them all
+alike, and medians over the rounds.
+"""
+from __future__ import annotations
+
+import sqlite3
+import statistics
+import sys
+import uuid
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from farm.api import submit  # noqa: E402
+from farm.results import Status  # noqa: E402
+
+
+def make_device(folder: Path, memory: str, name: str) -> str:
+    """A 1-CPU container of `memory` in folder/inventory.yaml; its name."""
+    device = f"bench-{name}-{uuid.uuid4().hex[:6]}"
+    (folder / "inventory.yaml").write_text(yaml.safe_dump({"devices": [
+        {"name": device, "kind": "cgroup", "memory": memory, "cpus": 1}]}))
+    return device
+
+
+def measure_alone(folder: Path, device: str, model: str, variant, batch: int, seq: int,
+                  iters: int, round_: int, figures: tuple[str, ...]) -> dict:
+    """One variant (a sweep-file entry) as a sweep of its own; its v_results figures."""
+    label = variant if isinstance(variant, str) else variant["name"]
+    sweep, name = folder / "sweep.yaml", f"bench-{label.replace('+', '-')}-{round_}"
+    sweep.write_text(yaml.safe_dump({
+        "name": name, "devices": [device], "models": [model], "variants": [variant],
+        "batch_sizes": [batch], "seq_lens": [seq], "retries": 0,
+        "measure": {"warmup": 2, "min_iters": iters, "min_seconds": 0}}))
+    db = folder / "farm.db"
+    submit(sweep, folder / "inventory.yaml", db=str(db))
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        row = conn.execute("select status, " + ", ".join(figures) + " from v_results "
+                           "where sweep = ?", (name,)).fetchone()
+    if row["status"] != Status.DONE:
+        raise SystemExit(f"{label} ended {row['status']}: no figures to compare")
+    return dict(row)
+
+
+def rotations(items: list, rounds: int):
+    """(round, item) in rotating order: round r starts r places further along."""
+    for round_ in range(rounds):
+        shift = round_ % len(items)
+        for item in items[shift:] + items[:shift]:
+            yield round_, item
+
+
+def median(runs: list[dict], figure: str) -> float | None:
+    values = [r[figure] for r in runs if r[figure] is not None]
+    return statistics.median(values) if values else None

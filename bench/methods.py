@@ -1,0 +1,67 @@
+"""Do the methods' savings in parameters and FLOPs become time and memory on the device? One
+emulated Nano (a 1-CPU 2 GiB container), bert-base b1 s128: eager fp32, int8, prune_heads 0.25
+and 0.5, low_rank 0.5 and 0.25, measured through farm itself, each variant its own sweep, the
+variants' order rotated round by round. Prints each variant's median over the rounds (ms/sample,
+params, GFLOP/sample, model MiB, Δlogit against fp32) and its ratios to fp32, from this one run.
+Run as root (cgroups): .venv/bin/python bench/methods.py [--model bert-base --rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from common import make_device, measure_alone, median, rotations
+
+from farm.comparisons import logit_gap
+
+FIGURES = ("per_sample_ms", "params", "flops", "model_memory_mb", "logits_json")
+VARIANTS = (
+    "fp32", "int8",
+    {"name": "heads-25", "prune_heads": 0.25}, {"name": "heads-50", "prune_heads": 0.5},
+    {"name": "rank-50", "low_rank": {"rank": 0.5}}, {"name": "rank-25", "low_rank": {"rank": 0.25}},
+)
+
+
+def _name(variant) -> str:
+    return variant if isinstance(variant, str) else variant["name"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--model", default="bert-base")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory", default="2GiB")
+    args = parser.parse_args()
+    names = [_name(v) for v in VARIANTS]
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="farm-bench-methods-") as scratch:
+        folder = Path(scratch)
+        device = make_device(folder, args.memory, "methods")
+        for round_, variant in rotations(list(VARIANTS), args.rounds):
+            run = measure_alone(folder, device, args.model, variant, args.batch, args.seq,
+                                args.iters, round_, FIGURES)
+            runs[_name(variant)].append(run)
+            print(f"round {round_ + 1} {_name(variant)}: {run['per_sample_ms']:.1f} ms/sample",
+                  flush=True)
+    med = {n: {f: median(runs[n], f) for f in FIGURES if f != "logits_json"} for n in names}
+    base = med["fp32"]
+    print(f"\n{args.model} b{args.batch} s{args.seq}, 1 CPU, {args.memory}; medians of "
+          f"{args.rounds} rounds, variants interleaved")
+    print(f"{'variant':<10}{'ms/sample':>10}{'params M':>10}{'GFLOP':>8}{'model MiB':>10}"
+          f"{'Δlogit':>9}{'× time':>8}{'× params':>9}{'× FLOPs':>8}{'× memory':>9}")
+    for n in names:
+        m = med[n]
+        gap = logit_gap(runs[n][0]["logits_json"], runs["fp32"][0]["logits_json"])
+        print(f"{n:<10}{m['per_sample_ms']:>10.1f}{m['params'] / 1e6:>10.2f}"
+              f"{m['flops'] / 1e9:>8.2f}{m['model_memory_mb']:>10.0f}"
+              f"{'–' if n == 'fp32' else format(gap, '.3f'):>9}"
+              + "".join(f"{m[f] / base[f]:>{w}.2f}" for f, w in (
+                  ("per_sample_ms", 8), ("params", 9), ("flops", 8), ("model_memory_mb", 9))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""What every kind of device gives farm (Kind), and what every inventory entry shares
+(DeviceDescription, with the inventory's names and memory sizes)."""
+from __future__ import annotations
+
+import re
+import typing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Callable
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from farm.config import Problem
+
+if TYPE_CHECKING:
+    from farm.devices import DeviceRunner
+    from farm.devices.health import Check
+    from farm.devices.ssh import Target
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
+
+
+def parse_size(value) -> int:
+    """'2GiB' -> 2147483648. KiB/MiB/GiB are powers of 2; kB/MB/GB powers of 10; a bare number is bytes."""
+    if isinstance(value, bool):
+        raise Problem(f"{value!r} is not a memory size", "write a size like 2GiB or 512MiB")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise Problem(f"{value!r} is not a memory size", "write a size like 2GiB or 512MiB")
+        size = int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
+    if size < 16 * 2**20:
+        raise Problem(f"{value!r} is below 16 MiB, too small to start Python",
+                      "write a size like 2GiB or 512MiB")
+    return size
+
+
+MemorySize = Annotated[int, BeforeValidator(parse_size)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+
+
+class DeviceDescription(BaseModel):
+    """An inventory entry: where a device is and what it offers, nothing that acts on it. Each
+    kind adds `kind: Literal["<its name>"]` and its own keys; unknown keys are refused."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: Name
+    tags: tuple[Name, ...] = ()
+    node: str | None = None  # the Ray node (IP or node id) that hosts the device
+    cuda: bool = False  # jobs may use a CUDA GPU here
+    python: str | None = None  # the interpreter that runs the agent
+
+
+def on_this_host(_device) -> str:
+    return "this host"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What one kind of device gives farm. A kind module ends with `KIND = Kind(...)`."""
+
+    # The inventory entry, a DeviceDescription with `kind: Literal["<name>"]`.
+    description: type[DeviceDescription]
+    # A DeviceRunner for one device: prepare it, run jobs on it, cancel, close.
+    runner: Callable[[Any], DeviceRunner]
+    # `farm devices check`: what the device offers, read from the device itself.
+    check: Callable[[Any], list[Check]]
+    # The "where" of `farm devices`: a host name, a serial number...
+    where: Callable[[Any], str] = on_this_host
+    # For a device reached over SSH: its farm.devices.ssh.Target, whose host key `farm devices
+    # trust` pins. None: trust does not apply.
+    ssh_target: Callable[[Any], Target] | None = None
+    # For a device with clocks to lock: from the facts its runner's prepare() returned, why
+    # `require_locked_clocks: true` refuses it ("are not locked") and the fix, or None when its
+    # clocks are locked. None: the setting does not apply to this kind.
+    clocks_unlocked: Callable[[dict], tuple[str, str] | None] | None = None
+
+    def __post_init__(self):
+        if not (isinstance(self.description, type)
+                and issubclass(self.description, DeviceDescription)):
+            raise TypeError(f"{self.description!r} is not a DeviceDescription subclass")
+        field = self.description.model_fields.get("kind")
+        if field is None or typing.get_origin(field.annotation) is not typing.Literal \
+                or len(typing.get_args(field.annotation)) != 1:
+            raise TypeError(f"{self.description.__name__} needs a field "
+                            "kind: Literal[\"<the kind's name>\"]")
+
+    @property
+    def name(self) -> str:
+        """The inventory's `kind:` value, as the description declares it."""
+        return typing.get_args(self.description.model_fields["kind"].annotation)[0]
