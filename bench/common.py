@@ -5,6 +5,7 @@ alike, and medians over the rounds.
 """
 from __future__ import annotations
 
+import argparse
 import sqlite3
 import statistics
 import sys
@@ -16,6 +17,20 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from farm.api import submit  # noqa: E402
 from farm.results import Status  # noqa: E402
+
+
+def arguments(doc: str, **defaults) -> argparse.Namespace:
+    """The command line every benchmark takes (its docstring's first paragraph as help)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--model", default="bert-base")
+    for name, default in defaults.items():
+        parser.add_argument(f"--{name}", default=default)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--iters", type=int, default=20, help="timed calls per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory", default="2GiB", help="the container's memory limit")
+    return parser.parse_args()
 
 
 def make_device(folder: Path, memory: str, name: str) -> str:

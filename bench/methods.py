@@ -7,11 +7,11 @@ Run as root (cgroups): .venv/bin/python bench/methods.py [--model bert-base --ro
 """
 from __future__ import annotations
 
-import argparse
+import statistics
 import tempfile
 from pathlib import Path
 
-from common import make_device, measure_alone, median, rotations
+from common import arguments, make_device, measure_alone, median, rotations
 
 from farm.comparisons import logit_gap
 
@@ -28,14 +28,7 @@ def _name(variant) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--model", default="bert-base")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--memory", default="2GiB")
-    args = parser.parse_args()
+    args = arguments(__doc__)
     names = [_name(v) for v in VARIANTS]
     runs: dict[str, list[dict]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="farm-bench-methods-") as scratch:
@@ -52,15 +45,21 @@ def main() -> None:
     print(f"\n{args.model} b{args.batch} s{args.seq}, 1 CPU, {args.memory}; medians of "
           f"{args.rounds} rounds, variants interleaved")
     print(f"{'variant':<10}{'ms/sample':>10}{'params M':>10}{'GFLOP':>8}{'model MiB':>10}"
-          f"{'Δlogit':>9}{'× time':>8}{'× params':>9}{'× FLOPs':>8}{'× memory':>9}")
+          f"{'Δlogit':>9}{'× time':>8}{'paired':>8}{'× params':>9}{'× FLOPs':>8}{'× memory':>9}")
     for n in names:
         m = med[n]
         gap = logit_gap(runs[n][0]["logits_json"], runs["fp32"][0]["logits_json"])
+        # the same round's fp32 beside it: the median of those ratios shrugs off slow drift
+        paired = statistics.median(r["per_sample_ms"] / b["per_sample_ms"]
+                                   for r, b in zip(runs[n], runs["fp32"]))
         print(f"{n:<10}{m['per_sample_ms']:>10.1f}{m['params'] / 1e6:>10.2f}"
               f"{m['flops'] / 1e9:>8.2f}{m['model_memory_mb']:>10.0f}"
               f"{'–' if n == 'fp32' else format(gap, '.3f'):>9}"
+              f"{m['per_sample_ms'] / base['per_sample_ms']:>8.2f}{paired:>8.2f}"
               + "".join(f"{m[f] / base[f]:>{w}.2f}" for f, w in (
-                  ("per_sample_ms", 8), ("params", 9), ("flops", 8), ("model_memory_mb", 9))))
+                  ("params", 9), ("flops", 8), ("model_memory_mb", 9))))
+    print("\n× time: the medians' ratio to fp32's; paired: the median over rounds of each "
+          "round's ratio to that round's fp32")
 
 
 if __name__ == "__main__":

@@ -8,26 +8,17 @@ Run as root (cgroups): .venv/bin/python bench/stream.py [--model bert-base --rou
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
-from common import make_device, measure_alone, median, rotations
+from common import arguments, make_device, measure_alone, median, rotations
 
 FIGURES = ("per_sample_ms", "model_memory_mb", "bytes_read", "read_ms", "read_wait_ms",
            "compute_ms")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="bert-base")
-    parser.add_argument("--variants", default="fp32,stream,stream+prefetch")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--memory", default="2GiB")
-    args = parser.parse_args()
+    args = arguments(__doc__, variants="fp32,stream,stream+prefetch")
     variants = args.variants.split(",")
     with tempfile.TemporaryDirectory(prefix="farm-bench-stream-") as scratch:
         folder = Path(scratch)

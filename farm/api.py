@@ -11,7 +11,7 @@ from pathlib import Path
 
 from farm.controller import (DEVICE_RESOURCE, Observer, Scheduler, close_workers,
                              prepare_workers, start_workers)
-from farm.devices.kinds import kind_of, kinds
+from farm.devices.kinds import kind_of
 from farm.errors import (ConfigError, DeviceError, DeviceUnreachable, FarmError,
                          HostKeyRefused, QueryError)
 from farm.inventory import Inventory, load_inventory
@@ -329,45 +329,19 @@ def check_devices(inventory_file: str | Path = DEFAULT_INVENTORY,
     return {device.name: check(device) for device in devices}
 
 
-@dataclass
-class HostKeyOffer:
-    """The key a board presents now, beside the one pinned for it (if any)."""
-    device: str
-    address: str
-    known_hosts: Path
-    key_type: str
-    fingerprint: str
-    pinned_fingerprint: str | None
-    _target: object
-    _key: object
-
-    @property
-    def state(self) -> str:
-        if self.pinned_fingerprint is None:
-            return "new"
-        return "trusted" if self.pinned_fingerprint == self.fingerprint else "changed"
-
-
-def host_key(inventory_file: str | Path, name: str) -> HostKeyOffer:
-    from farm.devices import ssh
+def host_key(inventory_file: str | Path, name: str):
+    """The host key a device reached over SSH presents now, beside the one pinned for it."""
+    from farm.devices.trust import offer
 
     device = _device(load_inventory(inventory_file), name, inventory_file)
-    ssh_target = kind_of(device).ssh_target
-    if ssh_target is None:
-        over_ssh = ", ".join(k.name for k in kinds() if k.ssh_target)
-        raise ConfigError(str(inventory_file), "devices", f"{name!r} is a {device.kind} device, "
-                          "not reached over SSH", f"trust applies to kind: {over_ssh} devices")
-    target = ssh_target(device)
-    key = ssh.fetch_host_key(target)
-    pinned = ssh.pinned_key(target)
-    return HostKeyOffer(name, target.host_key_name, target.known_hosts, key.get_name(),
-                        ssh.fingerprint(key), pinned and ssh.fingerprint(pinned), target, key)
+    return offer(device, str(inventory_file))
 
 
-def trust(offer: HostKeyOffer) -> None:
-    """Pin the offered key in the device's known_hosts file (replacing any earlier one)."""
-    from farm.devices import ssh
-    ssh.pin(offer._target, offer._key)
+def trust(offer) -> None:
+    """Pin an offered host key (host_key()) in the device's known_hosts file."""
+    from farm.devices.trust import pin
+
+    pin(offer)
 
 
 def sql(query: str, db: str | None = None) -> tuple[list[str], list[tuple]]:

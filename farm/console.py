@@ -134,18 +134,18 @@ def results_table(title: str, rows: list[dict]) -> Table:
 
 
 def _work_columns(table: Table, rows: list[dict]) -> list[str]:
-    """model, variant, (task and seq where they vary), batch, device, status: the columns that
+    """model, variant, (task, seq and device where they vary), batch, status: the columns that
     say which job a row is; returns the varying ones."""
-    varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
-    for name in ("model", "variant", *varying, "batch_size", "device", "status"):
+    varying = [c for c in ("task", "seq_len", "device") if len({r[c] for r in rows}) > 1]
+    for name in ("model", "variant", *varying, "batch_size", "status"):
         table.add_column(label(name), no_wrap=True)
     return varying
 
 
 def _work_cells(r: dict, varying: list[str]) -> list[str]:
     style = STATUS_STYLE.get(r["status"], "")
-    return [r["model"], r["variant"], *[str(r[c]) for c in varying], str(r["batch_size"]),
-            r["device"] or "", f"[{style}]{r['status']}[/]"]
+    return [r["model"], r["variant"], *[str(r[c] or "") for c in varying], str(r["batch_size"]),
+            f"[{style}]{r['status']}[/]"]
 
 
 def _compared_order(c) -> tuple:
@@ -197,29 +197,35 @@ def methods_table(title: str, rows: list[dict]) -> Table:
     fields = [f for f in result_fields() if any(c.result.get(f[0]) is not None for c in shown)]
     scored = any(c.result.get("metric") or c.result.get("score_note") for c in shown)
     table = Table(title=title, header_style="bold", pad_edge=False,
-                  caption="× / % fp32: against the eager fp32 model on the same work; model "
+                  caption="× fp32 and (%): against the eager fp32 model on the same work; model "
                           "MiB: peak above the agent idle; Δlogit: max |logit − fp32's| on the "
                           "first batch; " + "; ".join(f"{n.replace('_', ' ')}: {what}"
                                                       for n, _, _, what in fields))
     varying = _work_columns(table, [c.result for c in shown])
-    for name in ("score",) * scored + (
-            "ms/sample", "× fp32", "params M", "% fp32", "GFLOP/sample", "% fp32",
-            "model MiB", "% fp32", "Δlogit", *(n.replace("_", " ") for n, *_ in fields)):
+    for name in ("score",) * scored + ("ms/sample", "× fp32", "params M", "GFLOP/sample",
+                                       "model MiB", "Δlogit"):
         table.add_column(name, justify="right")
+    for name, *_ in fields:
+        table.add_column(name.replace("_", "\n"), justify="right")
     for c in sorted(shown, key=_compared_order):
         r = c.result
         score = [_num(r.get("score"), ".3f") or ("[dim]no score[/]" if r.get("score_note")
                                                  else "–")] if scored else []
         table.add_row(
             *_work_cells(r, varying), *score, _num(r.get("per_sample_ms"), ".1f"),
-            _num(c.latency_ratio, ".2f"), _num(r.get("params") and r["params"] / 1e6, ".2f"),
-            _num(c.params_ratio and 100 * c.params_ratio, ".0f"),
-            _num(r.get("flops") and r["flops"] / 1e9, ".3f"),
-            _num(c.flops_ratio and 100 * c.flops_ratio, ".0f"),
-            _num(r.get("model_memory_mb"), ".0f"),
-            _num(c.memory_ratio and 100 * c.memory_ratio, ".0f"), _num(c.logit_gap, ".1e"),
+            _num(c.latency_ratio, ".2f"),
+            _with_share(r.get("params") and r["params"] / 1e6, c.params_ratio, ".2f"),
+            _with_share(r.get("flops") and r["flops"] / 1e9, c.flops_ratio, ".2f"),
+            _with_share(r.get("model_memory_mb"), c.memory_ratio, ".0f"),
+            _num(c.logit_gap, ".1e"),
             *(_num(r.get(name), ".4f" if kind == "float" else "") for name, kind, *_ in fields))
     return table
+
+
+def _with_share(value, ratio, fmt: str) -> str:
+    """'95.31 (87%)': a figure and its share of the baseline's."""
+    text = _num(value, fmt)
+    return f"{text} ({100 * ratio:.0f}%)" if text and ratio is not None else text
 
 
 DEVICE_STATE_STYLE = {"idle": "green", "busy": "cyan", "offline": "red", "refused": "red",

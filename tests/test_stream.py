@@ -206,6 +206,18 @@ print(json.dumps(out))
 """
 
 
+def _streams_on_the_jetson_stack(jetson_python: str, folder: str, inputs: dict, expected):
+    """Stream the store at `folder` on Python 3.6 / torch 1.10, with and without prefetch: its
+    logits must be `expected`."""
+    done = subprocess.run(
+        [jetson_python, "-c", _JETSON_READER, str(REPO), folder,
+         json.dumps({k: v.tolist() for k, v in inputs.items()})],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    for logits in json.loads(done.stdout.strip().splitlines()[-1]).values():
+        assert torch.allclose(torch.tensor(logits), expected, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("family", ["bert", "distilbert", "albert", "mobilebert"])
 @pytest.mark.parametrize("kind", ["fp32", "int8"])
 def test_the_jetson_stack_reads_a_store_made_by_this_torch(family, kind, checkpoints, cache,
@@ -216,13 +228,7 @@ def test_the_jetson_stack_reads_a_store_made_by_this_torch(family, kind, checkpo
     store = layerstore.prepare(spec, V(kind), cache)
     inputs = _inputs()
     expected = _logits(_eager(spec, kind), inputs)
-    done = subprocess.run(
-        [jetson_python, "-c", _JETSON_READER, str(REPO), store.folder,
-         json.dumps({k: v.tolist() for k, v in inputs.items()})],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONWARNINGS="ignore"))
-    assert done.returncode == 0, done.stderr[-2000:]
-    for logits in json.loads(done.stdout.strip().splitlines()[-1]).values():
-        assert torch.allclose(torch.tensor(logits), expected, atol=1e-5, rtol=0)
+    _streams_on_the_jetson_stack(jetson_python, store.folder, inputs, expected)
 
 
 def _rows(db_url: str, sql: str, *args) -> list[dict]:
@@ -375,10 +381,4 @@ def test_the_jetson_stack_streams_a_store_of_pruned_and_factorized_int8_layers(
     apply_methods(eager, variant)
     inputs = _inputs()
     expected = _logits(precision.convert(eager, "int8"), inputs)
-    done = subprocess.run(
-        [jetson_python, "-c", _JETSON_READER, str(REPO), store.folder,
-         json.dumps({k: v.tolist() for k, v in inputs.items()})],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONWARNINGS="ignore"))
-    assert done.returncode == 0, done.stderr[-2000:]
-    for logits in json.loads(done.stdout.strip().splitlines()[-1]).values():
-        assert torch.allclose(torch.tensor(logits), expected, atol=1e-5, rtol=0)
+    _streams_on_the_jetson_stack(jetson_python, store.folder, inputs, expected)
