@@ -134,7 +134,7 @@ class Streamer(object):
     def _load(self, slot):
         started = time.perf_counter()
         entry = self.manifest["units"][slot.unit]
-        if slot.shape != self.shapes[slot.unit]:  # layers of different shapes (heads pruned unevenly)
+        if slot.shape != self.shapes[slot.unit]:  # layers of other shapes (heads pruned unevenly)
             shape(slot.module, entry["tensors"], self.placeholder)
             slot.shape = self.shapes[slot.unit]
         path = os.path.join(self.folder, entry["file"])

@@ -45,7 +45,8 @@ def main() -> None:
     print(f"\n{args.model} b{args.batch} s{args.seq}, 1 CPU, {args.memory}; medians of "
           f"{args.rounds} rounds, variants interleaved")
     print(f"{'variant':<10}{'ms/sample':>10}{'params M':>10}{'GFLOP':>8}{'model MiB':>10}"
-          f"{'Δlogit':>9}{'× time':>8}{'paired':>8}{'× params':>9}{'× FLOPs':>8}{'× memory':>9}")
+          f"{'Δlogit':>9}{'× time':>8}{'paired':>8}{'× params':>9}{'× FLOPs':>8}"
+          f"{'× memory':>9}")
     for n in names:
         m = med[n]
         gap = logit_gap(runs[n][0]["logits_json"], runs["fp32"][0]["logits_json"])

@@ -8,6 +8,9 @@ writer of the database: outcomes are stored as they arrive.
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from collections import deque
 from typing import Protocol
@@ -186,14 +189,16 @@ class Scheduler:
                     job = self._pick(device, self.pending)
                     if job is not None:
                         self.pending.remove(job)
-                        self._dispatch(job, device)
+                        with _whole():
+                            self._dispatch(job, device)
                 if not self.running:
                     self.stranded = self.pending  # no usable device left: they stay queued
                     return
                 ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
                 self._forward_events()
                 for ref in ready:
-                    self.live -= self._collect(ref)
+                    with _whole():
+                        self.live -= self._collect(ref)
                 self._check_cancel()
         except Cancelled:
             self.observer.cancelling("farm cancel was run", len(self.running))
@@ -326,6 +331,24 @@ class Scheduler:
         if self.sweep is not None:
             self.store.cancel_queued(self.sweep[0], reason)
         self.pending = []
+
+
+@contextlib.contextmanager
+def _whole():
+    """Ctrl-C waits until the block is done: a job's outcome and its device's state are written
+    together, or a dispatched job is known to be running, never one without the other."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives SIGINT
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None
+                      else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _first_line(error: Exception) -> str:

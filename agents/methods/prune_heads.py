@@ -51,7 +51,8 @@ def apply(model, params):
         raise MethodError("%s has no attention heads to prune" % model.config.model_type,
                           "use prune_heads on a model with attention (FNet mixes with Fourier "
                           "transforms)")
-    before = dict((int(k), v) for k, v in (getattr(model.config, "pruned_heads", None) or {}).items())
+    before = getattr(model.config, "pruned_heads", None) or {}
+    before = dict((int(k), v) for k, v in before.items())
     removed, record = 0, {}
     for index, block in enumerate(blocks):
         if before.get(index):  # a pruned checkpoint: its heads keep their original numbers
