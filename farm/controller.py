@@ -8,7 +8,6 @@ writer of the database: outcomes are stored as they arrive.
 """
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
@@ -182,33 +181,34 @@ class Scheduler:
 
     def run(self, jobs: list[QueuedJob]) -> None:
         self.pending = longest_first(jobs)
-        try:
-            while self.pending or self.running:
-                busy = {device for _, device in self.running.values()}
-                for device in sorted(self.live - busy):
-                    job = self._pick(device, self.pending)
-                    if job is not None:
-                        self.pending.remove(job)
-                        with _whole():
+        with _CtrlC() as ctrl_c:
+            try:
+                while self.pending or self.running:
+                    busy = {device for _, device in self.running.values()}
+                    for device in sorted(self.live - busy):
+                        job = self._pick(device, self.pending)
+                        if job is not None:
+                            self.pending.remove(job)
                             self._dispatch(job, device)
-                if not self.running:
-                    self.stranded = self.pending  # no usable device left: they stay queued
-                    return
-                ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
-                self._forward_events()
-                for ref in ready:
-                    with _whole():
+                    if not self.running:
+                        self.stranded = self.pending  # no usable device left: they stay queued
+                        return
+                    ctrl_c.check()
+                    ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
+                    self._forward_events()
+                    for ref in ready:
                         self.live -= self._collect(ref)
-                self._check_cancel()
-        except Cancelled:
-            self.observer.cancelling("farm cancel was run", len(self.running))
-            self._cancel_all("cancelled by `farm cancel`")
-            self.cancelled = True
-        except BaseException:
-            if self.running or self.pending:
-                self.observer.cancelling("interrupted", len(self.running))
-            self._cancel_all("cancelled: farm submit was interrupted")
-            raise
+                    ctrl_c.check()
+                    self._check_cancel()
+            except Cancelled:
+                self.observer.cancelling("farm cancel was run", len(self.running))
+                self._cancel_all("cancelled by `farm cancel`")
+                self.cancelled = True
+            except BaseException:
+                if self.running or self.pending:
+                    self.observer.cancelling("interrupted", len(self.running))
+                self._cancel_all("cancelled: farm submit was interrupted")
+                raise
 
     def _check_cancel(self) -> None:
         if self.sweep is None or time.monotonic() - self._cancel_checked < CANCEL_POLL_S:
@@ -333,22 +333,33 @@ class Scheduler:
         self.pending = []
 
 
-@contextlib.contextmanager
-def _whole():
-    """Ctrl-C waits until the block is done: a job's outcome and its device's state are written
-    together, or a dispatched job is known to be running, never one without the other."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread receives SIGINT
-        return
-    caught = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None
-                      else signal.default_int_handler)
-    if caught:
-        raise KeyboardInterrupt
+class _CtrlC:
+    """Ctrl-C during a sweep is noted, and acted on between the scheduler's steps (check()).
+    Raised where it lands, a KeyboardInterrupt could be lost (Ray's calls check for signals
+    inside and may clear it: a sweep then ran on for its next job's whole window) or could fall
+    between a job's outcome and its device's state (the device stayed `busy`). A second Ctrl-C
+    while the sweep is being cancelled is noted too, and changes nothing."""
+
+    def __init__(self):
+        self.pressed, self.installed, self.previous = False, False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only it gets SIGINT
+            self.previous = signal.signal(signal.SIGINT, self._note)
+            self.installed = True
+        return self
+
+    def _note(self, *_):
+        self.pressed = True
+
+    def check(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.installed:  # a handler set outside Python reads as None: Python's default then
+            signal.signal(signal.SIGINT, self.previous if self.previous is not None
+                          else signal.default_int_handler)
 
 
 def _first_line(error: Exception) -> str:
