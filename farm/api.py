@@ -17,7 +17,7 @@ from farm.errors import (ConfigError, DeviceError, DeviceUnreachable, FarmError,
 from farm.inventory import Inventory, load_inventory
 from farm.results import Status
 from farm.store import Store, queries, resolve_url
-from farm.store.readonly import ReadOnly, database_exists
+from farm.store.readonly import QUERY_TIMEOUT_S, ReadOnly, database_exists
 from farm.store.runs import HEARTBEAT_S
 from farm.sweep import Sweep, expand, load_sweep, read_data, resolve_targets
 
@@ -344,10 +344,11 @@ def trust(offer) -> None:
     pin(offer)
 
 
-def sql(query: str, db: str | None = None) -> tuple[list[str], list[tuple]]:
-    """Run a read-only query (a write fails and changes nothing)."""
+def sql(query: str, db: str | None = None,
+        timeout_s: float = QUERY_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
+    """Run a read-only query (a write fails and changes nothing), stopped after `timeout_s`."""
     with contextlib.closing(ReadOnly(db)) as reader:
-        return reader.query(query)
+        return reader.query(query, timeout_s=timeout_s)
 
 
 RECENT_HOURS = 24

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from farm import __version__
+from farm.console import shown, visible
 from farm.errors import EXIT_JOBS_FAILED, DeviceError, FarmError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
@@ -41,9 +42,11 @@ def boundary(command):
             if _debug["on"]:
                 err.print_exception()
             # One line each, whatever the width: scripts grep them, people read them whole.
-            err.print(f"[bold red]error:[/] {error.message}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {shown(error.message, lines=False)}",
+                      highlight=False, soft_wrap=True)
             if error.hint:
-                err.print(f"[dim]hint: {error.hint}[/]", highlight=False, soft_wrap=True)
+                err.print(f"[dim]hint: {shown(error.hint, lines=False)}[/]", highlight=False,
+                          soft_wrap=True)
             raise typer.Exit(error.exit_code)
         except KeyboardInterrupt:
             err.print("[magenta]interrupted:[/] the sweep's running and queued jobs were "
@@ -54,7 +57,8 @@ def boundary(command):
         except Exception as error:  # a bug in farm: say so plainly
             if _debug["on"]:
                 err.print_exception()
-            err.print(f"[bold red]internal error:[/] {type(error).__name__}: {error} "
+            err.print(f"[bold red]internal error:[/] {type(error).__name__}: "
+                      f"{shown(error, lines=False)} "
                       "(run with --debug for the traceback)", highlight=False)
             raise typer.Exit(EXIT_INTERNAL)
     return wrapper
@@ -112,21 +116,21 @@ def _finish(report) -> None:
     from farm.console import methods_table, results_table, streaming_table
 
     out.line()
-    out.print(results_table(f"sweep {report.sweep}", report.results))
+    sweep = shown(report.sweep)
+    out.print(results_table(f"sweep {sweep}", report.results))
     if has_methods(report.results):
-        out.print(methods_table(f"sweep {report.sweep}: methods against eager fp32",
-                                report.results))
+        out.print(methods_table(f"sweep {sweep}: methods against eager fp32", report.results))
     if has_streams(report.results):
-        out.print(streaming_table(f"sweep {report.sweep}: streamed layers against eager",
+        out.print(streaming_table(f"sweep {sweep}: streamed layers against eager",
                                   report.results))
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     out.print(f"{report.total_jobs} jobs ({counts}); ran {report.ran} now.")
     if report.cancelled:
-        err.print(f"[magenta]cancelled[/] by `farm cancel`; `farm resume {report.sweep}` "
+        err.print(f"[magenta]cancelled[/] by `farm cancel`; `farm resume {sweep}` "
                   "finishes it")
         raise typer.Exit(EXIT_INTERRUPTED)
     if report.not_run:
-        unused = ", ".join(report.refused) or "none usable"
+        unused = shown(", ".join(report.refused)) or "none usable"
         err.print(f"[bold red]error:[/] {report.not_run} job(s) not run: no usable device for "
                   f"them (refused: {unused}); fix the device and submit again", highlight=False)
         raise typer.Exit(DeviceError.exit_code)
@@ -144,7 +148,7 @@ def cancel(sweep: str = typer.Argument(..., help="The sweep's name."),
 
     counts = cancel_sweep(sweep, db)
     listed = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    out.print(f"sweep {sweep}: {listed}")
+    out.print(f"sweep {shown(sweep)}: {listed}", highlight=False)
 
 
 @app.command()
@@ -181,6 +185,8 @@ def status(once: bool = typer.Option(False, "--once", help="Print one snapshot a
 def sql_command(query: str = typer.Argument(..., help="One SQL statement (read-only)."),
                 csv_out: bool = typer.Option(False, "--csv", help="CSV on stdout."),
                 json_out: bool = typer.Option(False, "--json", help="JSON lines on stdout."),
+                timeout: float = typer.Option(60.0, "--timeout", min=0.001, max=86400,
+                                              help="Stop the query after this many seconds."),
                 db: Optional[str] = DB_OPTION):
     """Query the results (views v_results, v_latest, v_devices; tables jobs, results, sweeps,
     model_loads, devices). Read-only: a write statement fails and changes nothing."""
@@ -189,11 +195,13 @@ def sql_command(query: str = typer.Argument(..., help="One SQL statement (read-o
 
     from farm.api import sql
 
-    columns, rows = sql(query, db)
+    columns, rows = sql(query, db, timeout_s=timeout)
     if csv_out:
         writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
+        # CSV is data for programs, byte for byte; on a terminal its control characters show.
+        cell = (lambda v: visible(v, lines=False)) if sys.stdout.isatty() else (lambda v: v)
+        writer.writerow(map(cell, columns))
+        writer.writerows([cell(v) for v in row] for row in rows)
     elif json_out:
         for row in rows:
             sys.stdout.write(json.dumps(dict(zip(columns, row)), default=str) + "\n")
@@ -201,9 +209,9 @@ def sql_command(query: str = typer.Argument(..., help="One SQL statement (read-o
         from rich.table import Table
         table = Table(header_style="bold", pad_edge=False)
         for column in columns:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*["" if v is None else str(v) for v in row])
+            table.add_column(shown(column, lines=False))
+        for row in rows:  # a database's text, shown as it is: brackets and control characters too
+            table.add_row(*[shown(v, lines=False) for v in row])
         out.print(table)
         err.print(f"[dim]{len(rows)} row(s)[/]")
 
@@ -231,7 +239,7 @@ def table(sweep: str = typer.Argument(..., help="The sweep's name."),
     except ValueError as error:
         raise FarmError(f"cannot make the table of {sweep!r}: {error}") from None
     if fmt == "rich":
-        out.print(to_rich(made, title=f"sweep {sweep}"))
+        out.print(to_rich(made, title=f"sweep {sweep}"))  # to_rich shows the title as text
     else:
         sys.stdout.write(renderers[fmt](made))
 
@@ -248,7 +256,7 @@ def report(sweep: str = typer.Argument(..., help="The sweep's name."),
 
     written = write_report(sweep_rows(sweep, db), out_dir, f"farm report: sweep {sweep}")
     for path in written:
-        out.print(f"wrote {path}", highlight=False)
+        out.print(f"wrote {shown(path)}", highlight=False)
 
 
 @app.command()
@@ -266,7 +274,7 @@ def export(sweep: str = typer.Argument(..., help="The sweep's name."),
         raise typer.BadParameter("use csv, json or parquet", param_hint="--format")
     rows, latencies = sweep_rows(sweep, db, with_latencies=True)
     path = export_rows(rows, latencies, fmt, out_file or Path(f"{sweep}.{fmt}"))
-    out.print(f"wrote {path} ({len(rows)} jobs)", highlight=False)
+    out.print(f"wrote {shown(path)} ({len(rows)} jobs)", highlight=False)
 
 
 devices_app = typer.Typer(no_args_is_help=False, help="The inventory's devices: state, health, trust.")
@@ -300,7 +308,7 @@ def devices_check(names: Optional[list[str]] = typer.Argument(None, help="Device
         out.print(checks_table(name, checks))
     failing = [n for n, checks in results.items() if any(c.status == FAIL for c in checks)]
     if failing:
-        err.print(f"[bold red]not ready:[/] {', '.join(failing)}", highlight=False)
+        err.print(f"[bold red]not ready:[/] {shown(', '.join(failing))}", highlight=False)
         raise typer.Exit(DeviceError.exit_code)
 
 
@@ -314,21 +322,23 @@ def devices_trust(name: str = typer.Argument(..., help="The device (one reached 
     from farm.api import host_key, trust
 
     offer = host_key(inventory, name)
-    out.print(f"{name} at {offer.address} presents {offer.key_type} key "
+    who, address, known_hosts = shown(name), shown(offer.address), shown(offer.known_hosts)
+    out.print(f"{who} at {address} presents {offer.key_type} key "
               f"[bold]{offer.fingerprint}[/]", highlight=False)
     if offer.state == "trusted":
-        out.print(f"[green]already trusted[/] ({offer.known_hosts})")
+        out.print(f"[green]already trusted[/] ({known_hosts})", highlight=False)
         return
     if offer.state == "changed":
-        err.print(f"[bold red]warning: the host key CHANGED.[/] {offer.known_hosts} pins "
+        err.print(f"[bold red]warning: the host key CHANGED.[/] {known_hosts} pins "
                   f"{offer.pinned_fingerprint}. Pin the new key only if you know why it changed "
                   "(the board was reinstalled); otherwise someone may be in the middle.",
                   highlight=False)
-    if not yes and not typer.confirm(f"Pin this key for {name} in {offer.known_hosts}?"):
+    if not yes and not typer.confirm(f"Pin this key for {visible(name)} in "
+                                     f"{visible(offer.known_hosts)}?"):
         err.print("nothing pinned")
         raise typer.Exit(1)
     trust(offer)
-    out.print(f"[green]pinned[/] {offer.fingerprint} for {offer.address} in {offer.known_hosts}",
+    out.print(f"[green]pinned[/] {offer.fingerprint} for {address} in {known_hosts}",
               highlight=False)
 
 
@@ -340,9 +350,9 @@ def devices_release(name: str = typer.Argument(..., help="The device."),
     from farm.api import release_device
 
     if release_device(inventory, name, db):
-        out.print(f"[green]released[/] {name}: it takes jobs again")
+        out.print(f"[green]released[/] {shown(name)}: it takes jobs again", highlight=False)
     else:
-        out.print(f"{name} was not quarantined")
+        out.print(f"{shown(name)} was not quarantined", highlight=False)
 
 
 if __name__ == "__main__":

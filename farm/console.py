@@ -1,6 +1,8 @@
 """What a person watching `farm submit` sees: a Rich progress bar while it runs, then a table."""
 from __future__ import annotations
 
+import re
+
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
@@ -15,9 +17,33 @@ STATUS_STYLE = {Status.DONE: "green", Status.OOM: "yellow", Status.TIMEOUT: "yel
                 Status.RUNNING: "cyan"}
 
 
+# C0 and C1 controls, DEL, and the bidirectional overrides that reorder what a terminal shows.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def visible(value, lines: bool = True) -> str:
+    """`value` as text that a terminal shows as it is: every control character (ESC included,
+    so no escape sequence from a file, a database or a device reaches the terminal) written out
+    as \\xNN; newlines and tabs kept where `lines`, else written out too."""
+    def spell(match) -> str:
+        char = match.group()
+        if lines and char in "\n\t":
+            return char
+        return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100
+                                    else f"\\u{ord(char):04x}")
+    return _CONTROLS.sub(spell, "" if value is None else str(value))
+
+
+def shown(value, lines: bool = True) -> str:
+    """Anything farm did not write itself (a name, a path, an error, a database value), made
+    safe to put in Rich markup: its own brackets are text, never styles."""
+    return escape(visible(value, lines))
+
+
 def job_label(spec: dict) -> str:
-    return (f"{spec['model']['name']} {spec['variant']} {spec['task']} "
-            f"b{spec['batch_size']} s{spec['seq_len']}")
+    return shown(f"{spec['model']['name']} {spec['variant']} {spec['task']} "
+                 f"b{spec['batch_size']} s{spec['seq_len']}")
 
 
 class SweepProgress:
@@ -44,12 +70,13 @@ class SweepProgress:
     def _device_line(self, device: str, text: str) -> None:
         if device not in self.device_tasks:
             self.device_tasks[device] = self.devices.add_task("", total=None)
-        self.devices.update(self.device_tasks[device], description=f"[bold]{device}[/] {text}")
+        self.devices.update(self.device_tasks[device],
+                            description=f"[bold]{shown(device)}[/] {text}")
 
     def sweep_started(self, name: str, to_run: int, total: int) -> None:
         done = total - to_run
         note = f" ({done} of {total} already measured)" if done else ""
-        self.sweep_task = self.progress.add_task(f"[bold]{name}[/]{note}", total=to_run)
+        self.sweep_task = self.progress.add_task(f"[bold]{shown(name)}[/]{note}", total=to_run)
 
     def devices_ready(self, facts: dict[str, dict]) -> None:
         for name, fact in sorted(facts.items()):
@@ -59,10 +86,10 @@ class SweepProgress:
 
     def device_refused(self, name: str, error) -> None:
         self._device_line(name, "[red]not used[/]")
-        self.console.print(f"[bold red]device {name} not used:[/] {escape(error.message)}",
+        self.console.print(f"[bold red]device {shown(name)} not used:[/] {shown(error.message)}",
                            highlight=False)
         if error.hint:
-            self.console.print(f"[dim]hint: {error.hint}[/]", highlight=False)
+            self.console.print(f"[dim]hint: {shown(error.hint)}[/]", highlight=False)
 
     def job_started(self, job, device: str) -> None:
         self._device_line(device, f"{job_label(job.spec)} [cyan]starting[/]")
@@ -78,32 +105,33 @@ class SweepProgress:
         if status != Status.DONE:
             style = STATUS_STYLE.get(status, "red")
             self.console.print(f"[{style}]{status}[/] {job_label(job.spec)} on "
-                               f"{outcome.get('device')}: {escape(str(outcome.get('error')))}")
+                               f"{shown(outcome.get('device'))}: {shown(outcome.get('error'))}",
+                               highlight=False)
 
     def job_retried(self, job, outcome: dict, attempt: int) -> None:
         if outcome.get("device"):
             self._device_line(outcome["device"], "[dim]idle[/]")
         self.console.print(f"[yellow]retry[/] {job_label(job.spec)}: attempt {attempt} on "
-                           f"{outcome.get('device')} failed (infrastructure): "
-                           f"{escape(str(outcome.get('error')))}", highlight=False)
+                           f"{shown(outcome.get('device'))} failed (infrastructure): "
+                           f"{shown(outcome.get('error'))}", highlight=False)
 
     def device_quarantined(self, name: str, reason: str) -> None:
         self._device_line(name, "[red]quarantined[/]")
-        self.console.print(f"[bold red]device {name} quarantined:[/] {escape(reason)}; it gets a health "
-                           f"check before it is used again (`farm devices release {name}` "
-                           "returns it by hand)", highlight=False, soft_wrap=True)
+        self.console.print(f"[bold red]device {shown(name)} quarantined:[/] {shown(reason)}; it "
+                           "gets a health check before it is used again (`farm devices release "
+                           f"{shown(name)}` returns it by hand)", highlight=False, soft_wrap=True)
 
     def cancelling(self, why: str, running: int) -> None:
-        self.console.print(f"[magenta]{why}:[/] cancelling the sweep: stopping {running} running "
-                           "job(s); queued jobs end cancelled, done results stay", highlight=False,
-                           soft_wrap=True)
+        self.console.print(f"[magenta]{shown(why)}:[/] cancelling the sweep: stopping {running} "
+                           "running job(s); queued jobs end cancelled, done results stay",
+                           highlight=False, soft_wrap=True)
 
     def took_over(self, dead) -> None:
-        self.console.print(f"[yellow]note:[/] the farm run of sweep {dead.sweep} (pid {dead.pid} "
-                           f"on {dead.host}) stopped without ending (last heartbeat "
-                           f"{dead.last_heartbeat:%H:%M:%S} UTC); its devices are free again and "
-                           f"its {dead.requeued} running job(s) were requeued", highlight=False,
-                           soft_wrap=True)
+        self.console.print(f"[yellow]note:[/] the farm run of sweep {shown(dead.sweep)} (pid "
+                           f"{dead.pid} on {shown(dead.host)}) stopped without ending (last "
+                           f"heartbeat {dead.last_heartbeat:%H:%M:%S} UTC); its devices are free "
+                           f"again and its {dead.requeued} running job(s) were requeued",
+                           highlight=False, soft_wrap=True)
 
 
 def _num(value, fmt: str) -> str:
@@ -125,8 +153,9 @@ def results_table(title: str, rows: list[dict]) -> Table:
         score = [f"{r['metric']} {r['score']:.3f}" if r.get("score") is not None else
                  "[dim]no score[/]" if r.get("score_note") else "–"] if scored else []
         table.add_row(
-            r["model"], r["variant"], *[str(r[c]) for c in varying], str(r["batch_size"]),
-            r["device"] or "", f"[{style}]{r['status']}[/]", *score, _num(r["p50_ms"], ".2f"),
+            shown(r["model"]), shown(r["variant"]), *[shown(r[c]) for c in varying],
+            str(r["batch_size"]), shown(r["device"]), f"[{style}]{r['status']}[/]", *score,
+            _num(r["p50_ms"], ".2f"),
             _num(r["per_sample_ms"], ".2f"), _num(r["peak_mem_mb"], ".0f"),
             _num(r["flops"] and r["flops"] / 1e9, ".3f"),
             _num(r["params"] and r["params"] / 1e6, ".2f"))
@@ -144,8 +173,8 @@ def _work_columns(table: Table, rows: list[dict]) -> list[str]:
 
 def _work_cells(r: dict, varying: list[str]) -> list[str]:
     style = STATUS_STYLE.get(r["status"], "")
-    return [r["model"], r["variant"], *[str(r[c] or "") for c in varying], str(r["batch_size"]),
-            f"[{style}]{r['status']}[/]"]
+    return [shown(r["model"]), shown(r["variant"]), *[shown(r[c]) for c in varying],
+            str(r["batch_size"]), f"[{style}]{r['status']}[/]"]
 
 
 def _compared_order(c) -> tuple:
@@ -242,20 +271,22 @@ def devices_table(rows: list[dict]) -> Table:
         style = DEVICE_STATE_STYLE.get(r["state"], "")
         current = ""
         if r["state"] == "busy" and r.get("model"):
-            current = (f"{r['model']} {r['variant']} b{r['batch_size']} s{r['seq_len']}"
-                       + (f" [cyan]{r['phase']}[/]" if r.get("phase") else ""))
-        table.add_row(r["name"], r["kind"], r["where"], f"[{style}]{r['state']}[/]",
-                      _age(r.get("last_seen")), current, escape(r.get("last_error") or ""))
+            current = (shown(f"{r['model']} {r['variant']} b{r['batch_size']} s{r['seq_len']}")
+                       + (f" [cyan]{shown(r['phase'])}[/]" if r.get("phase") else ""))
+        table.add_row(shown(r["name"]), shown(r["kind"]), shown(r["where"]),
+                      f"[{style}]{shown(r['state'])}[/]", _age(r.get("last_seen")), current,
+                      shown(r.get("last_error")))
     return table
 
 
 def checks_table(device: str, checks) -> Table:
-    table = Table(title=f"{device}", header_style="bold", pad_edge=False, title_justify="left")
+    table = Table(title=shown(device), header_style="bold", pad_edge=False, title_justify="left")
     table.add_column("check", no_wrap=True)
     table.add_column("", no_wrap=True)
     table.add_column("what was read")
     for c in checks:
-        table.add_row(c.item, f"[{CHECK_STYLE.get(c.status, '')}]{c.status}[/]", c.detail)
+        table.add_row(shown(c.item), f"[{CHECK_STYLE.get(c.status, '')}]{c.status}[/]",
+                      shown(c.detail))
     return table
 
 
@@ -299,7 +330,7 @@ def _sweep_line(sweep: dict, now) -> tuple:
     left = total - finished
     eta = f"{left / rate:.0f} min" if running and rate > 0 else ""
     failures = sweep["failed"] or 0
-    return (f"[bold]{sweep['name']}[/]", state, _bar(finished, total), f"{finished}/{total}",
+    return (f"[bold]{shown(sweep['name'])}[/]", state, _bar(finished, total), f"{finished}/{total}",
             f"[green]{sweep['done'] or 0} done[/]",
             f"[yellow]{sweep['oom']} oom[/]" if sweep["oom"] else "",
             f"[red]{failures} failed[/]" if failures else "",
@@ -324,15 +355,15 @@ def status_view(snapshot: dict):
                            justify="right" if name.startswith("board") else "left")
     for d in snapshot["devices"]:
         busy = d["state"] == "busy" and d["model"]
-        job = (f"{d['model']} {d['variant']} {d['task']} b{d['batch_size']} s{d['seq_len']}"
-               if busy else "")
+        job = (shown(f"{d['model']} {d['variant']} {d['task']} b{d['batch_size']} "
+                     f"s{d['seq_len']}") if busy else "")
         style = DEVICE_STATE_STYLE.get(d["state"], "")
-        devices.add_row(d["name"], d["kind"], f"[{style}]{d['state']}[/]", job,
-                        f"[cyan]{d['phase'] or ''}[/]" if busy else "",
+        devices.add_row(shown(d["name"]), shown(d["kind"]), f"[{style}]{shown(d['state'])}[/]",
+                        job, f"[cyan]{shown(d['phase'])}[/]" if busy else "",
                         _age(d["last_seen"], now),
                         _num(d["power_mw"] and d["power_mw"] / 1000, ".2f"),
                         f"{d['board_ram_mb']:.0f} MiB" if d["board_ram_mb"] else "",
-                        f"[red]{escape(d['last_error'])}[/]" if d["last_error"] else "")
+                        f"[red]{shown(d['last_error'])}[/]" if d["last_error"] else "")
 
     latest = Table(title="latest results", header_style="bold", pad_edge=False)
     figures = ("p50_ms", "per_sample_ms", "peak_mem_mb", "energy_mj")
@@ -340,8 +371,9 @@ def status_view(snapshot: dict):
         latest.add_column(label(name), no_wrap=True,
                           justify="right" if name in figures else "left")
     for r in snapshot["latest"]:
-        latest.add_row(r["sweep"], r["device"], f"{r['model']} {r['variant']} {r['task']} "
-                       f"b{r['batch_size']} s{r['seq_len']}", _num(r["p50_ms"], ".2f"),
+        latest.add_row(shown(r["sweep"]), shown(r["device"]), shown(
+                       f"{r['model']} {r['variant']} {r['task']} b{r['batch_size']} "
+                       f"s{r['seq_len']}"), _num(r["p50_ms"], ".2f"),
                        _num(r["per_sample_ms"], ".2f"), _num(r["peak_mem_mb"], ".0f"),
                        _num(r["energy_mj"], ".2f"), _age(r["finished_at"], now))
 
@@ -352,8 +384,9 @@ def status_view(snapshot: dict):
             failed.add_column(name, no_wrap=name != "reason")
         for r in snapshot["failures"]:
             style = STATUS_STYLE.get(r["status"], "red")
-            failed.add_row(r["sweep"], r["device"] or "", f"{r['model']} {r['variant']} "
-                           f"{r['task']} b{r['batch_size']} s{r['seq_len']}",
-                           f"[{style}]{r['status']}[/]", r["failure"] or "", escape(r["error"] or ""))
+            failed.add_row(shown(r["sweep"]), shown(r["device"]), shown(
+                           f"{r['model']} {r['variant']} {r['task']} b{r['batch_size']} "
+                           f"s{r['seq_len']}"), f"[{style}]{r['status']}[/]",
+                           shown(r["failure"]), shown(r["error"]))
         parts.append(failed)
     return Group(*parts)

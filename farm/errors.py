@@ -9,7 +9,8 @@
     │   └── HostKeyRefused         (SSH devices) the board's host key is unknown or changed: never auto-accepted
     ├── Busy                       another live farm run drives this sweep or holds this device
     ├── StoreError                 the database could not be opened, migrated or written
-    └── QueryError                 a `farm sql` query failed, or tried to write (the database is read-only there)
+    ├── QueryError                 a `farm sql` query failed, ran too long, or tried to write (read-only there)
+    └── Interrupted                the user pressed Ctrl-C during a command that stops cleanly (exit 130)
 
 Other libraries' exceptions (SQLAlchemy, Ray, OS errors from /sys/fs/cgroup) are mapped into this
 tree where they enter farm; the CLI turns a FarmError into one red line and an exit code.
@@ -90,3 +91,7 @@ class QueryError(FarmError):
 # Exit codes other than those of the errors above.
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1  # the sweep ran, but some jobs ended failed or timeout
+
+
+class Interrupted(FarmError):
+    exit_code = 130  # as a shell reports a command ended by Ctrl-C

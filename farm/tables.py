@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from rich.table import Table
 from rich.text import Text
 
-from farm.console import STATUS_STYLE
+from farm.console import STATUS_STYLE, shown, visible
 from farm.results import Status, label
 
 NOT_MEASURED = "–"
@@ -211,17 +211,18 @@ def _latex_cell(table: ResearchTable, cell: Cell) -> str:
 
 def to_rich(table: ResearchTable, title: str | None = None) -> Table:
     """Task groups in the header as "task" over its column's name (e.g. "sst2\\naccuracy")."""
-    out = Table(title=title, caption=table.caption, header_style="bold", pad_edge=False)
+    out = Table(title=title and shown(title), caption=Text(visible(table.caption)),
+                header_style="bold", pad_edge=False)
     for key in table.keys:
         out.add_column(key, no_wrap=True)
     for task in table.tasks:
         for label in table.labels(task):
-            out.add_column(f"{task}\n{label}", justify="right", no_wrap=True)
+            out.add_column(Text(f"{visible(task)}\n{label}"), justify="right", no_wrap=True)
     for key, cells in table.rows:
         figures = []
         for task in table.tasks:
             cell = cells.get(task, Cell())
             style = STATUS_STYLE.get(cell.status, "") if cell.status != Status.DONE else ""
             figures += [Text(text, style=style) for text in _texts(table, cell)]
-        out.add_row(*(Text(_key_text(k)) for k in key), *figures)
+        out.add_row(*(Text(visible(_key_text(k))) for k in key), *figures)
     return out

@@ -2,20 +2,33 @@
 tables, reports, exports).
 
 SQLite is opened read-only by the driver (a `mode=ro` URI) and with `PRAGMA query_only`, so a
-write statement fails inside SQLite itself and changes nothing; other databases run every query
-in a READ ONLY transaction that is rolled back. Nothing here migrates: reading never writes.
+write statement fails inside SQLite itself and changes nothing; ATTACH (and VACUUM INTO, which
+attaches its target) is refused by a limit of no attached databases, before SQLite opens, or
+creates, any other file. Other databases run every query in a READ ONLY transaction that is
+rolled back. Nothing here migrates: reading never writes.
+
+A user's query has a time limit and stops at Ctrl-C: SQLite runs it in C, where Python's signal
+handling cannot reach, so a progress handler polled by SQLite itself ends it.
 """
 from __future__ import annotations
 
+import signal
+import sqlite3
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from farm.errors import QueryError, StoreError
+from farm.errors import Interrupted, QueryError, StoreError
 from farm.store import BUSY_TIMEOUT_MS, _reason, resolve_url
+
+QUERY_TIMEOUT_S = 60.0
+_POLL_EVERY = 10_000  # SQLite virtual-machine steps between two looks at the clock and Ctrl-C
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -31,23 +44,27 @@ def database_exists(url: str | None) -> bool:
     return path is None or path.exists()
 
 
-def _read_only_url(url: str) -> str:
+def _engine(url: str):
     path = _sqlite_path(url)
     if path is None:
-        return url
+        return create_engine(url)
     if not path.exists():
         raise StoreError(f"no database at {path}", "run `farm submit` first, or point --db / "
                          "FARM_DB at the results database")
-    return f"sqlite:///file:{path}?mode=ro&uri=true"
+    # The driver is given the file itself: a path holding '?', '#' or '%' is quoted for the URI
+    # here, never parsed as a URL's query.
+    uri = f"file:{quote(str(path))}?mode=ro"
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(
+        uri, uri=True, check_same_thread=False))
+    event.listen(engine, "connect", _sqlite_read_only)
+    return engine
 
 
 class ReadOnly:
     def __init__(self, url: str | None = None):
         self.url = resolve_url(url)
-        self.engine = create_engine(_read_only_url(self.url))
+        self.engine = _engine(self.url)
         self.sqlite = self.engine.dialect.name == "sqlite"
-        if self.sqlite:
-            event.listen(self.engine, "connect", _sqlite_read_only)
 
     @contextmanager
     def connection(self):
@@ -62,23 +79,18 @@ class ReadOnly:
         except SQLAlchemyError as error:
             raise StoreError(f"cannot read {self.url}: {_reason(error)}") from None
 
-    def query(self, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
-        """A user's SQL: its columns and rows. Errors, a write included, are QueryError."""
-        with self.connection() as connection:
+    def query(self, sql: str, params: dict | None = None,
+              timeout_s: float = QUERY_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
+        """A user's SQL: its columns and rows, within `timeout_s`. Errors, a write included, are
+        QueryError; Ctrl-C ends the query with Interrupted."""
+        with self.connection() as connection, _bounded(connection, self.sqlite, timeout_s) as why:
             try:
                 result = connection.execute(text(sql), params or {})
+                if not result.returns_rows:
+                    return [], []
+                return list(result.keys()), [tuple(row) for row in result]
             except SQLAlchemyError as error:
-                reason = _reason(error)
-                if "readonly" in reason.replace(" ", "").lower() or "read-only" in reason.lower() \
-                        or "query_only" in reason.lower():
-                    raise QueryError(f"farm sql is read-only: {reason}; nothing was changed",
-                                     "use SELECT (and the views v_results, v_latest, "
-                                     "v_devices); results are written only by farm submit") from None
-                raise QueryError(f"query failed: {reason}",
-                                 "check the SQL; the README lists the views and columns") from None
-            if not result.returns_rows:
-                return [], []
-            return list(result.keys()), [tuple(row) for row in result]
+                raise _query_error(_reason(error), why, timeout_s) from None
 
     def rows(self, sql: str, params: dict | None = None) -> list[dict]:
         columns, rows = self.query(sql, params)
@@ -88,7 +100,58 @@ class ReadOnly:
         self.engine.dispose()
 
 
+def _query_error(reason: str, why: dict, timeout_s: float) -> Exception:
+    if why.get("stopped") == "ctrl-c":
+        return Interrupted("the query was interrupted (Ctrl-C); nothing was changed")
+    if why.get("stopped") == "timeout" or "statement timeout" in reason:
+        return QueryError(f"the query ran longer than {timeout_s:g} s and was stopped",
+                          "narrow it, or give it longer with --timeout SECONDS")
+    lowered = reason.lower()
+    if "too many attached databases" in lowered:
+        return QueryError("farm sql is read-only: ATTACH and VACUUM are refused (they would "
+                          "create or write another file); nothing was changed",
+                          "query the results database itself; copy it with sqlite3's .backup")
+    if "readonly" in lowered.replace(" ", "") or "read-only" in lowered or "query_only" in lowered:
+        return QueryError(f"farm sql is read-only: {reason}; nothing was changed",
+                          "use SELECT (and the views v_results, v_latest, v_devices); results "
+                          "are written only by farm submit")
+    return QueryError(f"query failed: {reason}",
+                      "check the SQL; the README lists the views and columns")
+
+
+@contextmanager
+def _bounded(connection, sqlite: bool, timeout_s: float):
+    """Stop the query after `timeout_s`, or at Ctrl-C; yields what stopped it (if anything)."""
+    why: dict = {}
+    if not sqlite:
+        connection.execute(text(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}"))
+        yield why
+        return
+    deadline = time.monotonic() + timeout_s
+
+    def stop() -> int:
+        if "ctrl-c" in why.values():
+            return 1
+        if time.monotonic() > deadline:
+            why["stopped"] = "timeout"
+            return 1
+        return 0
+
+    raw = connection.connection.driver_connection
+    raw.set_progress_handler(stop, _POLL_EVERY)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: why.update(stopped="ctrl-c"))
+    try:
+        yield why
+    finally:
+        raw.set_progress_handler(None, 0)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def _sqlite_read_only(dbapi_connection, _record) -> None:
+    dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA query_only=ON")
