@@ -1,6 +1,6 @@
 """What farm prints and reads back, against hostile text: Rich markup and terminal control
-characters in names, files and database values, and `farm sql` statements that would write a
-file, run forever, or ignore Ctrl-C."""
+characters in names, files and database values; `farm sql` statements that would write a file,
+run forever, or ignore Ctrl-C; and farm's private Ray as another process on the network sees it."""
 from __future__ import annotations
 
 import hashlib
@@ -125,3 +125,34 @@ def test_an_error_naming_a_file_with_brackets_is_one_plain_line(tmp_path):
     assert "[/b]sweep.yaml" in done.stderr.splitlines()[0]
     assert "Traceback" not in done.stderr and "internal error" not in done.stderr
     assert not (tmp_path / "farm.db").exists()
+
+
+def test_farms_private_ray_refuses_a_client_without_its_token():
+    """Ray 2.60 cannot listen on loopback only (it turns 127.0.0.1 into the host's address and
+    binds its gRPC servers to every interface), so what guards farm's private instance is Ray's
+    token authentication: a process without the token is refused at the GCS."""
+    import ray
+
+    from farm.api import ray_connection
+    from farm.inventory import Inventory
+
+    inventory = Inventory.model_validate({"devices": [{"name": "here", "kind": "local"}]})
+    with ray_connection(None, inventory):
+        address = ray.get_runtime_context().gcs_address
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        env["HOME"] = "/nonexistent"  # no ~/.ray/auth_token either
+        stranger = subprocess.Popen(
+            [sys.executable, "-c", f"import ray; ray.init(address={address!r}); print('in')"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        refused, seen = False, []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not refused:
+            line = stranger.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            refused = "InvalidAuthToken" in line or "Unauthenticated" in line
+        stranger.kill()
+        stranger.wait()
+    assert refused, "".join(seen[-5:])
+    assert not any(line.strip() == "in" for line in seen)
