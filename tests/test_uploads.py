@@ -181,3 +181,23 @@ def test_two_devices_on_one_board_prepare_at_once_and_both_run(boards, write_yam
     assert len(rows) == 4 and {status for _, status in rows} == {"done"}, rows
     assert {device for device, _ in rows} == {e["name"] for e in entries}
     assert len([p for p in board.workdir.iterdir()]) == 1  # one agent, no staging left
+
+
+def test_a_hub_snapshots_links_into_its_blobs_are_followed(tmp_path, monkeypatch):
+    """The Hugging Face cache keeps a snapshot's files as links to ../../blobs: inside the
+    repository, so they count as the checkpoint's own."""
+    from farm.checkpoints import hub_checkpoint_files
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub-cache" / "models--farmtest--tiny-bert"
+    for folder in ("refs", "blobs", f"snapshots/{revision}"):
+        (repo / folder).mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "blobs" / "c0ffee").write_text(CONFIG)
+    (repo / "snapshots" / revision / "config.json").symlink_to("../../blobs/c0ffee")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    files, _ = hub_checkpoint_files("farmtest/tiny-bert")
+    assert list(files) == ["config.json"]
+    (repo / "snapshots" / revision / "vocab.txt").symlink_to(tmp_path / "elsewhere.txt")
+    with pytest.raises(ConfigError, match="outside the checkpoint"):
+        hub_checkpoint_files("farmtest/tiny-bert")

@@ -142,8 +142,8 @@ def _upload(board: Board, workdir: str, name: str, digest: str,
     except OSError as error:
         _remove(board, staging)
         raise DeviceError(f"cannot upload {what} to {board.name} under {base}: "
-                          f"{error.strerror or error}",
-                          "check workdir: in the inventory and the disk space on the board") from None
+                          f"{error.strerror or error}", "check workdir: in the inventory and "
+                          "the disk space on the board") from None
     except BaseException:
         _remove(board, staging)
         raise
