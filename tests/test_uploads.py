@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import agents
 import pytest
 from conftest import QUICK
 from farm.errors import ConfigError
@@ -161,8 +162,12 @@ def test_an_upload_never_replaces_a_whole_one_another_uploader_made(boards, tmp_
 
 def test_two_devices_on_one_board_prepare_at_once_and_both_run(boards, write_yaml, db_url,
                                                                tmp_path, jetson_python):
-    """A 1 GiB and a 2 GiB entry on one Nano: same host and workdir, two devices."""
+    """A 1 GiB and a 2 GiB entry on one Nano: same host and workdir, two devices. A checkpoint
+    that links out of its folder fails its own jobs, with the reason, and nothing else."""
     board, = boards(1)
+    linked = _checkpoint(tmp_path / "linked")
+    (linked / "vocab.txt").unlink()
+    (linked / "vocab.txt").symlink_to("/etc/passwd")
     known_hosts = tmp_path / "known_hosts"
     entries = [dict(board.inventory_entry(known_hosts, jetson_python), name=f"{board.name}-{n}",
                     tags=["nano"]) for n in ("a", "b")]
@@ -171,16 +176,22 @@ def test_two_devices_on_one_board_prepare_at_once_and_both_run(boards, write_yam
                               str(inventory)], capture_output=True, text=True, timeout=60)
     assert trusted.returncode == 0, trusted.stderr
     sweep = write_yaml("sweep.yaml", {
-        "name": "shared", "devices": ["nano"], "models": ["bert-tiny", "bert-mini"],
+        "name": "shared", "devices": ["nano"],
+        "models": ["bert-tiny", "bert-mini", {"name": "linked", "path": str(linked)}],
         "batch_sizes": [1, 2], "seq_lens": [16], "measure": QUICK})
     ran = subprocess.run([FARM, "submit", str(sweep), "-i", str(inventory), "--db", db_url],
                          capture_output=True, text=True, timeout=600)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.returncode == 1, ran.stdout + ran.stderr  # some jobs failed: the linked ones
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as db:
-        rows = db.execute("select device, status from v_results").fetchall()
-    assert len(rows) == 4 and {status for _, status in rows} == {"done"}, rows
-    assert {device for device, _ in rows} == {e["name"] for e in entries}
-    assert len([p for p in board.workdir.iterdir()]) == 1  # one agent, no staging left
+        rows = db.execute("select device, status, model, error from v_results").fetchall()
+    done = [row for row in rows if row[2] != "linked"]
+    assert len(done) == 4 and {row[1] for row in done} == {"done"}, rows
+    assert {row[0] for row in done} == {e["name"] for e in entries}
+    refused = [row for row in rows if row[2] == "linked"]
+    assert len(refused) == 2 and {row[1] for row in refused} == {"failed"}, refused
+    print(refused[0][3])
+    assert all("/etc/passwd, outside the checkpoint" in row[3] for row in refused)
+    assert [p.name for p in board.workdir.iterdir()] == [f"agent-{agents.content_hash()}"]
 
 
 def test_a_hub_snapshots_links_into_its_blobs_are_followed(tmp_path, monkeypatch):
