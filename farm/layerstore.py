@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agents import catalog, layers, measure, methods, models
 from agents.methods import Variant, precision
-from farm.checkpoints import checkpoint_files, hub_folder
+from farm.checkpoints import checkpoint_files, hub_checkpoint_files
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,9 @@ def digest(model: dict, variant: Variant) -> str:
 
 
     if model.get("path") or model.get("hub"):
-        folder = Path(model["path"]) if model.get("path") else hub_folder(model["hub"])
-        source = {"checkpoint": checkpoint_files(folder)[1]}
+        files = checkpoint_files(Path(model["path"])) if model.get("path") \
+            else hub_checkpoint_files(model["hub"])
+        source = {"checkpoint": files[1]}
     else:  # random weights: the seed and the torch that draws them make the bytes
         source = {"catalog": model["name"], "entry": catalog.CATALOG[model["name"]],
                   "labels": catalog.NUM_LABELS, "seed": catalog.CATALOG_SEED,

@@ -2,15 +2,22 @@
 optionally inside a cgroup of the inventory's `memory:` on the board.
 
 The upload goes to <workdir>/agent-<hash>/ and is reused for as long as the agent's source has
-that hash; a half-finished upload is never used (it is written aside and renamed into place).
-A local checkpoint (path:) goes the same way to <workdir>/models/<name>-<hash>/.
+that hash; a half-finished upload is never used (it is written aside, under a name of its
+uploader's own, and renamed into place), so devices that share a board and workdir may prepare
+at once. A local checkpoint (path:) goes the same way to <workdir>/models/<name>-<hash>/: only
+its model files (farm/checkpoints.py), each with its own permission bits, and no pickle that
+this host has not read as data alone first.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
+import os
 import posixpath
 import shlex
+import stat
 import tempfile
 import uuid
 from pathlib import Path
@@ -21,9 +28,10 @@ from agents.layers import COMPLETE  # written last into an upload; the agent che
 from farm.cgroups import open_container
 from farm.checkpoints import checkpoint_files
 from farm.devices.process import AGENT_HOME, agent_vars
-from farm.devices.runner import AgentRunner
+from farm.devices.runner import AgentRunner, JobFailed
 from farm.devices.ssh import Board, RemoteProcess, connect
-from farm.errors import DeviceError
+from farm.errors import ConfigError, DeviceError
+from farm.results import Status
 
 BOARD_PYTHON = "python3"  # a board's interpreter when the inventory names none
 
@@ -42,18 +50,63 @@ def deploy(board: Board, workdir: str) -> tuple[str, bool]:
 
 def deploy_checkpoint(board: Board, workdir: str, folder: str) -> tuple[str, bool]:
     """A local checkpoint's copy on the board, named by its content: (its folder there,
-    whether it had to be uploaded now). Weights saved only as safetensors are sent as
-    pytorch_model.bin, which every torch can read (JetPack's transformers 4.18 cannot read
-    safetensors)."""
+    whether it had to be uploaded now). Everything is checked before the first byte leaves."""
     files, digest = checkpoint_files(Path(folder))
+    files = board_files(files, folder)
     with tempfile.TemporaryDirectory(prefix="farm-checkpoint-") as scratch:
-        def board_files() -> dict[str, str]:
-            if "model.safetensors" in files and "pytorch_model.bin" not in files:
+        def converted() -> dict[str, str]:
+            if "model.safetensors" in files:
                 files["pytorch_model.bin"] = _as_torch_file(files.pop("model.safetensors"),
                                                             scratch)
             return files
         return _upload(board, workdir, f"models/{Path(folder).name}-{digest}", digest,
-                       board_files, f"checkpoint {folder}")
+                       converted, f"checkpoint {folder}")
+
+
+def board_files(files: dict[str, str], folder: str) -> dict[str, str]:
+    """The checkpoint's files a board gets. JetPack's torch 1.10 has no weights_only: whatever
+    code a pickle holds would run there. So safetensors wins over any .bin beside it (farm
+    writes the board's torch file from it, _as_torch_file), and a .bin goes only once this
+    host's torch has read it as data alone."""
+    if "model.safetensors" in files:
+        return {n: p for n, p in files.items() if not n.startswith("pytorch_model")}
+    for name, path in files.items():
+        if name.endswith(".bin"):
+            version = Path(path).stat()
+            refused = _unsafe_pickle(path, version.st_size, version.st_mtime_ns)
+            if refused:
+                raise ConfigError(
+                    f"checkpoint {folder}", name,
+                    f"torch.load(weights_only=True) refuses it ({refused}); the board's torch "
+                    "1.10 would run any code it holds, so nothing was uploaded",
+                    "save the weights as safetensors (save_pretrained(folder, "
+                    "safe_serialization=True)), or torch.save a plain state_dict")
+    return dict(files)
+
+
+@functools.lru_cache(maxsize=32)
+def _unsafe_pickle(path: str, size: int, mtime_ns: int) -> str | None:
+    """Why a torch file is more than tensors, or None (once per version of the file)."""
+    import torch
+
+    if "weights_only" not in inspect.signature(torch.load).parameters:
+        return f"this host's torch {torch.__version__} cannot check a pickle; 1.13 or later can"
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle.UnpicklingError, and whatever a corrupt file raises
+        return f"{type(error).__name__}: {_gist(str(error))}"
+    return None
+
+
+# torch's explanations around the one line that says what the file holds
+_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue",
+                "WeightsUnpickler error:")
+
+
+def _gist(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith(_BOILERPLATE)] or lines[:1]
+    return " ".join(said)[:300]
 
 
 def _as_torch_file(safetensors_file: str, scratch: str) -> str:
@@ -62,19 +115,22 @@ def _as_torch_file(safetensors_file: str, scratch: str) -> str:
 
     target = str(Path(scratch) / "pytorch_model.bin")
     torch.save(load_file(safetensors_file), target)
+    os.chmod(target, stat.S_IMODE(os.stat(safetensors_file).st_mode))  # the source's readers
     return target
 
 
 def _upload(board: Board, workdir: str, name: str, digest: str,
             files: Callable[[], dict[str, str]], what: str) -> tuple[str, bool]:
     """Files into <workdir>/<name>/ on the board, unless a whole copy is there already (`files`
-    is asked for them only then: making them may cost a conversion). The copy is written aside
-    and renamed into place, so a half-finished one is never used."""
+    is asked for them only then: making them may cost a conversion); (the folder, whether this
+    call put it there). The copy is written under a name of this uploader's own and renamed
+    into place when whole, so any number of devices on one board may upload at once: a half
+    copy is never seen, and a whole one is never replaced (its content names it)."""
     base = board.home_path(workdir.rstrip("/") or "/")
     final = f"{base}/{name}"
     if board.exists(f"{final}/{COMPLETE}"):
         return final, False
-    staging = f"{final}.partial-{uuid.uuid4().hex[:8]}"
+    staging = f"{final}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         board.mkdir(staging)
         for relative, local in files().items():
@@ -82,14 +138,44 @@ def _upload(board: Board, workdir: str, name: str, digest: str,
                 board.mkdir(f"{staging}/{posixpath.dirname(relative)}")
             board.put(local, f"{staging}/{relative}")
         board.write_text(f"{staging}/{COMPLETE}", digest + "\n")
-        if board.exists(final):  # a broken earlier attempt, or another controller's upload
-            board.run(f"rm -rf {shlex.quote(final)}")
-        board.rename(staging, final)
+        return final, _move_into_place(board, staging, final)
     except OSError as error:
+        _remove(board, staging)
         raise DeviceError(f"cannot upload {what} to {board.name} under {base}: "
-                          f"{error.strerror or error}",
-                          "check workdir: in the inventory and the disk space on the board") from None
-    return final, True
+                          f"{error.strerror or error}", "check workdir: in the inventory and "
+                          "the disk space on the board") from None
+    except BaseException:
+        _remove(board, staging)
+        raise
+
+
+def _move_into_place(board: Board, staging: str, final: str) -> bool:
+    """Rename a whole copy into place; False when another uploader's whole copy got there
+    first (ours is dropped). A copy there without COMPLETE (an upload by an older farm that
+    died) is moved aside under our own name first, so two uploaders never remove each other's."""
+    for _ in range(3):
+        try:
+            board.rename(staging, final)
+            return True
+        except OSError:  # the name is taken (a rename onto a non-empty folder fails)
+            if board.exists(f"{final}/{COMPLETE}"):
+                _remove(board, staging)
+                return False
+        try:
+            board.rename(final, f"{staging}.broken")
+            _remove(board, f"{staging}.broken")
+        except FileNotFoundError:
+            pass  # someone else moved it: try again
+    board.rename(staging, final)
+    return True
+
+
+def _remove(board: Board, path: str) -> None:
+    if board.alive:
+        try:
+            board.run(f"rm -rf {shlex.quote(path)}")
+        except DeviceError:
+            pass  # the board went away: the leftover is a .partial name nothing reads
 
 
 def probe(board: Board, python: str, folder: str, full: bool = False) -> dict:
@@ -144,7 +230,11 @@ class JetsonRunner(AgentRunner):
         if not path:
             return model
         if path not in self.checkpoints:
-            self.checkpoints[path], _ = deploy_checkpoint(self.board, self.device.workdir, path)
+            try:
+                self.checkpoints[path], _ = deploy_checkpoint(self.board, self.device.workdir,
+                                                              path)
+            except ConfigError as error:  # the checkpoint's own fault: no retry can mend it
+                raise JobFailed(Status.FAILED, str(error)) from None
         return dict(model, path=self.checkpoints[path])
 
     def layer_store(self, model: dict, variant):

@@ -315,8 +315,15 @@ class Board:
             sftp.posix_rename(old, new)
 
     def put(self, local: str, remote: str) -> None:
-        with self._files() as sftp:
-            sftp.put(local, remote)
+        """Copy a file with its permission bits (never wider than this host's copy): they are
+        set on the empty file, before any byte is written, so that no reader ever sees the
+        content under the board's default 0644."""
+        mode = stat.S_IMODE(os.stat(local).st_mode) & 0o777
+        with self._files() as sftp, open(local, "rb") as source, sftp.open(remote, "wb") as f:
+            f.chmod(mode)
+            f.set_pipelined(True)
+            for block in iter(lambda: source.read(32768), b""):
+                f.write(block)
 
     def kill(self, pids: list[int]) -> None:
         if pids:
