@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from farm.errors import QueryError, StoreError
@@ -38,7 +39,9 @@ def _read_only_url(url: str) -> str:
     if not path.exists():
         raise StoreError(f"no database at {path}", "run `farm submit` first, or point --db / "
                          "FARM_DB at the results database")
-    return f"sqlite:///file:{path}?mode=ro&uri=true"
+    # An SQLite URI: '?', '#' and '%' in the path are percent-encoded, for SQLite to decode.
+    return URL.create("sqlite", database=f"file:{quote(str(path))}",
+                      query={"mode": "ro", "uri": "true"}).render_as_string(hide_password=False)
 
 
 class ReadOnly:
