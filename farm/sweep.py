@@ -23,8 +23,6 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
-
 from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_serializer,
                       field_validator, model_validator)
 
@@ -36,15 +34,17 @@ from farm.glue.data import Examples, read_examples
 from farm.glue.labels import LabelMismatch, Outputs, outputs_for
 from farm.glue.tasks import TASKS as GLUE_TASKS
 from farm.inventory import Inventory, Name
+from farm.limits import (DAY_S, MAX_BATCH, MAX_SAMPLES, MAX_SEQ_LEN, Seconds, at_least_zero,
+                         max_positions, whole)
 
 TASKS = (SYNTHETIC, *GLUE_TASKS)
 
 
 class Measure(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    warmup: int = Field(3, ge=0)
-    min_iters: int = Field(10, ge=1)
-    min_seconds: float = Field(1.0, ge=0)
+    warmup: whole(0, 100_000) = 3
+    min_iters: whole(1, 10_000_000) = 10
+    min_seconds: at_least_zero(DAY_S) = 1.0
 
 
 class ModelRef(BaseModel):
@@ -82,12 +82,13 @@ class Sweep(BaseModel):
     variants: tuple[Variant, ...] = Field(("fp32",), min_length=1, validate_default=True)
     tasks: tuple[str, ...] = Field((SYNTHETIC,), min_length=1)
     data_dir: str | None = None  # GLUE: the distribution's layout; None: the datasets cache
-    max_samples: int | None = Field(None, gt=0)  # GLUE: the first N examples of each task
-    batch_sizes: tuple[Annotated[int, Field(gt=0)], ...] = Field((1,), min_length=1)
-    seq_lens: tuple[Annotated[int, Field(gt=0)], ...] = Field((128,), min_length=1)
+    max_samples: whole(1, MAX_SAMPLES) | None = None  # GLUE: the first N examples of each task
+    batch_sizes: tuple[whole(1, MAX_BATCH), ...] = Field((1,), min_length=1)
+    # Each also within every model's positions (_seq_lens_fit_models).
+    seq_lens: tuple[whole(1, MAX_SEQ_LEN), ...] = Field((128,), min_length=1)
     measure: Measure = Measure()
-    timeout_s: float = Field(600, gt=0)
-    retries: int = Field(2, ge=0)  # infrastructure failures a job may have before it ends failed
+    timeout_s: Seconds = 600
+    retries: whole(0, 100) = 2  # infrastructure failures a job may have before it ends failed
     require_locked_clocks: bool = False  # refuse Jetson boards whose clocks scale
 
     @field_validator("models", mode="before")
@@ -190,6 +191,34 @@ class Sweep(BaseModel):
                                   "use a checkpoint fine-tuned on this task, or name its labels "
                                   "in config.json (id2label)", ("models", i, "paths", task)) from None
         return self
+
+    @model_validator(mode="after")
+    def _seq_lens_fit_models(self):
+        """A seq_len beyond a model's position embeddings fails inside torch, on the device,
+        after the sweep was recorded: refused here instead."""
+        longest = max(self.seq_lens)
+        for i, ref in enumerate(self.models):
+            for task in self.tasks:
+                limit = _positions(ref.for_task(task))
+                if limit is not None and longest > limit:
+                    raise Problem(f"{longest} is longer than model {ref.name!r} allows "
+                                  f"({limit} positions)", f"use seq_lens of at most {limit}",
+                                  ("seq_lens", self.seq_lens.index(longest)))
+        return self
+
+
+def _positions(ref: ModelRef) -> int | None:
+    """The longest input a model takes (catalog models: their configuration, where transformers'
+    default, 512, applies unless it says otherwise)."""
+    if ref.catalog:
+        entry = CATALOG[ref.name]
+        return max_positions({"type": entry["type"], **entry["config"]}, 512)
+    config = Path(ref.path) / "config.json" if ref.path else Path(_cached_config(ref.hub))
+    try:
+        parsed = json.loads(config.read_text())
+        return max_positions(parsed) if isinstance(parsed, dict) else None
+    except (OSError, ValueError):
+        return None  # an unreadable config.json is reported where the model is loaded
 
 
 def _cached_config(hub: str) -> str | None:

@@ -341,3 +341,27 @@ def test_class_names_from_the_schema_when_dataset_info_lacks_them(tmp_path):
     saved = write_saved_dataset(tmp_path, "qnli", EXAMPLES["qnli"])
     (saved / "validation" / "dataset_info.json").write_text("{}")
     assert read_examples("qnli", saved).labels == ("entailment", "not_entailment")
+
+
+def test_cr_only_line_ends_are_lines(tmp_path):
+    """A file saved with old Mac line ends (\r alone) holds as many examples as it has lines."""
+    path = tmp_path / "SST-2" / "dev.tsv"
+    path.parent.mkdir()
+    path.write_bytes(b"sentence\tlabel\rgood\t1\r\rbad\t0\rok\t1\r")
+    examples = read_examples("sst2", tmp_path)
+    assert examples.texts == (("good",), ("bad",), ("ok",)) and examples.labels == ("1", "0", "1")
+
+
+@pytest.mark.parametrize("body, line, words", [
+    (b"sentence\tlabel\ngood\t1\rbad\t0\nok\t1\n", 2, "3 tab-separated columns where the file has 2"),
+    (b"sentence\tlabel\ngo\tod\t1\nbad\t0\n", 2, "a tab inside a text"),
+    (b"sentence\tlabel\ngood\t1\nb\0ad\t0\n", 3, "a NUL byte"),
+])
+def test_joined_rows_tabs_and_nul_bytes_name_their_line(tmp_path, body, line, words):
+    """Rows joined by a lone \r in an LF file, or a text's own tab, would shift columns: refused
+    with the line, as is a NUL byte."""
+    path = tmp_path / "SST-2" / "dev.tsv"
+    path.parent.mkdir()
+    path.write_bytes(body)
+    error = raises("sst2", tmp_path)
+    assert error.line == line and f"{path}:{line}:" in str(error) and words in str(error)

@@ -95,9 +95,11 @@ def _read_tsv(task: Task, data_dir: Path, limit: int | None):
                         f"restore {task.folder}/{task.dev_file} from the GLUE distribution")
     if task.header:
         columns = _header_columns(task, path, first[1])
+        width = len(first[1].split("\t"))
     else:
         lines = itertools.chain([first], lines)
         columns = [(f"column {i + 1}", i) for i in (*task.text_columns, task.label_column)]
+        width = max(index for _, index in columns) + 1
     needed = max(index for _, index in columns) + 1
     texts, labels = [], []
     for number, line in lines:
@@ -108,6 +110,10 @@ def _read_tsv(task: Task, data_dir: Path, limit: int | None):
                             f"columns, found {len(fields)}",
                             "repair or remove this line (tabs inside a text break the row)",
                             number)
+        if len(fields) > width:  # a text's tab, or two rows joined by a lone \r line end
+            raise DataError(str(path), "(line)", f"{len(fields)} tab-separated columns where "
+                            f"the file has {width}", "repair this line: a tab inside a text, or "
+                            "mixed line ends (convert them all to LF)", number)
         texts.append(tuple(fields[index] for _, index in columns[:-1]))
         labels.append(_tsv_label(task, fields[columns[-1][1]], str(path), columns[-1][0], number))
         if limit is not None and len(texts) >= limit:
@@ -119,15 +125,24 @@ def _read_tsv(task: Task, data_dir: Path, limit: int | None):
 
 
 def _lines(path: Path):
-    """(line number, text) of each non-blank line; only \\n ends a line (texts may hold \\r)."""
+    """(line number, text) of each non-blank line. \\n ends a line (texts may hold a lone \\r),
+    except in a file with no \\n at all, whose lines end with \\r (old Mac line ends)."""
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
+        start = handle.read(64 * 1024)
+        handle.seek(0)
+        raws = handle if b"\n" in start or b"\r" not in start else \
+            iter(handle.read().split(b"\r"))
+        for number, raw in enumerate(raws, 1):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise DataError(str(path), "(file)", f"not UTF-8 text (byte {error.start} of "
                                 "the line)", "re-extract the file from the GLUE distribution",
                                 number) from None
+            if "\0" in line:
+                raise DataError(str(path), "(file)", "a NUL byte in this line (not a text "
+                                "file, or a damaged one)",
+                                "re-extract the file from the GLUE distribution", number)
             # MRPC's files start with a byte-order mark, inherited from Microsoft's originals.
             line = (line.removeprefix("\ufeff") if number == 1 else line).rstrip("\r\n")
             if line.strip():

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from farm.errors import StoreError
 from farm.results import FINAL, Status, load_row, measured, result_row
@@ -30,17 +32,33 @@ def resolve_url(value: str | None, default: str = DEFAULT_DB) -> str:
     value = value or os.environ.get("FARM_DB") or default
     if "://" in value:
         return value
-    return f"sqlite:///{Path(value).expanduser().resolve()}"
+    # Built, not formatted: a path's '?', '#' and '%' are quoted, so that none of them is read
+    # as the start of the URL's query (which would cut the path there).
+    path = str(Path(value).expanduser().resolve())
+    return URL.create("sqlite", database=path).render_as_string(hide_password=False)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
+    # First: two farms opening a new file at once both switch it to WAL, and the second waits.
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
     # With WAL, NORMAL never corrupts; a power cut may lose the last commits, a crash does not.
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _exclusive_begin(engine) -> None:
+    """Transactions on this engine take SQLite's write lock when they begin (pysqlite would
+    begin lazily, at the first write, after the migration has read the schema's revision)."""
+    @event.listens_for(engine, "connect")
+    def _driver_leaves_transactions_to_us(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_exclusive(connection):
+        connection.exec_driver_sql("BEGIN EXCLUSIVE")
 
 
 @dataclass(frozen=True)
@@ -78,14 +96,41 @@ class Store(RunsMixin):
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
     def _migrate(self) -> None:
+        """Bring the schema to head in one transaction that holds the database's write lock
+        from its start: two farms creating one database at once migrate one after the other,
+        and the second finds nothing to do."""
         from alembic import command
         from alembic.config import Config
 
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        sqlite = self.engine.dialect.name == "sqlite"
+        engine = create_engine(self.url, poolclass=NullPool) if sqlite else self.engine
+        if sqlite:
+            event.listen(engine, "connect", _sqlite_pragmas)
+            _exclusive_begin(engine)
+        try:
+            with engine.begin() as connection:
+                if engine.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(7216)"))  # 'farm'
+                self._known_revision(connection, config)
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        finally:
+            if sqlite:
+                engine.dispose()
+
+    def _known_revision(self, connection, config) -> None:
+        """A schema that a newer farm migrated past our head: refused, never "upgraded"."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        scripts = ScriptDirectory.from_config(config)
+        known = {script.revision for script in scripts.walk_revisions()}
+        for revision in MigrationContext.configure(connection).get_current_heads():
+            if revision not in known:
+                raise StoreError(f"the database at {_shown(self.url)} was written by a newer "
+                                 f"farm (revision {revision})", "upgrade farm")
 
     def _write(self):
         return _Transaction(self.session)
@@ -261,6 +306,14 @@ class _Transaction:
         if isinstance(error, SQLAlchemyError):
             raise StoreError(f"database write failed: {_reason(error)}") from None
         return False
+
+
+def _shown(url: str) -> str:
+    """A URL as a person wrote it: an SQLite file's path, or the URL without its password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return parsed.database
+    return parsed.render_as_string(hide_password=True)
 
 
 def _reason(error: SQLAlchemyError) -> str:

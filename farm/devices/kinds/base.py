@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from farm.config import Problem
+from farm.limits import MAX_MEMORY
 
 if TYPE_CHECKING:
     from farm.devices import DeviceRunner
@@ -32,6 +33,9 @@ def parse_size(value) -> int:
         if not match:
             raise Problem(f"{value!r} is not a memory size", "write a size like 2GiB or 512MiB")
         size = int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
+    if size > MAX_MEMORY:
+        raise Problem(f"{value!r} is more memory than any machine has",
+                      "write a size like 2GiB or 512MiB")
     if size < 16 * 2**20:
         raise Problem(f"{value!r} is below 16 MiB, too small to start Python",
                       "write a size like 2GiB or 512MiB")

@@ -6,16 +6,24 @@ import functools
 import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ValidationInfo, field_validator
 
 from farm.devices.health import check_here
 from farm.devices.kinds.base import DeviceDescription, Kind, MemorySize
+from farm.limits import MAX_CPUS, cpus_on_this_host, memory_on_this_host, positive
 
 
 class CgroupDevice(DeviceDescription):
     kind: Literal["cgroup"]
     memory: MemorySize  # the container's memory limit; swap is off inside it
-    cpus: float = Field(1.0, gt=0)  # CPU allowance (CFS quota); torch threads = floor(cpus)
+    cpus: positive(MAX_CPUS) = 1.0  # CPU allowance (CFS quota); torch threads = floor(cpus)
+
+    @field_validator("memory", "cpus")
+    @classmethod
+    def _within_this_host(cls, value, info: ValidationInfo):
+        if info.data.get("node"):  # another Ray node's resources are not known here
+            return value
+        return (memory_on_this_host if info.field_name == "memory" else cpus_on_this_host)(value)
 
 
 def cgroup_runner(device: CgroupDevice):

@@ -11,19 +11,20 @@ from farm.config import Problem
 from farm.devices.health import FAIL, OK, Check, container_check, facts_checks, skipped
 from farm.devices.kinds.base import DeviceDescription, Kind, MemorySize
 from farm.errors import DeviceError
+from farm.limits import MAX_CPUS, Seconds, positive, whole
 
 
 class JetsonDevice(DeviceDescription):
     kind: Literal["jetson"]
     host: Annotated[str, Field(min_length=1)]  # a name, an address, or a ~/.ssh/config Host
-    port: int | None = Field(None, gt=0, lt=65536)  # default: ~/.ssh/config's, else 22
+    port: whole(1, 65535) | None = None  # default: ~/.ssh/config's, else 22
     user: str | None = None  # default: ~/.ssh/config's, else your login name
     key: str | None = None  # default: ~/.ssh/config's IdentityFile, and the ssh-agent
     known_hosts: str | None = None  # where host keys are pinned (default ~/.ssh/known_hosts)
     memory: MemorySize | None = None  # run the agent in a cgroup of this size on the board
-    cpus: float | None = Field(None, gt=0)  # torch threads (and with memory:, the CPU quota)
+    cpus: positive(MAX_CPUS) | None = None  # torch threads (and with memory:, the CPU quota)
     workdir: str = "~/.cache/farm"  # where the agent is kept on the board
-    connect_timeout_s: float = Field(10.0, gt=0)
+    connect_timeout_s: Seconds = 10.0
 
     @model_validator(mode="before")
     @classmethod

@@ -5,17 +5,19 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator
 
 from farm.devices.health import check_here
 from farm.devices.kinds.base import DeviceDescription, Kind
+from farm.limits import MAX_CPUS, cpus_on_this_host, positive
 
 
 class LocalDevice(DeviceDescription):
     kind: Literal["local"]
-    cpus: float | None = Field(None, gt=0)  # torch threads; default: all cores
+    # torch threads; default: all cores
+    cpus: Annotated[positive(MAX_CPUS), AfterValidator(cpus_on_this_host)] | None = None
 
 
 def local_runner(device: LocalDevice):
