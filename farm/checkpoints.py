@@ -34,7 +34,7 @@ def checkpoint_files(folder: Path, links_within: Path | None = None
     no file changes size or modification time (every streamed group and every board upload asks
     again)."""
     folder = Path(folder)
-    _refuse_outside_links(folder, Path(links_within or folder))
+    refuse_outside_links(folder, Path(links_within or folder))
     files = {p.name: str(p) for p in sorted(folder.iterdir())
              if p.is_file() and any(fnmatch.fnmatchcase(p.name, n) for n in MODEL_FILES)}
     signature = tuple((relative, local, Path(local).stat().st_size, Path(local).stat().st_mtime_ns)
@@ -42,9 +42,9 @@ def checkpoint_files(folder: Path, links_within: Path | None = None
     return files, _content_hash(signature)
 
 
-def _refuse_outside_links(folder: Path, within: Path) -> None:
+def refuse_outside_links(folder: Path, within: Path | None = None) -> None:
     """Every symlink directly in the folder (the only entries farm reads) must stay inside."""
-    root = os.path.realpath(within)
+    root = os.path.realpath(within or folder)
     for entry in sorted(folder.iterdir()):
         if not entry.is_symlink():
             continue

@@ -28,6 +28,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_serial
 
 from agents.catalog import CATALOG, SYNTHETIC
 from agents.methods import MethodError, Variant
+from farm.checkpoints import refuse_outside_links
 from farm.config import Problem, field_name, load_spec
 from farm.errors import ConfigError
 from farm.glue.data import Examples, read_examples
@@ -183,6 +184,8 @@ class Sweep(BaseModel):
                 if not (ref.for_task(task).path or ref.for_task(task).hub):
                     raise Problem(f"model {ref.name!r} has no checkpoint for task {task!r}",
                                   f"add paths: {{{task}: DIR}} or path:", ("models", i, "paths"))
+                _own_files(ref.for_task(task), ("models", i, "paths", task)
+                           if task in (ref.paths or {}) else ("models", i, "path"))
             for task in (t for t in (ref.paths or {}) if t in self.tasks):
                 try:
                     checkpoint_outputs(ref.for_task(task), task)
@@ -205,6 +208,17 @@ class Sweep(BaseModel):
                                   f"({limit} positions)", f"use seq_lens of at most {limit}",
                                   ("seq_lens", self.seq_lens.index(longest)))
         return self
+
+
+def _own_files(ref: ModelRef, field: tuple) -> None:
+    """A checkpoint folder whose symlinks leave it is refused when the sweep is read, before any
+    device is prepared (the upload would refuse it too, one job at a time)."""
+    if ref.path and Path(ref.path).is_dir():
+        try:
+            refuse_outside_links(Path(ref.path))
+        except ConfigError as error:
+            raise Problem(error.message.replace("; refused, and nothing was uploaded", ""),
+                          error.hint, field) from None
 
 
 def _positions(ref: ModelRef) -> int | None:

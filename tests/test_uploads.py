@@ -163,7 +163,7 @@ def test_an_upload_never_replaces_a_whole_one_another_uploader_made(boards, tmp_
 def test_two_devices_on_one_board_prepare_at_once_and_both_run(boards, write_yaml, db_url,
                                                                tmp_path, jetson_python):
     """A 1 GiB and a 2 GiB entry on one Nano: same host and workdir, two devices. A checkpoint
-    that links out of its folder fails its own jobs, with the reason, and nothing else."""
+    that links out of its folder is refused when the sweep is read: nothing reaches the board."""
     board, = boards(1)
     linked = _checkpoint(tmp_path / "linked")
     (linked / "vocab.txt").unlink()
@@ -175,22 +175,26 @@ def test_two_devices_on_one_board_prepare_at_once_and_both_run(boards, write_yam
     trusted = subprocess.run([FARM, "devices", "trust", entries[0]["name"], "-y", "-i",
                               str(inventory)], capture_output=True, text=True, timeout=60)
     assert trusted.returncode == 0, trusted.stderr
-    sweep = write_yaml("sweep.yaml", {
-        "name": "shared", "devices": ["nano"],
-        "models": ["bert-tiny", "bert-mini", {"name": "linked", "path": str(linked)}],
-        "batch_sizes": [1, 2], "seq_lens": [16], "measure": QUICK})
-    ran = subprocess.run([FARM, "submit", str(sweep), "-i", str(inventory), "--db", db_url],
+    sweep = {"name": "shared", "devices": ["nano"], "batch_sizes": [1, 2], "seq_lens": [16],
+             "measure": QUICK, "models": [{"name": "linked", "path": str(linked)}]}
+    refused = subprocess.run([FARM, "submit", str(write_yaml("linked.yaml", sweep)), "-i",
+                              str(inventory), "--db", db_url],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "vocab.txt: is a symlink to /etc/passwd, outside the checkpoint's folder" in \
+        refused.stderr.splitlines()[0]
+    assert not Path(db_url.removeprefix("sqlite:///")).exists()
+    assert not board.workdir.exists() or not any(board.workdir.iterdir())
+
+    sweep["models"] = ["bert-tiny", "bert-mini"]
+    ran = subprocess.run([FARM, "submit", str(write_yaml("sweep.yaml", sweep)), "-i",
+                          str(inventory), "--db", db_url],
                          capture_output=True, text=True, timeout=600)
-    assert ran.returncode == 1, ran.stdout + ran.stderr  # some jobs failed: the linked ones
+    assert ran.returncode == 0, ran.stdout + ran.stderr
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as db:
-        rows = db.execute("select device, status, model, error from v_results").fetchall()
-    done = [row for row in rows if row[2] != "linked"]
-    assert len(done) == 4 and {row[1] for row in done} == {"done"}, rows
-    assert {row[0] for row in done} == {e["name"] for e in entries}
-    refused = [row for row in rows if row[2] == "linked"]
-    assert len(refused) == 2 and {row[1] for row in refused} == {"failed"}, refused
-    print(refused[0][3])
-    assert all("/etc/passwd, outside the checkpoint" in row[3] for row in refused)
+        rows = db.execute("select device, status from v_results").fetchall()
+    assert len(rows) == 4 and {row[1] for row in rows} == {"done"}, rows
+    assert {row[0] for row in rows} == {e["name"] for e in entries}
     assert [p.name for p in board.workdir.iterdir()] == [f"agent-{agents.content_hash()}"]
 
 
