@@ -139,8 +139,11 @@ class DeviceLock:
     def take(self, owner: Owner) -> None:
         if self.held:
             return
-        process = self.host.start([self.python, "-c", LOCKER, self.device,
-                                   json.dumps(asdict(owner))])
+        try:
+            process = self.host.start([self.python, "-c", LOCKER, self.device,
+                                       json.dumps(asdict(owner))])
+        except OSError as error:  # no such interpreter here (a board's is started by its shell)
+            raise self._cannot(error.strerror or str(error)) from None
         answer = self._answer(process)
         if "busy" in answer:
             _end(process)
@@ -183,10 +186,14 @@ class DeviceLock:
             pass
         process.kill()
         tail = " | ".join(_read_tail(process).splitlines()[-3:]) or "no answer"
-        raise DeviceError(f"cannot lock device {self.device!r} on {self.host.name} with "
-                          f"{self.python}: {tail}",
-                          "the lock needs a Python 3.6+ there (python: in the inventory) and a "
-                          "writable /run/lock or /tmp")
+        _end(process)
+        raise self._cannot(tail)
+
+    def _cannot(self, why: str) -> DeviceError:
+        return DeviceError(f"cannot lock device {self.device!r} on {self.host.name} with "
+                           f"{self.python}: {why}",
+                           "the lock needs a Python 3.6+ there (python: in the inventory) and "
+                           "a writable /run/lock or /tmp")
 
     def _refusal(self, holder: dict) -> str:
         if not holder.get("pid"):
