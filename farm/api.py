@@ -12,6 +12,7 @@ from pathlib import Path
 from farm.controller import (DEVICE_RESOURCE, Observer, Scheduler, close_workers,
                              prepare_workers, start_workers)
 from farm.devices.kinds import kind_of
+from farm.devices.lock import Owner
 from farm.errors import (ConfigError, DeviceError, DeviceUnreachable, FarmError,
                          HostKeyRefused, QueryError)
 from farm.inventory import Inventory, load_inventory
@@ -161,7 +162,7 @@ def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, 
     with ray_connection(ray_address, inventory):
         workers = start_workers(devices)
         try:
-            ready, failed = prepare_workers(workers)
+            ready, failed = prepare_workers(workers, Owner.of(sweep.name, store.url))
             failed.update(_clock_refusals(sweep, inventory, ready, sweep_file))
             for name, error in failed.items():
                 ready.pop(name, None)

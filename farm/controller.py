@@ -20,7 +20,8 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from agents.catalog import CATALOG
 from agents.methods import Variant
 from farm.devices import group_key
-from farm.errors import DeviceError, FarmError
+from farm.devices.lock import Owner
+from farm.errors import Busy, DeviceError, FarmError
 from farm.glue.data import Examples
 from farm.glue.scoring import score
 from farm.policy import RetryPolicy
@@ -41,9 +42,9 @@ class DeviceWorker:
         self.runner = runner_for(device)
         self.pending_events = deque()
 
-    def prepare(self) -> dict:
+    def prepare(self, owner: Owner | None = None) -> dict:
         import socket
-        return self.runner.prepare(host=socket.gethostname(),
+        return self.runner.prepare(owner, host=socket.gethostname(),
                                    ray_node=ray.get_runtime_context().get_node_id())
 
     def run_job(self, job: dict, texts: list | None = None) -> dict:
@@ -132,10 +133,13 @@ def _placement(node: str) -> dict:
                       "use a node's IP or id from `ray status`, or remove node:")
 
 
-def prepare_workers(workers: dict[str, object]) -> tuple[dict[str, dict], dict[str, FarmError]]:
+def prepare_workers(workers: dict[str, object], owner: Owner | None = None
+                    ) -> tuple[dict[str, dict], dict[str, FarmError]]:
     """Ready every device (in parallel) before anything is written: the facts of those that are
-    ready, and farm's own error for each that is not."""
-    refs = {name: worker.prepare.remote() for name, worker in workers.items()}
+    ready, and farm's own error for each that is not. Raises Busy, once every device has
+    answered, if another farm holds one of them: the run stops there, as when its database
+    says so, and no device is marked broken for being in use."""
+    refs = {name: worker.prepare.remote(owner) for name, worker in workers.items()}
     ready, refused = {}, {}
     for name, ref in refs.items():
         try:
@@ -146,6 +150,9 @@ def prepare_workers(workers: dict[str, object]) -> tuple[dict[str, dict], dict[s
                 f"device {name!r} failed to prepare: {cause}")
         except RayActorError as error:
             refused[name] = DeviceError(f"device {name!r}: its worker died: {_first_line(error)}")
+    busy = [error for error in refused.values() if isinstance(error, Busy)]
+    if busy:
+        raise busy[0]
     return ready, refused
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from typing import IO, Protocol
 
 
@@ -25,6 +26,21 @@ class Host(Protocol):
         """A file kept open for reading and writing (cgroup v2's per-descriptor memory.peak)."""
     def kill(self, pids: list[int]) -> None:
         """SIGKILL these processes; ones already gone are no error."""
+    def start(self, argv: list[str]) -> Process:
+        """A process with text pipes to its stdin, stdout and stderr (farm.devices.lock's
+        locker, which must live on the device's own host)."""
+
+
+class Process(Protocol):
+    """What a caller of Host.start needs: subprocess.Popen here, an SSH channel on a board."""
+    stdin: IO[str]
+    stdout: IO[str]
+    stderr: IO[str]
+    pid: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def kill(self) -> None: ...
 
 
 class LocalHost:
@@ -59,6 +75,11 @@ class LocalHost:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def start(self, argv: list[str]) -> Process:
+        # Its own session: a Ctrl-C meant for farm must not end it before farm has cleaned up.
+        return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 LOCAL = LocalHost()

@@ -73,6 +73,9 @@ class V1Container:
     def pids(self) -> list[int]:
         return read_pids(self.host, self.memory_dir / "cgroup.procs")
 
+    def paths(self) -> list[str]:
+        return [str(d) for d in (self.memory_dir, self.cpu_dir) if d is not None]
+
     def kill(self) -> None:
         self.host.kill(self.pids())
 

@@ -77,6 +77,9 @@ class V2Container:
     def pids(self) -> list[int]:
         return read_pids(self.host, self.path / "cgroup.procs")
 
+    def paths(self) -> list[str]:
+        return [str(self.path)]
+
     def kill(self) -> None:
         kill_file = self.path / "cgroup.kill"  # Linux 5.14+: kills the whole cgroup at once
         if self.host.exists(str(kill_file)):

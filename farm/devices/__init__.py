@@ -18,9 +18,10 @@ def group_key(spec: dict) -> str:
 
 
 class DeviceRunner(Protocol):
-    def prepare(self, **context) -> dict:
+    def prepare(self, owner=None, **context) -> dict:
         """Make the device ready (container, agent upload); return facts about it, with the
-        given context (host, Ray node), to be recorded with every result."""
+        given context (host, Ray node), to be recorded with every result. Holds the device
+        for `owner` (farm.devices.lock.Owner) until close(); Busy if another farm holds it."""
 
     def run(self, job: dict, on_event: Callable[[dict], None]) -> dict:
         """Run one job to an outcome: {'status', 'error', 'result', 'started_at', ...}."""

@@ -27,6 +27,7 @@ import agents
 from agents.layers import COMPLETE  # written last into an upload; the agent checks it on stores
 from farm.cgroups import open_container
 from farm.checkpoints import checkpoint_files
+from farm.devices.lock import DeviceLock
 from farm.devices.process import AGENT_HOME, agent_vars
 from farm.devices.runner import AgentRunner, JobFailed
 from farm.devices.ssh import Board, RemoteProcess, connect
@@ -205,24 +206,29 @@ class JetsonRunner(AgentRunner):
         self.python = board_python(device)
         self.checkpoints: dict[str, str] = {}  # local checkpoint -> its copy on the board
 
-    def prepare(self, **context) -> dict:
+    def prepare(self, owner=None, **context) -> dict:
         if self.board is None or not self.board.alive:
             self.board = connect(self.device)
         self.folder, uploaded = deploy(self.board, self.device.workdir)
-        board_facts = probe(self.board, self.python, self.folder)
+        board_facts = probe(self.board, self.python, self.folder)  # the interpreter works
+        self.hold(owner)  # taken with it, before anything on the board is made or run for jobs
         if not self.device.cpus:  # torch threads: every CPU the board has online
             self.threads = int(board_facts.get("cpu_count") or 1)
         if self.device.memory is not None and self.container is None:
             board = self.board
             self.container_factory = lambda: open_container(
                 self.device.name, self.device.memory, self.device.cpus, host=board)
-        facts = super().prepare(**context)
+        facts = super().prepare(owner, **context)
         facts.update(
             ssh=f"{self.board.target.user}@{self.board.target.hostname}:{self.board.target.port}",
             agent_upload="uploaded" if uploaded else "reused", agent_dir=self.folder,
             **{k: board_facts.get(k) for k in (
                 "l4t", "power_mode", "power_mode_id", "clocks_locked", "tegrastats")})
         return facts
+
+    def device_lock(self) -> DeviceLock:
+        """The lock lives on the board, held by its own interpreter over this connection."""
+        return DeviceLock(self.device.name, self.board, self.python)
 
     def model_on_device(self, model: dict) -> dict:
         """The board loads its own copy of a local checkpoint."""

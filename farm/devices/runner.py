@@ -23,6 +23,7 @@ from farm import layerstore
 from farm.cgroups import Container
 
 from farm.devices import group_key
+from farm.devices.lock import DeviceLock, Owner
 from farm.devices.session import AgentExited, AgentProcess, AgentSession, DeadlinePassed
 from farm.errors import AgentCrashed, DeviceError
 from farm.results import Failure, Status
@@ -58,12 +59,16 @@ class AgentRunner:
         self.session: AgentSession | None = None
         self.group: str | None = None
         self.facts: dict = {}
+        self.lock: DeviceLock | None = None
         self._cancelled = threading.Event()
 
-    def prepare(self, **context) -> dict:
-        """Make the device ready; `context` (host, Ray node) is recorded with every result."""
+    def prepare(self, owner: Owner | None = None, **context) -> dict:
+        """Make the device ready; `context` (host, Ray node) is recorded with every result.
+        Raises Busy if another farm, whatever its database, holds the device."""
+        self.hold(owner)
         if self.container_factory is not None and self.container is None:
             self.container = self.container_factory()
+            self.lock.watch(self.container.paths())
         self.facts = {"device": self.device.name, "kind": self.device.kind,
                       "threads": self.threads, "farm": farm.__version__, **context}
         if self.container is not None:
@@ -146,6 +151,17 @@ class AgentRunner:
         except Exception as error:  # the model cannot be built or split: the job's own failure
             raise JobFailed(Status.FAILED, "cannot prepare the layer store of "
                             f"{job['model']['name']}: {type(error).__name__}: {error}") from None
+
+    def hold(self, owner: Owner | None) -> None:
+        """Take the device's lock before anything touches the device (its cgroup first)."""
+        if self.lock is None:
+            lock = self.device_lock()
+            lock.take(owner or Owner())
+            self.lock = lock
+
+    def device_lock(self) -> DeviceLock:
+        """The lock on the host that holds the device (here, unless a kind says otherwise)."""
+        return DeviceLock(self.device.name)
 
     def layer_store(self, model: dict, variant: Variant) -> layerstore.LayerStore:
         """The model's per-layer weight store, as the variant makes it, where the device's agent
@@ -249,7 +265,12 @@ class AgentRunner:
     def close(self) -> None:
         # Nothing is left to save in an idle agent; killing it (its container or process group,
         # tegrastats included) spares the interpreter's slow teardown of torch.
-        self._stop_agent()
-        if self.container is not None:
-            self.container.remove()
-            self.container = None
+        try:
+            self._stop_agent()
+            if self.container is not None:
+                self.container.remove()
+                self.container = None
+        finally:  # the device goes to the next owner only once it is empty
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None

@@ -337,6 +337,11 @@ class Board:
                 pass
         self.client.close()
 
+    def start(self, argv: list[str]) -> RemoteProcess:
+        """farm.hosts.Host's start: a command on its own channel, ended with it."""
+        import shlex
+        return RemoteProcess(self, shlex.join(argv))
+
 
 class RemoteProcess:
     """A command started on a board, shaped like subprocess.Popen for farm.devices.session.
