@@ -12,8 +12,8 @@ from pathlib import Path
 from farm.controller import (DEVICE_RESOURCE, Observer, Scheduler, close_workers,
                              prepare_workers, start_workers)
 from farm.devices.kinds import kind_of
-from farm.devices.lock import Owner
-from farm.errors import (ConfigError, DeviceError, DeviceUnreachable, FarmError,
+from farm.devices.lock import Owner, held_here, lock_path, refusal
+from farm.errors import (Busy, ConfigError, DeviceError, DeviceUnreachable, FarmError,
                          HostKeyRefused, QueryError)
 from farm.inventory import Inventory, load_inventory
 from farm.results import Status
@@ -140,6 +140,9 @@ def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: st
                     ran, refused, cancelled = _drive(store, sweep, inventory, pools, jobs, data,
                                                      kinds, sweep_file, ray_address, observer)
                 outcome = "cancelled" if cancelled else "finished"
+            except Busy:  # another farm, with another database, holds a device
+                outcome = "refused"
+                raise
             finally:
                 store.end_run(outcome)
         else:
@@ -159,6 +162,7 @@ def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, 
     devices = [d for d in inventory.devices if d.name in kinds and d.name not in refused]
     for name, error in refused.items():
         observer.device_refused(name, error)
+    _refuse_held_devices(devices)
     with ray_connection(ray_address, inventory):
         workers = start_workers(devices)
         try:
@@ -186,6 +190,18 @@ def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, 
             return len(runnable) - len(scheduler.stranded), refused, scheduler.cancelled
         finally:
             close_workers(workers)
+
+
+def _refuse_held_devices(devices) -> None:
+    """Busy for a device another farm holds on this host, before this one starts Ray (whose
+    start-up would take CPU from the jobs that farm is timing). Its runner's prepare takes the
+    lock itself all the same: this is a look, not the lock."""
+    for device in devices:
+        holder = held_here(device.name) if kind_of(device).locked_here(device) else None
+        if holder is not None:
+            raise Busy(refusal(device.name, "this host", holder),
+                       f"wait for that run to end, or leave {device.name} out of the sweep; the "
+                       f"lock is {lock_path(device.name)}")
 
 
 def _quarantine_checks(store: Store, inventory: Inventory, kinds) -> dict[str, DeviceError]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from farm.devices.kinds.cgroup import CgroupDevice, cgroup_runner
-from farm.devices.lock import DeviceLock, Owner
+from farm.devices.lock import DeviceLock, Owner, held_here
 from farm.errors import Busy
 from test_reliability import _agent_pids, _farm, _rows, _start, _stop_group, _wait_for
 
@@ -60,6 +60,29 @@ def test_a_second_taker_is_refused_with_the_holder_named_until_it_lets_go(locks,
     second = locks(name)
     second.take(Owner("second", "sqlite:////data/second.db"))
     assert _holder(second)["sweep"] == "second"
+
+
+def test_a_look_at_a_lock_names_its_holder_and_never_takes_it(locks, device_names):
+    name, = device_names(1)
+    assert held_here(name) is None
+    first = locks(name)
+    first.take(FIRST)
+    assert held_here(name)["sweep"] == "first" and held_here(name)["pid"] == 4242
+    first.release()
+    assert held_here(name) is None
+    looking = threading.Event()
+
+    def look():
+        while not looking.is_set():
+            held_here(name)
+    threading.Thread(target=look, daemon=True).start()
+    try:
+        for _ in range(5):  # a look in a loop never makes a taker see the device busy
+            taker = locks(name)
+            taker.take(FIRST)
+            taker.release()
+    finally:
+        looking.set()
 
 
 def test_only_one_of_many_simultaneous_takers_wins(locks, device_names):
@@ -229,6 +252,7 @@ def test_a_second_farm_with_its_own_database_is_refused_and_the_first_is_untouch
         f"{socket.gethostname()} (locked on this host since "
         + second.stderr.split("locked on this host since ")[1].splitlines()[0])
     assert not _rows(runs["second"], "select * from sweeps")
+    assert [r["outcome"] for r in _rows(runs["second"], "select * from runs")] == ["refused"]
     assert [d["state"] for d in _rows(runs["second"], "select * from devices")] == ["idle"]
 
     assert first.returncode == 0, stdout + stderr

@@ -196,15 +196,49 @@ class DeviceLock:
                            "a writable /run/lock or /tmp")
 
     def _refusal(self, holder: dict) -> str:
-        if not holder.get("pid"):
-            return (f"device {self.device!r} is in use by another farm run (on "
-                    f"{self.host.name}; its lock names no owner yet)")
-        since = time.strftime("%H:%M:%S UTC", time.gmtime(holder["since"])) \
-            if holder.get("since") else "?"
-        return (f"device {self.device!r} is in use by another farm run: sweep "
-                f"{holder.get('sweep')!r}, database {holder.get('database')}, farm pid "
-                f"{holder['pid']} on {holder.get('host')} (locked on {self.host.name} since "
-                f"{since})")
+        return refusal(self.device, self.host.name, holder)
+
+
+def refusal(device: str, host: str, holder: dict) -> str:
+    if not holder.get("pid"):
+        return (f"device {device!r} is in use by another farm run (on {host}; its lock names no "
+                "owner yet)")
+    since = time.strftime("%H:%M:%S UTC", time.gmtime(holder["since"])) \
+        if holder.get("since") else "?"
+    return (f"device {device!r} is in use by another farm run: sweep {holder.get('sweep')!r}, "
+            f"database {holder.get('database')}, farm pid {holder['pid']} on "
+            f"{holder.get('host')} (locked on {host} since {since})")
+
+
+def lock_path(device: str) -> str:
+    """Where the locker (LOCKER) keeps a device's lock on this host."""
+    folder = "/run/lock" if os.path.isdir("/run/lock") else "/tmp"
+    return os.path.join(folder, "farm-devices", device + ".lock")
+
+
+def held_here(device: str) -> dict | None:
+    """The owner named by `device`'s lock on this host while a locker holds it, else None.
+
+    A look that never takes the lock (it reads /proc/locks): trying the lock, however briefly,
+    could refuse a farm taking it at that moment. Used before Ray starts, so that a second farm
+    is refused before its start-up takes CPU from the jobs the first is timing."""
+    path = lock_path(device)
+    try:
+        with open(path, "rb") as f:
+            stat = os.fstat(f.fileno())
+            text = f.read(65536).decode(errors="replace")
+        with open("/proc/locks") as f:
+            locks = f.read().splitlines()
+    except OSError:
+        return None
+    ident = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    if not any(line.split()[1:2] == ["FLOCK"] and ident in line.split() for line in locks):
+        return None
+    try:
+        holder = json.loads(text) if text.strip() else {}
+    except ValueError:
+        holder = {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def _end(process: Process) -> None:

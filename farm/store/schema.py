@@ -124,7 +124,8 @@ class Run(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
     ended_at: Mapped[datetime | None] = mapped_column(DateTime)
-    outcome: Mapped[str | None] = mapped_column(String(16))  # finished, interrupted, cancelled, died
+    # finished, interrupted, cancelled, died, refused (another farm held a device)
+    outcome: Mapped[str | None] = mapped_column(String(16))
 
 
 class Attempt(Base):

@@ -61,6 +61,10 @@ def on_this_host(_device) -> str:
     return "this host"
 
 
+def unless_pinned(device) -> bool:
+    return device.node is None  # pinned to a Ray node: that node's host holds it
+
+
 @dataclass(frozen=True)
 class Kind:
     """What one kind of device gives farm. A kind module ends with `KIND = Kind(...)`."""
@@ -80,6 +84,9 @@ class Kind:
     # `require_locked_clocks: true` refuses it ("are not locked") and the fix, or None when its
     # clocks are locked. None: the setting does not apply to this kind.
     clocks_unlocked: Callable[[dict], tuple[str, str] | None] | None = None
+    # Whether the device's lock (farm.devices.lock) lives on the host farm runs on, so that a
+    # farm can see another's hold before it starts Ray (a board's lives on the board).
+    locked_here: Callable[[Any], bool] = unless_pinned
 
     def __post_init__(self):
         if not (isinstance(self.description, type)

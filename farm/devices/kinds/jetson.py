@@ -96,4 +96,5 @@ def clocks_unlocked(facts: dict) -> tuple[str, str] | None:
 
 
 KIND = Kind(JetsonDevice, runner=jetson_runner, check=check_board, where=lambda d: d.host,
-            ssh_target=ssh_target, clocks_unlocked=clocks_unlocked)
+            ssh_target=ssh_target, clocks_unlocked=clocks_unlocked,
+            locked_here=lambda _device: False)
