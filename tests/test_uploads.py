@@ -210,7 +210,9 @@ def test_a_hub_snapshots_links_into_its_blobs_are_followed(tmp_path, monkeypatch
     (repo / "refs" / "main").write_text(revision)
     (repo / "blobs" / "c0ffee").write_text(CONFIG)
     (repo / "snapshots" / revision / "config.json").symlink_to("../../blobs/c0ffee")
+    # huggingface_hub reads HF_HUB_CACHE once, when first imported (other tests import it first).
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     files, _ = hub_checkpoint_files("farmtest/tiny-bert")
     assert list(files) == ["config.json"]
     (repo / "snapshots" / revision / "vocab.txt").symlink_to(tmp_path / "elsewhere.txt")
