@@ -29,7 +29,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_serial
                       field_validator, model_validator)
 
 from agents.catalog import CATALOG, SYNTHETIC
-from agents.methods import MethodError, Variant
+from agents.methods import MethodError, Variant, expand_entry
 from farm.config import Problem, field_name, load_spec
 from farm.errors import ConfigError
 from farm.glue.data import Examples, read_examples
@@ -130,7 +130,7 @@ class Sweep(BaseModel):
         if not isinstance(variants, (list, tuple)):
             return variants  # pydantic says "write a YAML list"
         typed: list[Variant] = []
-        for i, entry in enumerate(variants):
+        for i, entry in _expanded_entries(variants):
             try:
                 variant = entry if isinstance(entry, Variant) else Variant.parse(entry)
             except MethodError as error:
@@ -190,6 +190,18 @@ class Sweep(BaseModel):
                                   "use a checkpoint fine-tuned on this task, or name its labels "
                                   "in config.json (id2label)", ("models", i, "paths", task)) from None
         return self
+
+
+def _expanded_entries(variants):
+    """(index in the file, entry) of every variant the entries name: a method's list of values
+    (early_exit's thresholds: [...]) is one variant per value (agents.methods.expand_entry)."""
+    for i, listed in enumerate(variants):
+        try:
+            entries = [listed] if isinstance(listed, Variant) else expand_entry(listed)
+        except MethodError as error:
+            raise Problem(error.problem, error.fix, ("variants", i, *error.field)) from None
+        for entry in entries:
+            yield i, entry
 
 
 def _cached_config(hub: str) -> str | None:

@@ -27,6 +27,9 @@ $FARM_METHODS, for trying one out on local and cgroup devices) that declares:
                                    shapes: whether this transformers needs help to build it, and
                                    the help (before its weights load)
     cost(params) -> float          relative work against the dense model (the scheduler's hint)
+    expand(value) -> [(suffix, value)] or None   a sweep's value that names several variants
+                                   (early_exit's thresholds: [...]): one per value, each named
+                                   `<name>-<suffix>` (expand_entry)
 
 Nothing outside this package asks a variant's name what it does: precision, execution and the
 methods are read from the Variant.
@@ -39,7 +42,7 @@ import os
 
 from agents.methods import precision as precisions
 
-BUILTIN = ("prune_heads", "low_rank")
+BUILTIN = ("prune_heads", "low_rank", "early_exit")
 PLUGINS_ENV = "FARM_METHODS"  # extra method modules: file paths, separated by os.pathsep
 
 EXECUTIONS = ("eager", "stream", "stream+prefetch")  # stream: agents/stream.py, on the CPU
@@ -117,6 +120,21 @@ def result_fields():
                 seen.add(field[0])
                 fields.append(tuple(field))
     return fields
+
+
+def expand_entry(entry):
+    """A sweep's variant entry as the entries it names: itself, or one per value of a method
+    whose parameters list several (each named `<name>-<suffix>`). One listing method a variant."""
+    if not isinstance(entry, dict):
+        return [entry]
+    for key, given in entry.items():
+        if key in SETTINGS:
+            continue
+        expanded = getattr(method(key), "expand", lambda value: None)(given)
+        if expanded is not None:
+            return [dict(entry, **{"name": "%s-%s" % (entry.get("name"), suffix), key: value})
+                    for suffix, value in expanded]
+    return [entry]
 
 
 # -- the variant -------------------------------------------------------------------------------

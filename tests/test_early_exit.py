@@ -1,0 +1,259 @@
+"""Early exit (agents/exits.py, agents/methods/early_exit.py, agents/exit_timing.py): a tiny
+BERT with an exit after every layer, trained here on a task it can learn, saved in DeeBERT's,
+PABEE's and farm's layouts; where each example exits is checked against a reference computed in
+tests/exit_checkpoints.py from the saved tensors alone, and FLOPs against the count from shapes.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from agents import flops, models
+from agents.exits import Runner
+from agents.methods import MethodError, Variant, apply_methods
+from conftest import QUICK
+from exit_checkpoints import (FFN, HIDDEN, KIND, LABELS, LAYERS, Trained, layer_outputs,
+                              reference_exit)
+from farm.sweep import Sweep, expand
+from glue_checkpoints import examples
+
+V = Variant.parse
+NEVER, ALWAYS = 0.0, 10.0  # entropy below 0 nats never happens; below 10 always (ln 2 = 0.69)
+THRESHOLDS = [NEVER, 0.3, 0.5, 0.6, ALWAYS]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exits")
+    made = Trained(root / "tokenizer")
+    return {layout: made.save(root / layout, layout)
+            for layout in ("deebert", "pabee", "farm", "plain")}
+
+
+@pytest.fixture(scope="module")
+def dev():
+    return [texts for texts, _ in examples(KIND, 40, seed=7)]
+
+
+def _exit_model(folder, params):
+    model = models.build({"name": "m", "path": str(folder)})
+    figures = apply_methods(model, V({"name": "ee", "early_exit": params}))
+    return model, figures
+
+
+def _alone(folder, model, texts):
+    """Each example on its own, at its own length (no padding)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    return [dict(tokenizer(*[[t] for t in example], return_tensors="pt")) for example in texts]
+
+
+def _layer_flops(seq: int) -> int:
+    """A BERT layer on one example of seq tokens: Q, K, V and the attention output (4 H^2), the
+    FFN (2 H F), 2 FLOPs a multiply-add; the two attention matmuls 4 s^2 H."""
+    return 2 * seq * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN) + 4 * seq * seq * HIDDEN
+
+
+HEAD_FLOPS = 2 * HIDDEN * HIDDEN + 2 * HIDDEN * LABELS  # a pooler and a classifier on [CLS]
+
+
+# -- the variant grammar ---------------------------------------------------------------------
+def test_lists_of_thresholds_expand_into_one_variant_per_value_with_its_own_key():
+    sweep = Sweep.model_validate({"name": "ee", "models": ["bert-tiny"], "variants": [
+        "fp32", {"name": "dee", "early_exit": {"policy": "entropy", "thresholds": [0.05, 0.1]}},
+        {"name": "pab", "early_exit": {"policy": "patience", "patience": [1, 2, 3]}},
+        {"name": "at", "early_exit": {"exit_at": [1, 2]}}]}, context={"base_dir": "/"})
+    names = [v.name for v in sweep.variants]
+    assert names == ["fp32", "dee-0.05", "dee-0.1", "pab-1", "pab-2", "pab-3", "at-1", "at-2"]
+    assert sweep.variants[2].methods == (
+        ("early_exit", {"policy": "entropy", "threshold": 0.1, "padding": "none"}),)
+    assert sweep.variants[4].methods[0][1] == {"policy": "patience", "patience": 2,
+                                               "padding": "none"}
+    keys = [job.key for job in expand(sweep, ["box"])]
+    assert len(set(keys)) == len(keys) == 8
+    again = Sweep.model_validate(sweep.model_dump(), context={"base_dir": "/"})  # farm resume
+    assert [j.key for j in expand(again, ["box"])] == keys
+
+
+@pytest.mark.parametrize("value, words", [
+    ({"policy": "entropy"}, "threshold is None"),
+    ({"policy": "random", "threshold": 0.1}, "policy is 'random'"),
+    ({"policy": "patience", "patience": 0}, "whole number"),
+    ({"policy": "entropy", "threshold": 0.1, "patience": 2}, "not patience"),
+    ({"exit_at": 2, "policy": "entropy"}, "takes no policy"),
+    ({"exit_at": 2, "padding": "left"}, "padding"),
+    (0.1, "a mapping"),
+])
+def test_a_bad_early_exit_says_the_fix(value, words):
+    with pytest.raises(MethodError, match=words):
+        V({"name": "x", "early_exit": value})
+
+
+# -- layouts and policies against the reference -------------------------------------------------
+@pytest.mark.parametrize("layout, policy, values", [
+    ("deebert", "entropy", THRESHOLDS),
+    ("farm", "confidence", [1.0, 0.8, 0.6, 0.0]),
+    ("pabee", "patience", [1, 2, 3, 4]),
+    ("pabee", "entropy", [NEVER, 0.5, 0.6, ALWAYS]),
+])
+def test_exit_layers_and_predictions_equal_the_reference(trained, dev, layout, policy, values):
+    reference = layer_outputs(trained[layout], layout, dev)
+    for value in values:
+        model, figures = _exit_model(trained[layout], {"policy": policy, (
+            "patience" if policy == "patience" else "threshold"): value})
+        assert figures == {"exit_heads": layout, "exit_layers": LAYERS}
+        runner = Runner(model)
+        with torch.no_grad():
+            outs = [runner.run(inputs) for inputs in _alone(trained[layout], model, dev)]
+        layers = [out[1][0] for out in outs]
+        expected = [reference_exit(per_layer, policy, value) for per_layer in reference]
+        assert layers == expected, (policy, value)
+        assert [int(out[0][0].argmax()) for out in outs] == [
+            max(range(LABELS), key=per_layer[k - 1].__getitem__)
+            for per_layer, k in zip(reference, expected)]
+        assert [out[2] for out in outs] == expected  # the pass ran exactly that many layers
+
+
+def test_thresholds_from_never_to_always_exit(trained, dev):
+    """Never: every example at layer L, predicting what the model itself predicts; always: at
+    layer 1; between, the mean exit layer falls as the threshold rises."""
+    means = []
+    for threshold in THRESHOLDS:
+        model, _ = _exit_model(trained["deebert"], {"policy": "entropy", "threshold": threshold})
+        runner = Runner(model)
+        with torch.no_grad():
+            batches = _alone(trained["deebert"], model, dev)
+            outs = [runner.run(inputs) for inputs in batches]
+            full = [int(model(**inputs).logits.argmax()) for inputs in batches]
+        layers = [out[1][0] for out in outs]
+        if threshold == NEVER:
+            assert layers == [LAYERS] * len(dev)
+            assert [int(out[0][0].argmax()) for out in outs] == full
+        if threshold == ALWAYS:
+            assert layers == [1] * len(dev)
+        means.append(sum(layers) / len(layers))
+    assert means == sorted(means, reverse=True) and means[0] > means[-1]
+    assert len(set(means)) >= 3, means  # the curve has points between its ends
+
+
+def test_a_checkpoint_without_exits_refuses_a_policy_and_the_fix_says_farm_exits_fit(trained):
+    with pytest.raises(MethodError, match="no exit heads") as caught:
+        _exit_model(trained["plain"], {"policy": "entropy", "threshold": 0.1})
+    assert "farm exits fit" in caught.value.fix
+
+
+# -- cost --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_exit_at_k_runs_k_layers_of_a_catalog_model(k):
+    """bert-mini (4 layers, hidden 256, FFN 1024) has no exits: exit_at k runs k layers and one
+    seeded random head, and at k = L it is the model itself."""
+    model = models.build({"name": "bert-mini"})
+    baseline = models.build({"name": "bert-mini"})
+    apply_methods(model, V({"name": "at", "early_exit": {"exit_at": k}}))
+    calls = []
+    hooks = [layer.register_forward_hook(lambda *a: calls.append(1))
+             for layer in model.bert.encoder.layer]
+    inputs = models.synthetic_inputs(model, 1, 16)
+    runner = Runner(model)
+    with torch.no_grad():
+        logits, layers, ran = runner.run(inputs)
+    for hook in hooks:
+        hook.remove()
+    assert len(calls) == ran == k and layers == [k]
+    hidden, ffn, seq = 256, 1024, 16
+    layer = 2 * seq * (4 * hidden * hidden + 2 * hidden * ffn) + 4 * seq * seq * hidden
+    head = 2 * hidden * hidden + 2 * hidden * 2
+    assert flops.analytic_call(model, lambda: runner.run(inputs)) == k * layer + head
+    if k == 4:
+        with torch.no_grad():
+            assert torch.equal(logits, baseline(**inputs).logits)
+
+
+@pytest.mark.parametrize("layout, policy, value", [
+    ("deebert", "entropy", 0.5), ("deebert", "entropy", NEVER), ("pabee", "patience", 2)])
+def test_flops_per_example_are_the_layers_and_heads_that_ran(trained, dev, layout, policy,
+                                                             value):
+    """At its own length s, an example that exits at layer k spent k layers and every head
+    evaluated: k of them (at layer L through DeeBERT's own head, so L too; PABEE's patience
+    reads a head after every layer)."""
+    key = "patience" if policy == "patience" else "threshold"
+    model, _ = _exit_model(trained[layout], {"policy": policy, key: value})
+    runner = Runner(model)
+    for inputs in _alone(trained[layout], model, dev[:10]):
+        with torch.no_grad():
+            _, (k,), _ = runner.run(inputs)
+        seq = inputs["input_ids"].shape[1]
+        assert flops.analytic_call(model, lambda: runner.run(inputs)) == \
+            k * _layer_flops(seq) + k * HEAD_FLOPS
+
+
+# -- the agent's job ---------------------------------------------------------------------------
+class _Channel:
+    def __init__(self):
+        self.events = []
+
+    def emit(self, event, **fields):
+        self.events.append((event, fields))
+
+
+def _agent_job(folder, params, texts, batch=1, precision="fp32"):
+    from agents.serve import Agent
+
+    agent = Agent(_Channel())
+    variant = V({"name": "ee", "precision": precision, "early_exit": params})
+    agent.load({"name": "m", "path": str(folder)}, variant, 1, [32], False)
+    return agent.run({"key": "k", "task": "sst2", "batch_size": batch, "seq_len": 32,
+                      "measure": QUICK, "texts": texts, "evaluate": True})
+
+
+def test_the_agent_times_every_example_beside_full_depth_and_reports_the_curve(trained, dev):
+    result = _agent_job(trained["farm"], {"policy": "entropy", "threshold": 0.5}, dev)
+    reference = layer_outputs(trained["farm"], "farm", dev)
+    layers = [reference_exit(per_layer, "entropy", 0.5) for per_layer in reference]
+    per_example = result["exits"]
+    assert per_example["exit_layer"] == layers
+    assert result["predictions"] == [max(range(LABELS), key=p[k - 1].__getitem__)
+                                     for p, k in zip(reference, layers)]
+    fields = result["method_fields"]
+    assert fields["exit_layer_mean"] == sum(layers) / len(layers)
+    assert json.loads(fields["exit_histogram"]) == [layers.count(i) for i in range(1, LAYERS + 1)]
+    assert fields["exit_expected_saving"] == pytest.approx(1 - sum(layers) / (len(dev) * LAYERS))
+    assert fields["exit_speedup"] == pytest.approx(fields["exit_full_ms"]
+                                                   / fields["exit_example_ms"])
+    assert fields["exit_example_p50_ms"] <= fields["exit_example_p90_ms"] \
+        <= fields["exit_example_p99_ms"]
+    assert len(per_example["latency_ms"]) == len(per_example["full_ms"]) == len(dev)
+    assert fields["exit_flops_mean"] == pytest.approx(sum(per_example["flops"]) / len(dev))
+    lengths = [inputs["input_ids"].shape[1] for inputs in _alone(trained["farm"], None, dev)]
+    assert per_example["flops"] == [k * (_layer_flops(s) + HEAD_FLOPS)
+                                    for k, s in zip(layers, lengths)]
+    assert result["flops"] == round(fields["exit_flops_mean"])
+    assert result["iters"] >= len(dev) and fields["exit_heads"] == "farm"
+
+
+def test_a_batch_runs_until_its_last_example_exits(trained, dev):
+    result = _agent_job(trained["deebert"], {"policy": "entropy", "threshold": 0.5}, dev,
+                        batch=4)
+    fields = result["method_fields"]
+    assert fields["exit_batch_layers_mean"] >= fields["exit_layer_mean"]
+    layers = result["exits"]["exit_layer"]
+    batches = [max(layers[i:i + 4]) for i in range(0, len(layers), 4)]
+    assert fields["exit_batch_layers_mean"] == sum(batches) / len(batches)
+
+
+def test_int8_exits_run_quantized(trained, dev):
+    from agents.layers import is_quantized_linear
+
+    result = _agent_job(trained["deebert"], {"policy": "entropy", "threshold": 0.5}, dev,
+                        precision="int8")
+    assert set(result["exits"]["exit_layer"]) <= set(range(1, LAYERS + 1))
+    model = models.build({"name": "m", "path": str(trained["deebert"])})
+    apply_methods(model, V({"name": "ee", "early_exit": {"policy": "entropy",
+                                                         "threshold": 0.5}}))
+    from agents.methods import precision
+
+    quantized = precision.convert(model, "int8")
+    assert all(is_quantized_linear(head.classifier) for head in quantized.farm_exit_heads)
