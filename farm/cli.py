@@ -355,5 +355,31 @@ def devices_release(name: str = typer.Argument(..., help="The device."),
         out.print(f"{shown(name)} was not quarantined", highlight=False)
 
 
+exits_app = typer.Typer(no_args_is_help=True, help="Exit heads for early exit.")
+app.add_typer(exits_app, name="exits")
+
+
+@exits_app.command("fit")
+@boundary
+def exits_fit(checkpoint: Path = typer.Argument(..., help="A fine-tuned checkpoint folder."),
+              task: str = typer.Option(..., "--task", "-t", help="Its GLUE task (sst2, mnli-m..."),
+              data_dir: Path = typer.Option(..., "--data-dir", "-d", help="The GLUE distribution "
+                                            "(TASK/train.tsv and its dev file)."),
+              out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to save "
+                                                     "(default: CHECKPOINT-exits)."),
+              epochs: int = typer.Option(3, "--epochs", min=1, help="Passes over train.tsv."),
+              max_train: Optional[int] = typer.Option(None, "--max-train", min=1,
+                                                      help="Use the first N train examples.")):
+    """Fit one exit head per layer to a checkpoint that has none (DeeBERT's second stage: the
+    backbone frozen), report each exit's dev accuracy, and save a checkpoint early_exit loads."""
+    from farm.console import FitProgress
+    from farm.exits import fit, table
+
+    with FitProgress(out) as progress:
+        report = fit(checkpoint, task, data_dir, out_dir, epochs=epochs, max_train=max_train,
+                     progress=progress.update)
+    out.print(table(report))
+    out.print(f"wrote {shown(report.out_dir)}", highlight=False)
+
 if __name__ == "__main__":
     sys.exit(app())

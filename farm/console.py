@@ -390,3 +390,25 @@ def status_view(snapshot: dict):
                            shown(r["failure"]), shown(r["error"]))
         parts.append(failed)
     return Group(*parts)
+
+
+class FitProgress:
+    """One bar per phase of `farm exits fit` (reading the train set, the dev set, training)."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), console=console)
+        self.phases: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def update(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.phases:
+            self.phases[phase] = self.progress.add_task(phase, total=total)
+        self.progress.update(self.phases[phase], completed=done)

@@ -257,3 +257,50 @@ def test_int8_exits_run_quantized(trained, dev):
 
     quantized = precision.convert(model, "int8")
     assert all(is_quantized_linear(head.classifier) for head in quantized.farm_exit_heads)
+
+
+# -- farm exits fit ------------------------------------------------------------------------------
+def test_farm_exits_fit_gives_a_first_layer_exit_above_chance(tmp_path):
+    """A fine-tuned checkpoint with no exits (glue_checkpoints' 2-layer BERT on the marker
+    task, as SST-2): the command fits the exit after layer 1 on train.tsv, shows each exit's
+    dev accuracy, and saves a checkpoint whose exits early_exit loads (farm's layout)."""
+    from typer.testing import CliRunner
+
+    from farm.cli import app
+    from glue_checkpoints import train_checkpoint
+    from glue_files import write_dev_file
+
+    checkpoint = train_checkpoint(tmp_path / "sst2-model", "single")
+    data = tmp_path / "glue"
+    write_dev_file(data, "sst2", examples("single", 400, seed=3)).rename(
+        data / "SST-2" / "train.tsv")
+    write_dev_file(data, "sst2", examples("single", 100, seed=4))
+    result = CliRunner().invoke(app, ["exits", "fit", str(checkpoint), "--task", "sst2",
+                                      "--data-dir", str(data), "--out", str(tmp_path / "out"),
+                                      "--epochs", "20"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "out" / "exit_heads.json").read_text())
+    assert meta["heads"] == 1 and meta["task"] == "sst2" and meta["train_examples"] == 400
+    first, own = meta["dev_accuracy"]
+    assert first > 0.75, meta  # chance is 0.5 (the labels are balanced)
+    assert "exit after layer" in result.output and f"{first:.3f}" in result.output
+    model, figures = _exit_model(tmp_path / "out", {"policy": "entropy", "threshold": 10.0})
+    assert figures["exit_heads"] == "farm"
+    dev = [texts for texts, _ in examples("single", 100, seed=4)]
+    labels = [int(label) for _, label in examples("single", 100, seed=4)]
+    runner = Runner(model)
+    with torch.no_grad():
+        outs = [runner.run(inputs) for inputs in _alone(tmp_path / "out", model, dev)]
+    assert {out[1][0] for out in outs} == {1}
+    correct = sum(int(out[0][0].argmax()) == y for out, y in zip(outs, labels)) / len(labels)
+    assert correct == pytest.approx(first, abs=0.02)  # the agent's exit is the fitted one
+
+
+def test_farm_exits_fit_refuses_a_regression_task_and_a_missing_train_file(tmp_path):
+    from farm.errors import FarmError
+    from farm.exits import fit
+
+    with pytest.raises(FarmError, match="regression"):
+        fit(tmp_path, "stsb", tmp_path)
+    with pytest.raises(FarmError, match="train.tsv"):
+        fit(tmp_path, "sst2", tmp_path)
