@@ -304,3 +304,58 @@ def test_farm_exits_fit_refuses_a_regression_task_and_a_missing_train_file(tmp_p
         fit(tmp_path, "stsb", tmp_path)
     with pytest.raises(FarmError, match="train.tsv"):
         fit(tmp_path, "sst2", tmp_path)
+
+
+# -- end to end ----------------------------------------------------------------------------------
+def test_a_sweep_of_thresholds_end_to_end(trained, cgroups, write_yaml, db_url, device_names):
+    """`farm submit` (real Ray, a cgroup device) of a DeeBERT-layout checkpoint on SST-2-format
+    data, fp32 and one early-exit variant per threshold: the threshold that never exits runs
+    every example to layer L and predicts what the full model predicts; the one that always
+    exits stops every example at layer 1; the mean exit layer falls across the thresholds; the
+    stored score is scikit-learn's accuracy on the stored predictions."""
+    import sqlite3
+
+    from sklearn.metrics import accuracy_score
+
+    from farm.api import submit
+    from glue_files import write_dev_file
+
+    data = trained["deebert"].parent / "glue"
+    write_dev_file(data, "sst2", examples(KIND, 40, seed=7))
+    device, = device_names(1)
+    inventory = write_yaml("inventory.yaml", {"devices": [
+        {"name": device, "kind": "cgroup", "memory": "2GiB", "cpus": 1}]})
+    sweep = write_yaml("sweep.yaml", {
+        "name": "exits", "models": [{"name": "tiny", "path": str(trained["deebert"])}],
+        "tasks": ["sst2"], "data_dir": str(data), "batch_sizes": [1], "seq_lens": [32],
+        "measure": QUICK, "retries": 0, "variants": ["fp32", {"name": "dee", "early_exit": {
+            "policy": "entropy", "thresholds": THRESHOLDS}}]})
+    report = submit(sweep, inventory, db=db_url)
+    assert report.counts == {"done": 1 + len(THRESHOLDS)}
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as db:
+        db.row_factory = sqlite3.Row
+        rows = {r["variant"]: dict(r) for r in db.execute("select * from v_results")}
+        stored = {}
+        for variant, row in rows.items():
+            predictions = db.execute(
+                "select p.label, p.prediction from predictions p join jobs j on j.id = p.job_id "
+                "where j.key = ? order by p.example", (row["job_key"],)).fetchall()
+            stored[variant] = ([p[0] for p in predictions], [p[1] for p in predictions])
+    names = ["dee-%g" % t for t in THRESHOLDS]
+    means = [rows[name]["exit_layer_mean"] for name in names]
+    never, always = rows[names[0]], rows[names[-1]]
+    assert json.loads(never["exits_json"])["exit_layer"] == [LAYERS] * 40
+    assert json.loads(never["exit_histogram"]) == [0, 0, 0, 40]
+    assert stored[names[0]][1] == stored["fp32"][1]
+    assert json.loads(always["exit_histogram"]) == [40, 0, 0, 0] and means[-1] == 1.0
+    assert means == sorted(means, reverse=True) and len(set(means)) >= 3
+    for name in names + ["fp32"]:
+        labels, predictions = stored[name]
+        assert rows[name]["score"] == accuracy_score(labels, predictions) > 0.5
+    for name in names:
+        row = rows[name]
+        assert row["exit_expected_saving"] == pytest.approx(1 - row["exit_layer_mean"] / LAYERS)
+        assert row["exit_speedup"] > 0 and row["exit_full_ms"] > 0
+        assert row["exit_heads"] == "deebert" and row["exit_layers"] == LAYERS
+    # Layers skipped are time saved: always exiting at 1 of 4 layers is faster than full depth.
+    assert always["exit_speedup"] > 1.0
