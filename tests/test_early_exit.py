@@ -359,3 +359,79 @@ def test_a_sweep_of_thresholds_end_to_end(trained, cgroups, write_yaml, db_url, 
         assert row["exit_heads"] == "deebert" and row["exit_layers"] == LAYERS
     # Layers skipped are time saved: always exiting at 1 of 4 layers is faster than full depth.
     assert always["exit_speedup"] > 1.0
+
+
+# -- the Jetson stack ------------------------------------------------------------------------------
+_JETSON_EXITS = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from agents import flops, models
+from agents.exits import Runner
+from agents.methods import Variant, apply_methods
+from agents.serve import Agent
+
+model = models.build({"name": "m", "path": sys.argv[2]})
+apply_methods(model, Variant.parse({"name": "ee", "early_exit": json.loads(sys.argv[3])}))
+runner = Runner(model)
+made = []
+for ids in json.loads(sys.argv[4]):
+    ids = torch.tensor([ids])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    with torch.no_grad():
+        logits, layers, ran = runner.run(inputs)
+    made.append([layers[0], int(logits[0].argmax()),
+                 flops.analytic_call(model, lambda: runner.run(inputs))])
+
+class Channel(object):
+    def emit(self, event, **fields):
+        pass
+
+agent = Agent(Channel())
+agent.load({"name": "bert-mini"}, Variant.parse({"name": "at", "early_exit": {"exit_at": 2}}),
+           1, [16], False)
+job = agent.run({"key": "k", "task": "synthetic", "batch_size": 1, "seq_len": 16,
+                 "measure": {"warmup": 1, "min_iters": 3, "min_seconds": 0.05}})
+print(json.dumps({"examples": made, "job": job["method_fields"]}))
+"""
+
+
+@pytest.mark.parametrize("layout, params", [
+    ("deebert", {"policy": "entropy", "threshold": 0.5}),
+    ("pabee", {"policy": "patience", "patience": 2})])
+def test_the_jetson_stack_exits_where_the_reference_does(trained, dev, tmp_path, jetson_python,
+                                                         layout, params):
+    """Python 3.6, torch 1.10, transformers 4.18: the checkpoint (as pytorch_model.bin, which
+    4.18 reads) exits each example where the reference does, with the same FLOPs; a catalog
+    model's exit_at job runs through the agent."""
+    import os
+    import subprocess
+
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from conftest import REPO
+
+    folder = tmp_path / layout
+    folder.mkdir()
+    (folder / "config.json").write_text((trained[layout] / "config.json").read_text())
+    torch.save(load_file(str(trained[layout] / "model.safetensors")),
+               folder / "pytorch_model.bin")
+    tokenizer = AutoTokenizer.from_pretrained(str(trained[layout]))
+    ids = [tokenizer(*[[t] for t in example])["input_ids"][0] for example in dev[:20]]
+    done = subprocess.run([jetson_python, "-c", _JETSON_EXITS, str(REPO), str(folder),
+                           json.dumps(params), json.dumps(ids)], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    policy, value = params["policy"], params.get("threshold", params.get("patience"))
+    reference = layer_outputs(trained[layout], layout, dev[:20])
+    expected = [reference_exit(per_layer, policy, value) for per_layer in reference]
+    assert [e[0] for e in answer["examples"]] == expected
+    assert [e[1] for e in answer["examples"]] == [
+        max(range(LABELS), key=p[k - 1].__getitem__) for p, k in zip(reference, expected)]
+    assert [e[2] for e in answer["examples"]] == [
+        k * (_layer_flops(len(i)) + HEAD_FLOPS) for k, i in zip(expected, ids)]
+    job = answer["job"]
+    assert job["exit_layer_mean"] == 2.0 and job["exit_heads"] == "random"
+    assert json.loads(job["exit_histogram"]) == [0, 16, 0, 0]
