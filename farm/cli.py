@@ -111,6 +111,14 @@ def resume(
     _finish(report)
 
 
+def _exits(title: str, rows: list[dict]) -> None:
+    """Early exit's table (farm.exits), where the sweep has early-exit jobs."""
+    from farm.exits import exits_table, is_exit
+
+    if any(is_exit(r) for r in rows):
+        out.print(exits_table(f"{title}: early exit against full depth", rows))
+
+
 def _finish(report) -> None:
     from farm.comparisons import has_methods, has_streams
     from farm.console import methods_table, results_table, streaming_table
@@ -123,6 +131,7 @@ def _finish(report) -> None:
     if has_streams(report.results):
         out.print(streaming_table(f"sweep {sweep}: streamed layers against eager",
                                   report.results))
+    _exits(f"sweep {sweep}", report.results)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     out.print(f"{report.total_jobs} jobs ({counts}); ran {report.ran} now.")
     if report.cancelled:
@@ -240,6 +249,7 @@ def table(sweep: str = typer.Argument(..., help="The sweep's name."),
         raise FarmError(f"cannot make the table of {sweep!r}: {error}") from None
     if fmt == "rich":
         out.print(to_rich(made, title=f"sweep {sweep}"))  # to_rich shows the title as text
+        _exits(f"sweep {shown(sweep)}", sweep_rows(sweep, db))
     else:
         sys.stdout.write(renderers[fmt](made))
 

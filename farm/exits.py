@@ -173,3 +173,102 @@ def table(report: FitReport):
         name = f"{layer}" + (" (the checkpoint's own head)" if layer == layers else "")
         made.add_row(name, f"{accuracy:.3f}")
     return made
+
+
+# -- reading the results -------------------------------------------------------------------------
+def is_exit(row: dict) -> bool:
+    """A done job of an early-exit variant (it has a mean exit layer)."""
+    return row.get("status") == "done" and row.get("exit_layer_mean") is not None
+
+
+def setting(row: dict) -> tuple[str, float | None]:
+    """(policy, its value) of an early-exit row: ("entropy", 0.2), ("patience", 2.0) ..."""
+    from farm.comparisons import variant_of
+
+    for _, params in variant_of(row).methods:
+        policy = params.get("policy")
+        if policy is not None:
+            value = params.get(policy, params.get("threshold"))
+            return policy, None if value is None else float(value)
+    return "", None
+
+
+def curve_key(row: dict) -> tuple:
+    """What one curve of an early-exit model holds fixed: everything but the policy's value."""
+    from farm.comparisons import variant_of
+
+    variant = variant_of(row)
+    methods = [(m, {k: v for k, v in p.items() if k not in ("threshold", "patience", "exit_at")})
+               for m, p in variant.methods]
+    return (row["model"], row["task"], row["batch_size"], row["seq_len"], row.get("device"),
+            variant.precision, variant.execution, repr(methods))
+
+
+def exits_table(title: str, rows: list[dict]):
+    """One row per early-exit job, by model and policy value: score, mean exit layer, the
+    expected saving beside the measured speed-up, per-example latency, FLOPs, the histogram."""
+    from rich.table import Table
+
+    from farm.console import shown
+
+    done = sorted((r for r in rows if is_exit(r)), key=lambda r: (curve_key(r), setting(r)))
+    varying = [c for c in ("task", "seq_len", "batch_size", "device")
+               if len({r[c] for r in done}) > 1]
+    table = Table(title=title, header_style="bold", pad_edge=False, caption=(
+        "exit layer: mean over the examples (of L); saving: 1 − exit layer / L (DeeBERT's "
+        "expected); × full: the same backbone at full depth on the same examples, timed "
+        "interleaved in the same job, over the early exit's time; ms/example: each example "
+        "alone at its own length (its batch's call); MFLOP/example: layers run and exit heads "
+        "evaluated; exits: examples leaving at layers 1..L"))
+    for name in ("model", *varying, "variant", "policy"):
+        table.add_column(name, no_wrap=True)
+    for name in ("score", "exit layer", "saving", "× full", "ms/example", "p90 ms", "full ms",
+                 "MFLOP/example", "exits"):
+        table.add_column(name, justify="right")
+    for r in done:
+        policy, value = setting(r)
+        table.add_row(
+            shown(r["model"]), *[shown(r[c]) for c in varying], shown(r["variant"]),
+            shown(f"{policy} {value:g}" if value is not None else policy),
+            _fmt(r.get("score"), ".3f"),
+            f"{r['exit_layer_mean']:.2f} / {r.get('exit_layers')}",
+            _fmt(r.get("exit_expected_saving") and 100 * r["exit_expected_saving"], ".0f", "%"),
+            _fmt(r.get("exit_speedup"), ".2f", "×"), _fmt(r.get("exit_example_ms"), ".2f"),
+            _fmt(r.get("exit_example_p90_ms"), ".2f"), _fmt(r.get("exit_full_ms"), ".2f"),
+            _fmt(r.get("exit_flops_mean") and r["exit_flops_mean"] / 1e6, ".2f"),
+            shown(" ".join(str(n) for n in json.loads(r.get("exit_histogram") or "[]"))))
+    return table
+
+
+def _fmt(value, fmt: str, unit: str = "") -> str:
+    return "–" if value is None else format(value, fmt) + unit
+
+
+# The x of a point: an early-exit job's per-example figure, a static job's per-sample one.
+CURVE_X = {"ms": ("exit_example_ms", "per_sample_ms"), "flops": ("exit_flops_mean", "flops")}
+
+
+def exit_curves(rows: list[dict], device: str, x: str) -> dict[str, list[dict]]:
+    """Per early-exit model on the device (curve_key), its jobs across the policy's values as
+    points {x, y (score), value, row}, by x."""
+    exit_x, _ = CURVE_X[x]
+    curves: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if is_exit(r) and r.get("device") == device and r.get("score") is not None \
+                and r.get(exit_x) is not None:
+            curves.setdefault(curve_key(r), []).append(
+                {"x": r[exit_x], "y": r["score"], "value": setting(r)[1], "row": r})
+    named = {}
+    for key, points in curves.items():
+        policy = setting(points[0]["row"])[0]
+        base = points[0]["row"]["variant"].rsplit("-", 1)[0]
+        named[f"{key[0]} {base} ({policy})"] = sorted(points, key=lambda p: p["x"])
+    return dict(sorted(named.items()))
+
+
+def static_points(rows: list[dict], device: str, x: str) -> list[dict]:
+    """The device's done jobs without early exit, with a score: {x, y, row}."""
+    _, static_x = CURVE_X[x]
+    return [{"x": r[static_x], "y": r["score"], "row": r} for r in rows
+            if r.get("device") == device and r.get("status") == "done" and not is_exit(r)
+            and r.get("score") is not None and r.get(static_x) is not None]

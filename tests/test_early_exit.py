@@ -307,7 +307,8 @@ def test_farm_exits_fit_refuses_a_regression_task_and_a_missing_train_file(tmp_p
 
 
 # -- end to end ----------------------------------------------------------------------------------
-def test_a_sweep_of_thresholds_end_to_end(trained, cgroups, write_yaml, db_url, device_names):
+def test_a_sweep_of_thresholds_end_to_end(trained, cgroups, write_yaml, db_url, device_names,
+                                          tmp_path):
     """`farm submit` (real Ray, a cgroup device) of a DeeBERT-layout checkpoint on SST-2-format
     data, fp32 and one early-exit variant per threshold: the threshold that never exits runs
     every example to layer L and predicts what the full model predicts; the one that always
@@ -359,6 +360,36 @@ def test_a_sweep_of_thresholds_end_to_end(trained, cgroups, write_yaml, db_url, 
         assert row["exit_heads"] == "deebert" and row["exit_layers"] == LAYERS
     # Layers skipped are time saved: always exiting at 1 of 4 layers is faster than full depth.
     assert always["exit_speedup"] > 1.0
+    _reading_it(db_url, device, rows, names, tmp_path)
+
+
+def _reading_it(db_url, device, rows, names, tmp_path):
+    """farm table shows each threshold's mean exit layer and speed-up; farm report draws the
+    curves: one line for the model across thresholds, fp32 as a point."""
+    from typer.testing import CliRunner
+
+    from farm.api import sweep_rows
+    from farm.cli import app
+    from farm.exits import exit_curves, static_points
+
+    shown = CliRunner().invoke(app, ["table", "exits", "--db", db_url])
+    assert shown.exit_code == 0, shown.output
+    table = shown.output.split("early exit against full depth")[1]
+    for name in names:
+        line = next(line for line in table.splitlines() if f" {name} " in line)
+        row = rows[name]
+        assert f"{row['exit_layer_mean']:.2f} / 4" in line and f"{row['exit_speedup']:.2f}×" in line
+    every = sweep_rows("exits", db_url)
+    (curve,) = exit_curves(every, device, "flops").values()
+    by_value = sorted(curve, key=lambda p: p["value"])
+    assert [p["value"] for p in by_value] == THRESHOLDS
+    assert [p["x"] for p in by_value] == sorted((p["x"] for p in by_value), reverse=True)
+    assert [p["row"]["variant"] for p in static_points(every, device, "ms")] == ["fp32"]
+    made = CliRunner().invoke(app, ["report", "exits", "--out", str(tmp_path / "report"),
+                                    "--db", db_url])
+    assert made.exit_code == 0, made.output
+    assert (tmp_path / "report" / f"{device}-exit-latency.png").stat().st_size > 10_000
+    assert f"{device}-exit-flops.png" in (tmp_path / "report" / "index.html").read_text()
 
 
 # -- the Jetson stack ------------------------------------------------------------------------------

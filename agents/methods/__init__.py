@@ -27,6 +27,7 @@ $FARM_METHODS, for trying one out on local and cgroup devices) that declares:
                                    shapes: whether this transformers needs help to build it, and
                                    the help (before its weights load)
     cost(params) -> float          relative work against the dense model (the scheduler's hint)
+    SHOWN                          the FIELDS the methods table shows (default: all)
     expand(value) -> [(suffix, value)] or None   a sweep's value that names several variants
                                    (early_exit's thresholds: [...]): one per value, each named
                                    `<name>-<suffix>` (expand_entry)
@@ -135,6 +136,17 @@ def expand_entry(entry):
             return [dict(entry, **{"name": "%s-%s" % (entry.get("name"), suffix), key: value})
                     for suffix, value in expanded]
     return [entry]
+
+
+def table_fields():
+    """The result_fields() that the methods table shows: a method's SHOWN names, where it
+    declares them (early exit's figures have a table of their own), else all its FIELDS."""
+    shown = set()
+    for name in BUILTIN:
+        module = importlib.import_module("agents.methods." + name)
+        fields = getattr(module, "FIELDS", ())
+        shown.update(getattr(module, "SHOWN", [f[0] for f in fields]))
+    return [field for field in result_fields() if field[0] in shown]
 
 
 # -- the variant -------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ FIELDS = (
     ("exit_flops_mean", "float", "FLOPs", "FLOPs spent per example: layers run and every exit "
                                           "head evaluated"),
 )
+SHOWN = ("exit_layer_mean", "exit_speedup")  # the rest: farm table's early-exit table
 
 POLICIES = ("entropy", "confidence", "patience")
 PADDINGS = ("none", "max_length")
