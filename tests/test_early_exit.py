@@ -429,11 +429,12 @@ print(json.dumps({"examples": made, "job": job["method_fields"]}))
 
 @pytest.mark.parametrize("layout, params", [
     ("deebert", {"policy": "entropy", "threshold": 0.5}),
-    ("pabee", {"policy": "patience", "patience": 2})])
+    ("pabee", {"policy": "patience", "patience": 2}),
+    ("farm", {"policy": "confidence", "threshold": 0.8})])
 def test_the_jetson_stack_exits_where_the_reference_does(trained, dev, tmp_path, jetson_python,
                                                          layout, params):
     """Python 3.6, torch 1.10, transformers 4.18: the checkpoint (as pytorch_model.bin, which
-    4.18 reads) exits each example where the reference does, with the same FLOPs; a catalog
+    4.18 reads; farm's exit_heads.bin as torch 2 saved it) exits each example where the reference does, with the same FLOPs; a catalog
     model's exit_at job runs through the agent."""
     import os
     import subprocess
@@ -445,7 +446,9 @@ def test_the_jetson_stack_exits_where_the_reference_does(trained, dev, tmp_path,
 
     folder = tmp_path / layout
     folder.mkdir()
-    (folder / "config.json").write_text((trained[layout] / "config.json").read_text())
+    for name in ("config.json", "exit_heads.bin", "exit_heads.json"):
+        if (trained[layout] / name).exists():
+            (folder / name).write_bytes((trained[layout] / name).read_bytes())
     torch.save(load_file(str(trained[layout] / "model.safetensors")),
                folder / "pytorch_model.bin")
     tokenizer = AutoTokenizer.from_pretrained(str(trained[layout]))
