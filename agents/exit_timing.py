@@ -11,7 +11,8 @@ from, and the batch's layers run (exit_batch_layers_mean) may be more.
 
 An example's latency is its call's (its batch's), the median over rounds; its FLOPs are counted
 after the timed rounds by the analytic counter on the same pass (the layers it ran and every
-exit head evaluated), shared equally by the examples of a batch.
+exit head evaluated), and on a streamed model the layer bytes that pass read, each shared
+equally by the examples of a batch.
 """
 import json
 import time
@@ -45,11 +46,11 @@ def run(agent, job):
                 calls[name](batches[i % len(batches)])
         agent.channel.emit("phase", job=key, phase="timing")
         first, times, window = _timed_rounds(calls, batches, settings)
-        spent = [flops.analytic_call(agent.model, lambda: runner.run(inputs))
-                 for inputs in batches]
+        spent = [_spent(agent.model, runner, inputs) for inputs in batches]
     result = _result(runner, batches, first, times, window, spent, batch)
     if texts and job.get("evaluate"):
-        result.update(predictions=_predictions(first), eval_examples=len(texts), eval_s=0.0)
+        # No separate evaluation pass: the first timed round's exits are the predictions.
+        result.update(predictions=_predictions(first), eval_examples=len(texts))
     if texts:
         result.update(tokenizer=text.describe(agent.tokenizer))
     result.update(
@@ -105,8 +106,24 @@ def _timed_rounds(calls, batches, settings):
     return first, times, clock() - started
 
 
+def _spent(model, runner, inputs):
+    """(FLOPs, layer bytes read or None) of one early-exit pass on `inputs`, untimed: a
+    streamed model's prefetch of the layer after the exit is waited for and counted (it was
+    read, though not used)."""
+    streamer = getattr(model, "farm_stream", None)
+    if streamer is not None:  # an earlier pass's prefetch, still reading, is not this one's
+        streamer.end_pass(count=False)
+    before = streamer.stats.bytes if streamer is not None else None
+    counted = flops.analytic_call(model, lambda: runner.run(inputs))
+    if streamer is None:
+        return counted, None
+    streamer.end_pass(count=False)
+    return counted, streamer.stats.bytes - before
+
+
 def _result(runner, batches, first, times, window, spent, batch):
     layers, ran, example_ms, full_ms, example_flops, tokens = [], [], [], [], [], []
+    example_bytes = []
     for j, inputs in enumerate(batches):
         _, exited, batch_ran = first[j]
         rows = len(exited)
@@ -116,7 +133,8 @@ def _result(runner, batches, first, times, window, spent, batch):
         ran.append(batch_ran)
         example_ms.extend([ms] * rows)
         full_ms.extend([full] * rows)
-        example_flops.extend([float(spent[j]) / rows] * rows)
+        example_flops.extend([float(spent[j][0]) / rows] * rows)
+        example_bytes.extend([None if spent[j][1] is None else float(spent[j][1]) / rows] * rows)
         mask = inputs.get("attention_mask")
         tokens.extend(mask.sum(-1).tolist() if mask is not None else
                       [inputs["input_ids"].shape[1]] * rows)
@@ -127,7 +145,8 @@ def _result(runner, batches, first, times, window, spent, batch):
         "exit_batch_layers_mean": mean(ran), "exit_expected_saving": 1.0 - mean(layers) / depth,
         "exit_speedup": mean(full_ms) / mean(example_ms), "exit_example_ms": mean(example_ms),
         "exit_example_p50_ms": p50, "exit_example_p90_ms": p90, "exit_example_p99_ms": p99,
-        "exit_full_ms": mean(full_ms), "exit_flops_mean": mean(example_flops)}
+        "exit_full_ms": mean(full_ms), "exit_flops_mean": mean(example_flops),
+        "exit_bytes_mean": None if None in example_bytes else mean(example_bytes)}
     latencies = [s for per_batch in times["exit"] for s in per_batch]
     result = measure.summarize(latencies, batch, window)
     result.update(
@@ -135,7 +154,8 @@ def _result(runner, batches, first, times, window, spent, batch):
         tokens_mean=mean(tokens), latencies_ms=[round(x * 1000.0, 6) for x in latencies],
         exits={"exit_layer": layers, "latency_ms": [round(x, 6) for x in example_ms],
                "full_ms": [round(x, 6) for x in full_ms],
-               "flops": [int(round(x)) for x in example_flops]})
+               "flops": [int(round(x)) for x in example_flops],
+               "bytes_read": [None if x is None else int(round(x)) for x in example_bytes]})
     return result
 
 

@@ -161,6 +161,9 @@ def _checkpoint_state(folder):
 def attach(model, params, folder):
     """Give `model` its exit heads (read from `folder`, or random for exit_at on a model with
     none) and the policy, as a submodule and attributes that survive quantization's copy."""
+    if int(model.config.num_labels) == 1 and params.get("policy") != "exit_at":
+        raise ExitError("a regression head (one output) has no class confidence for %s"
+                        % params.get("policy"))
     layout, heads = read_heads(model, folder)
     if heads is None:
         if params.get("policy") != "exit_at":
@@ -172,6 +175,24 @@ def attach(model, params, folder):
     model.add_module("farm_exit_heads", heads.eval())
     model.farm_exits = {"layout": layout, "params": dict(params)}
     return layout
+
+
+def skeleton(model, params, layout):
+    """Empty heads of `layout` on `model` (a streamed model's, whose resident weights then fill
+    them): as attach() leaves them, with PABEE's pooler shared with the model's own."""
+    import torch
+
+    hidden, labels, layers = hidden_size(model.config), int(model.config.num_labels), \
+        depth(model.config)
+    if layout == "pabee":
+        Head, Pooler = _head_class()
+        pooler = Pooler(model.bert.pooler.dense)
+        heads = torch.nn.ModuleList([Head(pooler, torch.nn.Linear(hidden, labels))
+                                     for _ in range(layers)])
+    else:
+        heads = new_heads(hidden, labels, layers - 1)
+    model.add_module("farm_exit_heads", heads.eval())
+    model.farm_exits = {"layout": layout, "params": dict(params)}
 
 
 # -- policies ------------------------------------------------------------------------------------

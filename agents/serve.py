@@ -66,7 +66,8 @@ class Agent(object):
         self.baseline_mb = measure.resident_mb()
         self.device = models.torch_device(variant, cuda)
         if variant.streamed:  # the store holds the layers as the methods left them
-            self.model = stream.open_model(model_spec["store"], variant.prefetched)
+            self.model = stream.open_model(model_spec["store"], variant.prefetched,
+                                           variant.methods)
             manifest = self.model.farm_stream.manifest
             self.params = manifest["params"]
             self.method_fields = manifest.get("method_fields", {})

@@ -86,7 +86,8 @@ METHOD_COLUMNS = {"heads_pruned": "0008", "factorized_layers": "0008",
 METHOD_COLUMNS.update((name, "0009") for name in (  # early_exit (agents/methods/early_exit.py)
     "exit_heads", "exit_layers", "exit_layer_mean", "exit_histogram", "exit_batch_layers_mean",
     "exit_expected_saving", "exit_speedup", "exit_example_ms", "exit_example_p50_ms",
-    "exit_example_p90_ms", "exit_example_p99_ms", "exit_full_ms", "exit_flops_mean"))
+    "exit_example_p90_ms", "exit_example_p99_ms", "exit_full_ms", "exit_flops_mean",
+    "exit_bytes_mean"))
 EXTRA = "extra_json"  # figures of methods with no column ($FARM_METHODS), as JSON
 
 _RESULT = (  # name, type, unit, what, since
@@ -134,7 +135,7 @@ _RESULT_JSON = (  # name, the agent result's key, what, since
     ("env_json", "env", "what produced the result: python, torch, CPU, host ...", "0001"),
     ("logits_json", "logits", "the outputs of the first batch", "0007"),
     ("exits_json", "exits", "early exit, per example in file order: exit layer, latency ms, "
-                            "full-depth latency ms, FLOPs, bytes read", "0009"),
+                            "full-depth latency ms, FLOPs, layer bytes read", "0009"),
 )
 _LOAD = (
     ("load_s", _F, "s", "import torch, build or load the model, count its FLOPs", "0002"),

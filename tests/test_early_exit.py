@@ -78,6 +78,21 @@ def test_lists_of_thresholds_expand_into_one_variant_per_value_with_its_own_key(
     assert [j.key for j in expand(again, ["box"])] == keys
 
 
+def test_a_list_without_a_name_or_reusing_a_name_is_refused(write_yaml):
+    from farm.errors import ConfigError
+    from farm.sweep import load_sweep
+
+    for variants, words in (
+            ([{"early_exit": {"thresholds": [0.1, 0.2]}}], r"variants\[0\]\.name: .*needs a name"),
+            ([{"name": "d-0.1", "prune_heads": 0.5},
+              {"name": "d", "early_exit": {"thresholds": [0.1, 0.2]}}],
+             r"variants\[1\]\.name: variant name 'd-0.1' is used twice")):
+        path = write_yaml("sweep.yaml", {"name": "s", "models": ["bert-tiny"],
+                                         "variants": variants})
+        with pytest.raises(ConfigError, match=words):
+            load_sweep(path)
+
+
 @pytest.mark.parametrize("value, words", [
     ({"policy": "entropy"}, "threshold is None"),
     ({"policy": "random", "threshold": 0.1}, "policy is 'random'"),
@@ -85,6 +100,7 @@ def test_lists_of_thresholds_expand_into_one_variant_per_value_with_its_own_key(
     ({"policy": "entropy", "threshold": 0.1, "patience": 2}, "not patience"),
     ({"exit_at": 2, "policy": "entropy"}, "takes no policy"),
     ({"exit_at": 2, "padding": "left"}, "padding"),
+    ({"policy": "entropy", "thresholds": 0.1}, "unknown parameter"),
     (0.1, "a mapping"),
 ])
 def test_a_bad_early_exit_says_the_fix(value, words):
@@ -145,6 +161,23 @@ def test_a_checkpoint_without_exits_refuses_a_policy_and_the_fix_says_farm_exits
     assert "farm exits fit" in caught.value.fix
 
 
+
+def test_a_regression_model_takes_exit_at_only(tmp_path):
+    from transformers import BertForSequenceClassification
+
+    from exit_checkpoints import config
+
+    made = config(100)
+    made.num_labels = 1
+    BertForSequenceClassification(made).save_pretrained(str(tmp_path / "stsb"))
+    with pytest.raises(MethodError, match="regression") as caught:
+        _exit_model(tmp_path / "stsb", {"policy": "patience", "patience": 2})
+    assert "exit_at" in caught.value.fix
+    model, figures = _exit_model(tmp_path / "stsb", {"exit_at": 2})
+    with torch.no_grad():
+        _, layers, ran = Runner(model).run(models.synthetic_inputs(model, 2, 8))
+    assert figures["exit_heads"] == "random" and layers == [2, 2] and ran == 2
+
 # -- cost --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("k", [1, 2, 4])
 def test_exit_at_k_runs_k_layers_of_a_catalog_model(k):
@@ -171,6 +204,23 @@ def test_exit_at_k_runs_k_layers_of_a_catalog_model(k):
         with torch.no_grad():
             assert torch.equal(logits, baseline(**inputs).logits)
 
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "albert", "electra",
+                                    "mobilebert"])
+def test_exit_at_works_on_every_family(tmp_path, family):
+    """A plain checkpoint of each family (test_stream's shapes, 3 layers; ALBERT's one shared
+    layer is called 3 times): exit_at k runs k layer calls, and at k = L it is the model."""
+    from test_stream import _checkpoint, _inputs
+
+    folder = _checkpoint(tmp_path, family)
+    plain = models.build({"name": family, "path": str(folder)})
+    for k in (1, 2, 3):
+        model, figures = _exit_model(folder, {"exit_at": k})
+        with torch.no_grad():
+            logits, layers, ran = Runner(model).run(_inputs())
+        assert (layers, ran, figures["exit_heads"]) == ([k, k], k, "random")
+    with torch.no_grad():
+        assert torch.allclose(logits, plain(**_inputs())[0], atol=1e-6)
 
 @pytest.mark.parametrize("layout, policy, value", [
     ("deebert", "entropy", 0.5), ("deebert", "entropy", NEVER), ("pabee", "patience", 2)])
@@ -258,6 +308,62 @@ def test_int8_exits_run_quantized(trained, dev):
     quantized = precision.convert(model, "int8")
     assert all(is_quantized_linear(head.classifier) for head in quantized.farm_exit_heads)
 
+
+# -- streamed --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layout, execution, precision", [
+    ("deebert", "stream", "fp32"), ("pabee", "stream+prefetch", "fp32"),
+    ("farm", "stream", "int8")])
+def test_a_streamed_pass_that_exits_at_layer_k_reads_k_layers(trained, dev, tmp_path, layout,
+                                                              execution, precision):
+    """The heads stay with the resident weights; a pass that exits at k reads layers 1..k from
+    the store (with prefetch also k+1, already on its way when the pass stopped), exits where
+    the eager model of the same precision does, and predicts the same."""
+    from agents import exit_timing, stream
+    from agents.methods import precision as precisions
+    from farm import layerstore
+
+    params = {"policy": "entropy", "threshold": 0.5}
+    variant = V({"name": "s", "execution": execution, "precision": precision,
+                 "early_exit": params})
+    store = layerstore.prepare({"name": "m", "path": str(trained[layout])}, variant,
+                               tmp_path / "stores")
+    model = stream.open_model(store.folder, variant.prefetched, variant.methods)
+    eager = precisions.convert(_exit_model(trained[layout], params)[0], precision)
+    units = [unit["bytes"] for unit in model.farm_stream.manifest["units"]]
+    runner, eager_runner = Runner(model), Runner(eager)
+    seen = set()
+    for inputs in _alone(trained[layout], model, dev):
+        with torch.no_grad():
+            logits, (k,), _ = runner.run(inputs)
+            expected, (eager_k,), _ = eager_runner.run(inputs)
+        assert k == eager_k and torch.allclose(logits, expected, atol=1e-5)
+        counted, read = exit_timing._spent(model, runner, inputs)
+        layers_read = k + 1 if variant.prefetched and k < LAYERS else k
+        assert read == sum(units[:layers_read])
+        if precision == "fp32":
+            assert counted == k * (_layer_flops(inputs["input_ids"].shape[1]) + HEAD_FLOPS)
+        seen.add(k)
+    assert len(seen) > 1, seen  # exits at more than one depth
+
+
+def test_a_streamed_job_stores_the_layer_bytes_each_example_read(trained, dev, tmp_path):
+    from agents.serve import Agent
+    from farm import layerstore
+
+    variant = V({"name": "s", "execution": "stream", "early_exit": {"policy": "entropy",
+                                                                    "threshold": 0.5}})
+    spec = {"name": "m", "path": str(trained["deebert"])}
+    store = layerstore.prepare(spec, variant, tmp_path / "stores")
+    agent = Agent(_Channel())
+    agent.load(dict(spec, store=store.folder), variant, 1, [32], False)
+    result = agent.run({"key": "k", "task": "sst2", "batch_size": 1, "seq_len": 32,
+                        "measure": QUICK, "texts": dev, "evaluate": True})
+    unit = agent.model.farm_stream.manifest["units"][0]["bytes"]
+    layers = result["exits"]["exit_layer"]
+    assert result["exits"]["bytes_read"] == [k * unit for k in layers]
+    assert result["method_fields"]["exit_bytes_mean"] == pytest.approx(
+        unit * sum(layers) / len(layers))
+    assert result["method_fields"]["exit_heads"] == "deebert"
 
 # -- farm exits fit ------------------------------------------------------------------------------
 def test_farm_exits_fit_gives_a_first_layer_exit_above_chance(tmp_path):

@@ -26,6 +26,9 @@ $FARM_METHODS, for trying one out on local and cgroup devices) that declares:
     restores(config) / restore(model, config)   a checkpoint saved after the method changed its
                                    shapes: whether this transformers needs help to build it, and
                                    the help (before its weights load)
+    stream_model(model, params, fields)   (STREAM) add what apply() put outside the encoder
+                                   layers to a streamed model's skeleton, before its resident
+                                   weights load (fields: the store's method figures)
     cost(params) -> float          relative work against the dense model (the scheduler's hint)
     SHOWN                          the FIELDS the methods table shows (default: all)
     expand(value) -> [(suffix, value)] or None   a sweep's value that names several variants
@@ -126,8 +129,8 @@ def result_fields():
 def expand_entry(entry):
     """A sweep's variant entry as the entries it names: itself, or one per value of a method
     whose parameters list several (each named `<name>-<suffix>`). One listing method a variant."""
-    if not isinstance(entry, dict):
-        return [entry]
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        return [entry]  # Variant.parse says what is wrong with it
     for key, given in entry.items():
         if key in SETTINGS:
             continue
@@ -346,6 +349,15 @@ def restore(model, config):
     for module in registry().values():
         if getattr(module, "restores", lambda c: False)(config):
             module.restore(model, config)
+
+
+def stream_model(model, variant_methods, method_fields):
+    """A streamed model's skeleton, before its resident weights load: each method that keeps
+    modules outside the encoder layers (early exit's heads) adds them, shaped as the store's."""
+    for name, params in variant_methods:
+        build = getattr(method(name), "stream_model", None)
+        if build is not None:
+            build(model, params, method_fields)
 
 
 def fit_template(layer, tensors):

@@ -21,7 +21,7 @@ NAME = "early_exit"
 SUMMARY = "stop at the first layer whose exit head is confident (DeeBERT, PABEE, exit_at)"
 CUDA = True
 INT8 = True
-STREAM = False
+STREAM = True  # heads live with the resident weights; layers past the exit are never read
 FIELDS = (
     ("exit_heads", "text", "", "where the exit heads came from: deebert, pabee, farm, random"),
     ("exit_layers", "int", "layers", "the backbone's depth L"),
@@ -39,6 +39,7 @@ FIELDS = (
     ("exit_full_ms", "float", "ms", "mean per-example latency of the full-depth backbone"),
     ("exit_flops_mean", "float", "FLOPs", "FLOPs spent per example: layers run and every exit "
                                           "head evaluated"),
+    ("exit_bytes_mean", "float", "bytes", "layer bytes read per example (streamed)"),
 )
 SHOWN = ("exit_layer_mean", "exit_speedup")  # the rest: farm table's early-exit table
 
@@ -122,6 +123,14 @@ def apply(model, params):
     try:
         layout = exits.attach(model, params, folder if os.path.isdir(folder) else None)
     except exits.ExitError as error:
-        raise MethodError(str(error), "fit exit heads first: farm exits fit CHECKPOINT --task T "
-                          "--data-dir D, or use exit_at: K")
+        raise MethodError(str(error), "use exit_at: K on a regression model" if
+                          model.config.num_labels == 1 else "fit exit heads first: farm exits "
+                          "fit CHECKPOINT --task T --data-dir D, or use exit_at: K")
     return {"exit_heads": layout, "exit_layers": layers}
+
+
+def stream_model(model, params, fields):
+    """A streamed model's heads, of the layout the store was made with (weights follow)."""
+    from agents import exits
+
+    exits.skeleton(model, params, fields["exit_heads"])

@@ -1,5 +1,6 @@
 """early exit: the figures of the early_exit method (mean exit layer, its histogram, per-example
-latency percentiles, the full-depth latency and the measured speed-up, FLOPs spent per example)
+latency percentiles, the full-depth latency and the measured speed-up, FLOPs and streamed
+layer bytes spent per example)
 and every example's exit layer, latency and FLOPs (results.exits_json)
 
 Revision ID: 0009
@@ -23,7 +24,8 @@ _NEW_RESULT_COLUMNS = (
     ("exit_expected_saving", sa.Float()), ("exit_speedup", sa.Float()),
     ("exit_example_ms", sa.Float()), ("exit_example_p50_ms", sa.Float()),
     ("exit_example_p90_ms", sa.Float()), ("exit_example_p99_ms", sa.Float()),
-    ("exit_full_ms", sa.Float()), ("exit_flops_mean", sa.Float()), ("exits_json", sa.Text()))
+    ("exit_full_ms", sa.Float()), ("exit_flops_mean", sa.Float()),
+    ("exit_bytes_mean", sa.Float()), ("exits_json", sa.Text()))
 
 
 def _module(revision: str):
