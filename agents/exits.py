@@ -37,7 +37,7 @@ FARM_WEIGHTS = "exit_heads.bin"
 FARM_META = "exit_heads.json"
 FARM_FORMAT = 1
 RANDOM_SEED = 1234  # heads of a model that has none (exit_at only): the same on every device
-_DEEBERT = "bert.encoder.highway."
+_DEEBERT = "encoder.highway."
 _PABEE = "classifiers."
 
 
@@ -111,15 +111,16 @@ def read_heads(model, folder):
         heads.load_state_dict(state)
         return "farm", heads
     state = _checkpoint_state(folder) if folder else {}
-    if any(k.startswith(_DEEBERT) for k in state):
+    highway = next((k[:k.index(_DEEBERT) + len(_DEEBERT)] for k in state if _DEEBERT in k), None)
+    if highway is not None:  # bert.encoder.highway. (DeeRoBERTa: roberta.encoder.highway.)
         heads = new_heads(hidden, labels, layers - 1)
-        heads.load_state_dict(dict((k[len(_DEEBERT):], v) for k, v in state.items()
-                                   if k.startswith(_DEEBERT)
-                                   and int(k[len(_DEEBERT):].split(".")[0]) < layers - 1))
+        heads.load_state_dict(dict((k[len(highway):], v) for k, v in state.items()
+                                   if k.startswith(highway)
+                                   and int(k[len(highway):].split(".")[0]) < layers - 1))
         return "deebert", heads
     if any(k.startswith(_PABEE) for k in state):
         Head, Pooler = _head_class()
-        pooler = Pooler(model.bert.pooler.dense)  # shared: one module, every head uses it
+        pooler = Pooler(shared_pooler(model))  # shared: one module, every head uses it
         heads = torch.nn.ModuleList([Head(pooler, torch.nn.Linear(hidden, labels))
                                      for _ in range(layers)])
         for i, head in enumerate(heads):
@@ -127,6 +128,16 @@ def read_heads(model, folder):
             head.classifier.bias.data.copy_(state["%s%d.bias" % (_PABEE, i)])
         return "pabee", heads
     return None, None
+
+
+def shared_pooler(model):
+    """The dense Linear of the model's own pooler (BERT: bert.pooler.dense; ALBERT: its
+    albert.pooler is the Linear itself), which PABEE's classifiers share."""
+    pooler = getattr(getattr(model, model.base_model_prefix), "pooler", None)
+    if pooler is None:
+        raise ExitError("PABEE's classifiers read the model's pooler, and %s has none"
+                        % model.config.model_type)
+    return getattr(pooler, "dense", pooler)
 
 
 def save_farm_heads(folder, heads, meta):
@@ -186,7 +197,7 @@ def skeleton(model, params, layout):
         depth(model.config)
     if layout == "pabee":
         Head, Pooler = _head_class()
-        pooler = Pooler(model.bert.pooler.dense)
+        pooler = Pooler(shared_pooler(model))
         heads = torch.nn.ModuleList([Head(pooler, torch.nn.Linear(hidden, labels))
                                      for _ in range(layers)])
     else:

@@ -155,6 +155,26 @@ def test_thresholds_from_never_to_always_exit(trained, dev):
     assert len(set(means)) >= 3, means  # the curve has points between its ends
 
 
+def test_deeroberta_highways_load_under_their_own_prefix(tmp_path):
+    """DeeBERT's RoBERTa checkpoints keep their highways at roberta.encoder.highway.{i}."""
+    from safetensors.torch import load_file, save_file
+
+    from test_stream import _checkpoint
+
+    folder = _checkpoint(tmp_path, "roberta")
+    state = load_file(str(folder / "model.safetensors"))
+    torch.manual_seed(5)
+    for i in range(3):
+        state.update({f"roberta.encoder.highway.{i}.pooler.dense.weight": torch.randn(32, 32),
+                      f"roberta.encoder.highway.{i}.pooler.dense.bias": torch.randn(32),
+                      f"roberta.encoder.highway.{i}.classifier.weight": torch.randn(3, 32),
+                      f"roberta.encoder.highway.{i}.classifier.bias": torch.randn(3)})
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    model, figures = _exit_model(folder, {"policy": "entropy", "threshold": 0.1})
+    assert figures["exit_heads"] == "deebert" and len(model.farm_exit_heads) == 2
+    assert torch.equal(model.farm_exit_heads[1].classifier.weight,
+                       state["roberta.encoder.highway.1.classifier.weight"])
+
 def test_a_checkpoint_without_exits_refuses_a_policy_and_the_fix_says_farm_exits_fit(trained):
     with pytest.raises(MethodError, match="no exit heads") as caught:
         _exit_model(trained["plain"], {"policy": "entropy", "threshold": 0.1})
