@@ -119,8 +119,9 @@ class Trained:
         (folder / "exit_heads.json").write_text(json.dumps({"format": 1, "heads": LAYERS - 1}))
 
 
-# -- the reference ----------------------------------------------------------------------------------
-def layer_outputs(folder: Path, layout: str, texts: list[tuple[str, ...]]) -> list[list[list[float]]]:
+# -- the reference ---------------------------------------------------------------------------
+def layer_outputs(folder: Path, layout: str,
+                  texts: list[tuple[str, ...]]) -> list[list[list[float]]]:
     """Each example's logits after every layer 1..L, from the saved tensors: tanh(W h + b) then
     the classifier for DeeBERT's and farm's highways (the model's own pooler and classifier at
     layer L); the shared pooler then classifiers.{i} for PABEE. Each example alone, unpadded."""

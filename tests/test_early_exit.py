@@ -504,7 +504,8 @@ def _reading_it(db_url, device, rows, names, tmp_path):
     for name in names:
         line = next(line for line in table.splitlines() if f" {name} " in line)
         row = rows[name]
-        assert f"{row['exit_layer_mean']:.2f} / 4" in line and f"{row['exit_speedup']:.2f}×" in line
+        assert f"{row['exit_layer_mean']:.2f} / 4" in line
+        assert f"{row['exit_speedup']:.2f}×" in line
     every = sweep_rows("exits", db_url)
     (curve,) = exit_curves(every, device, "flops").values()
     by_value = sorted(curve, key=lambda p: p["value"])
@@ -560,8 +561,8 @@ print(json.dumps({"examples": made, "job": job["method_fields"]}))
 def test_the_jetson_stack_exits_where_the_reference_does(trained, dev, tmp_path, jetson_python,
                                                          layout, params):
     """Python 3.6, torch 1.10, transformers 4.18: the checkpoint (as pytorch_model.bin, which
-    4.18 reads; farm's exit_heads.bin as torch 2 saved it) exits each example where the reference does, with the same FLOPs; a catalog
-    model's exit_at job runs through the agent."""
+    4.18 reads; farm's exit_heads.bin as torch 2 saved it) exits each example where the
+    reference does, with the same FLOPs; a catalog model's exit_at job runs through the agent."""
     import os
     import subprocess
 
