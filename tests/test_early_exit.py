@@ -366,6 +366,37 @@ def test_a_streamed_pass_that_exits_at_layer_k_reads_k_layers(trained, dev, tmp_
     assert len(seen) > 1, seen  # exits at more than one depth
 
 
+def test_one_layer_store_serves_every_threshold(trained):
+    """The policy and its value change no weight: a sweep over thresholds streams from one
+    store; exit_at (random heads allowed) has its own; other methods' stores keep their names."""
+    import hashlib
+
+    import transformers
+
+    from farm import layerstore
+
+    spec = {"name": "m", "path": str(trained["deebert"])}
+
+    def digest(params):
+        return layerstore.digest(spec, V({"name": "s", "execution": "stream",
+                                          "early_exit": params}))
+
+    assert digest({"policy": "entropy", "threshold": 0.1}) == digest(
+        {"policy": "confidence", "threshold": 0.9}) == digest({"policy": "patience",
+                                                               "patience": 3})
+    assert digest({"exit_at": 1}) == digest({"exit_at": 2}) != digest(
+        {"policy": "entropy", "threshold": 0.1})
+    heads = V({"name": "h", "prune_heads": 0.5, "execution": "stream"})
+    catalog = {"name": "bert-tiny"}
+    from agents import catalog as entries
+    identity = {"catalog": "bert-tiny", "entry": entries.CATALOG["bert-tiny"],
+                "labels": entries.NUM_LABELS, "seed": entries.CATALOG_SEED,
+                "transformers": transformers.__version__, "torch": torch.__version__,
+                "methods": [["prune_heads", {"fraction": 0.5}]], "format": 1,
+                "precision": "fp32"}
+    assert layerstore.digest(catalog, heads) == hashlib.sha256(
+        json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
 def test_a_streamed_job_stores_the_layer_bytes_each_example_read(trained, dev, tmp_path):
     from agents.serve import Agent
     from farm import layerstore

@@ -31,6 +31,8 @@ $FARM_METHODS, for trying one out on local and cgroup devices) that declares:
                                    weights load (fields: the store's method figures)
     cost(params) -> float          relative work against the dense model (the scheduler's hint)
     SHOWN                          the FIELDS the methods table shows (default: all)
+    stored(params) -> dict         (STREAM) the part of params that makes a layer store's bytes
+                                   (default: all of them; stored_methods)
     expand(value) -> [(suffix, value)] or None   a sweep's value that names several variants
                                    (early_exit's thresholds: [...]): one per value, each named
                                    `<name>-<suffix>` (expand_entry)
@@ -349,6 +351,14 @@ def restore(model, config):
     for module in registry().values():
         if getattr(module, "restores", lambda c: False)(config):
             module.restore(model, config)
+
+
+def stored_methods(variant):
+    """[[name, params], ...] as far as they make a layer store's bytes: a method's stored(params)
+    where it declares one (early exit's policy and threshold do not change the weights, so one
+    store serves every threshold of a sweep), else its params."""
+    return [[name, getattr(method(name), "stored", lambda p: p)(params)]
+            for name, params in variant.methods]
 
 
 def stream_model(model, variant_methods, method_fields):

@@ -129,6 +129,13 @@ def apply(model, params):
     return {"exit_heads": layout, "exit_layers": layers}
 
 
+def stored(params):
+    """What a layer store of an early-exit variant depends on: only whether its heads may be
+    seeded random ones (exit_at) or must come with the checkpoint; the policy, its value and
+    the padding are the job's (stream_model takes them from the variant)."""
+    return {"exit_at_only": params["policy"] == "exit_at"}
+
+
 def stream_model(model, params, fields):
     """A streamed model's heads, of the layout the store was made with (weights follow)."""
     from agents import exits
