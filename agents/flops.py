@@ -68,6 +68,12 @@ def _query_projections(model):
 
 
 def analytic(model, inputs):
+    return analytic_call(model, lambda: model(**inputs))
+
+
+def analytic_call(model, call):
+    """The analytic count of whatever `call()` runs of `model`'s modules (an early-exit pass
+    runs some layers and some exit heads: agents/exits.py)."""
     import torch
 
     total = [0]
@@ -91,7 +97,7 @@ def analytic(model, inputs):
     hooks += [q.register_forward_hook(query_hook) for q in _query_projections(model)]
     try:
         with torch.no_grad():
-            model(**inputs)
+            call()
     finally:
         for hook in hooks:
             hook.remove()

@@ -23,7 +23,8 @@ import time
 import traceback
 
 from agents import content_hash
-from agents import energy, environment, flops, measure, methods, models, stream, text
+from agents import (energy, environment, exit_timing, flops, measure, methods, models, stream,
+                    text)
 from agents.methods import precision
 from agents.protocol import Channel
 
@@ -65,7 +66,8 @@ class Agent(object):
         self.baseline_mb = measure.resident_mb()
         self.device = models.torch_device(variant, cuda)
         if variant.streamed:  # the store holds the layers as the methods left them
-            self.model = stream.open_model(model_spec["store"], variant.prefetched)
+            self.model = stream.open_model(model_spec["store"], variant.prefetched,
+                                           variant.methods)
             manifest = self.model.farm_stream.manifest
             self.params = manifest["params"]
             self.method_fields = manifest.get("method_fields", {})
@@ -95,6 +97,10 @@ class Agent(object):
     def run(self, job):
         import torch
 
+        if getattr(self.model, "farm_exits", None) is not None:  # its cost depends on the input
+            if job.get("texts") and self.tokenizer is _UNSET:
+                self.tokenizer = text.open_tokenizer(self.model_spec)
+            return exit_timing.run(self, job)
         key, batch, seq_len = job["key"], int(job["batch_size"]), int(job["seq_len"])
         settings, texts = job["measure"], job.get("texts")
         started = time.perf_counter()

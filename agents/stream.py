@@ -185,8 +185,10 @@ class Streamer(object):
 
 
 # -- building the model --------------------------------------------------------------------------
-def open_model(folder, prefetch=False):
-    """The store's model with streamed layers; `model.farm_stream` is its Streamer."""
+def open_model(folder, prefetch=False, variant_methods=None):
+    """The store's model with streamed layers; `model.farm_stream` is its Streamer.
+    variant_methods ([(name, params)], default: the store's own) are asked to give the model
+    what they keep outside its layers before the resident weights load (early exit's heads)."""
     import torch
     from transformers import AutoConfig
 
@@ -204,6 +206,8 @@ def open_model(folder, prefetch=False):
     placeholder = torch.nn.Parameter(torch.empty(0), requires_grad=False)
     for template in template_modules:
         shape(template, manifest["units"][0]["tensors"], placeholder)
+    methods.stream_model(model, manifest.get("methods", []) if variant_methods is None
+                         else variant_methods, manifest.get("method_fields", {}))
     for entry in manifest["resident"]["tensors"]:
         if entry["kind"] == "qlinear":
             _replace(model, entry["name"], layers.empty_qlinear(entry))

@@ -111,6 +111,14 @@ def resume(
     _finish(report)
 
 
+def _exits(title: str, rows: list[dict]) -> None:
+    """Early exit's table (farm.exits), where the sweep has early-exit jobs."""
+    from farm.exits import exits_table, is_exit
+
+    if any(is_exit(r) for r in rows):
+        out.print(exits_table(f"{title}: early exit against full depth", rows))
+
+
 def _finish(report) -> None:
     from farm.comparisons import has_methods, has_streams
     from farm.console import methods_table, results_table, streaming_table
@@ -123,6 +131,7 @@ def _finish(report) -> None:
     if has_streams(report.results):
         out.print(streaming_table(f"sweep {sweep}: streamed layers against eager",
                                   report.results))
+    _exits(f"sweep {sweep}", report.results)
     counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
     out.print(f"{report.total_jobs} jobs ({counts}); ran {report.ran} now.")
     if report.cancelled:
@@ -240,6 +249,7 @@ def table(sweep: str = typer.Argument(..., help="The sweep's name."),
         raise FarmError(f"cannot make the table of {sweep!r}: {error}") from None
     if fmt == "rich":
         out.print(to_rich(made, title=f"sweep {sweep}"))  # to_rich shows the title as text
+        _exits(f"sweep {shown(sweep)}", sweep_rows(sweep, db))
     else:
         sys.stdout.write(renderers[fmt](made))
 
@@ -354,6 +364,32 @@ def devices_release(name: str = typer.Argument(..., help="The device."),
     else:
         out.print(f"{shown(name)} was not quarantined", highlight=False)
 
+
+exits_app = typer.Typer(no_args_is_help=True, help="Exit heads for early exit.")
+app.add_typer(exits_app, name="exits")
+
+
+@exits_app.command("fit")
+@boundary
+def exits_fit(checkpoint: Path = typer.Argument(..., help="A fine-tuned checkpoint folder."),
+              task: str = typer.Option(..., "--task", "-t", help="Its GLUE task (sst2, mnli-m..."),
+              data_dir: Path = typer.Option(..., "--data-dir", "-d", help="The GLUE distribution "
+                                            "(TASK/train.tsv and its dev file)."),
+              out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to save "
+                                                     "(default: CHECKPOINT-exits)."),
+              epochs: int = typer.Option(3, "--epochs", min=1, help="Passes over train.tsv."),
+              max_train: Optional[int] = typer.Option(None, "--max-train", min=1,
+                                                      help="Use the first N train examples.")):
+    """Fit one exit head per layer to a checkpoint that has none (DeeBERT's second stage: the
+    backbone frozen), report each exit's dev accuracy, and save a checkpoint early_exit loads."""
+    from farm.console import FitProgress
+    from farm.exits import fit, table
+
+    with FitProgress(out) as progress:
+        report = fit(checkpoint, task, data_dir, out_dir, epochs=epochs, max_train=max_train,
+                     progress=progress.update)
+    out.print(table(report))
+    out.print(f"wrote {shown(report.out_dir)}", highlight=False)
 
 if __name__ == "__main__":
     sys.exit(app())

@@ -217,13 +217,13 @@ def methods_table(title: str, rows: list[dict]) -> Table:
     """The variants with methods against eager fp32 on the same work: whether their savings in
     parameters and FLOPs became time and memory, what they did to the logits (and the score),
     and each method's own figures."""
-    from agents.methods import result_fields
+    from agents.methods import table_fields
     from farm.comparisons import compare
 
     compared = compare(rows)
     baselines = [c.baseline for c in compared if c.variant.methods]
     shown = [c for c in compared if c.variant.methods or any(c.result is b for b in baselines)]
-    fields = [f for f in result_fields() if any(c.result.get(f[0]) is not None for c in shown)]
+    fields = [f for f in table_fields() if any(c.result.get(f[0]) is not None for c in shown)]
     scored = any(c.result.get("metric") or c.result.get("score_note") for c in shown)
     table = Table(title=title, header_style="bold", pad_edge=False,
                   caption="× fp32 and (%): against the eager fp32 model on the same work; model "
@@ -390,3 +390,25 @@ def status_view(snapshot: dict):
                            shown(r["failure"]), shown(r["error"]))
         parts.append(failed)
     return Group(*parts)
+
+
+class FitProgress:
+    """One bar per phase of `farm exits fit` (reading the train set, the dev set, training)."""
+
+    def __init__(self, console: Console):
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), console=console)
+        self.phases: dict[str, int] = {}
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def update(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.phases:
+            self.phases[phase] = self.progress.add_task(phase, total=total)
+        self.progress.update(self.phases[phase], completed=done)

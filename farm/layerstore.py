@@ -52,7 +52,7 @@ def digest(model: dict, variant: Variant) -> str:
     if variant.precision != "fp32" or "catalog" in source:  # quantized bytes depend on torch too
         source["torch"] = torch.__version__
     if variant.methods:  # only then, so that the stores of plain models keep their names
-        source["methods"] = variant.spec()["methods"]
+        source["methods"] = methods.stored_methods(variant)
         source["torch"] = torch.__version__  # an SVD's or a norm's last bits
     identity = dict(source, format=layers.FORMAT, precision=variant.precision)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -93,8 +93,8 @@ def _write(model: dict, variant: Variant, folder: Path) -> None:
         if not precision.streams(variant.precision):
             raise layers.StoreError(f"no {variant.precision} layer store: stream is fp32 or int8")
         built = precision.convert(built, variant.precision)
-        layers.write(built, str(folder), variant.precision, params, variant.spec()["methods"],
-                     figures)
+        layers.write(built, str(folder), variant.precision, params,
+                     methods.stored_methods(variant), figures)
     finally:
         del built
         measure.release_memory()

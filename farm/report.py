@@ -224,13 +224,60 @@ CHARTS: tuple[tuple[str, str, Callable[[Axes, list[dict], str], None]], ...] = (
 )
 
 
+def draw_exit_curves(ax: Axes, rows: list[dict], device: str, x: str) -> None:
+    """Score against per-example cost: a line per early-exit model across its thresholds
+    (farm.exits), the static variants as points, and the Pareto front over all of them."""
+    from farm.exits import exit_curves, static_points
+
+    curves, static = exit_curves(rows, device, x), static_points(rows, device, x)
+    scale = 1e9 if x == "flops" else 1.0
+    ax.set_xlabel("GFLOP per example" if x == "flops" else "latency per example (ms)")
+    ax.set_ylabel(score_label([p["row"] for c in curves.values() for p in c] +
+                              [p["row"] for p in static]))
+    if not curves and not static:
+        note_nothing(ax)
+        return
+    for name, points in curves.items():
+        ax.plot([p["x"] / scale for p in points], [p["y"] for p in points], marker="o",
+                label=name)
+        for p in points:
+            ax.annotate(f"{p['value']:g}", (p["x"] / scale, p["y"]), xytext=(3, -9),
+                        textcoords="offset points", fontsize=7)
+    if static:
+        ax.scatter([p["x"] / scale for p in static], [p["y"] for p in static], marker="s",
+                   color="tab:gray", label="static variants")
+        for p in static:
+            ax.annotate(p["row"]["variant"], (p["x"] / scale, p["y"]), xytext=(4, 4),
+                        textcoords="offset points", fontsize=7)
+    front = pareto_front([p for c in curves.values() for p in c] + static, "x", "y")
+    ax.step([p["x"] / scale for p in front], [p["y"] for p in front], where="post",
+            color=FRONT_COLOUR, linewidth=1, linestyle="--", label="Pareto front")
+    legend(ax)
+
+
+EXIT_CHARTS: tuple[tuple[str, str, Callable[[Axes, list[dict], str], None]], ...] = (
+    ("exit-latency", "early exit: score against measured latency per example",
+     lambda ax, rows, device: draw_exit_curves(ax, rows, device, "ms")),
+    ("exit-flops", "early exit: score against FLOPs per example",
+     lambda ax, rows, device: draw_exit_curves(ax, rows, device, "flops")),
+)
+
+
+def charts_for(rows: list[dict], device: str) -> tuple:
+    """CHARTS, and early exit's where the device ran early-exit jobs."""
+    from farm.exits import is_exit
+
+    exits = any(is_exit(r) and r.get("device") == device for r in rows)
+    return CHARTS + (EXIT_CHARTS if exits else ())
+
+
 def chart_file(device: str, suffix: str) -> str:
     return f"{device}-{suffix}.png"
 
 
 def write_charts(rows: list[dict], device: str, out_dir: Path, title: str) -> list[Path]:
     paths = []
-    for suffix, caption, draw in CHARTS:
+    for suffix, caption, draw in charts_for(rows, device):
         fig = Figure(figsize=(8, 5.5), layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
@@ -304,17 +351,17 @@ def esc(value) -> str:
     return "" if value is None else html.escape(str(value), quote=True)
 
 
-def device_section(device: str) -> str:
+def device_section(device: str, rows: list[dict] = ()) -> str:
     figures = "".join(
         f'<figure><img src="{esc(chart_file(device, suffix))}" alt="{esc(caption)}">'
         f"<figcaption>{esc(caption)}</figcaption></figure>"
-        for suffix, caption, _ in CHARTS)
+        for suffix, caption, _ in charts_for(list(rows), device))
     return f'<section><h2>{esc(device)}</h2><div class="charts">{figures}</div></section>'
 
 
 def render_page(rows: list[dict], names: list[str], title: str) -> str:
     """One page with nothing outside it but the charts beside it: inline CSS, no scripts."""
-    sections = "\n".join(device_section(device) for device in names)
+    sections = "\n".join(device_section(device, rows) for device in names)
     head = "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEADERS)
     body = "\n".join(table_row(r) for r in rows)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -83,6 +83,11 @@ _METHOD_TYPES = {"int": _I, "float": _F, "text": _T}
 # A method that declares a new figure needs a migration that adds the column, and a line here.
 METHOD_COLUMNS = {"heads_pruned": "0008", "factorized_layers": "0008",
                   "reconstruction_error": "0008"}
+METHOD_COLUMNS.update((name, "0009") for name in (  # early_exit (agents/methods/early_exit.py)
+    "exit_heads", "exit_layers", "exit_layer_mean", "exit_histogram", "exit_batch_layers_mean",
+    "exit_expected_saving", "exit_speedup", "exit_example_ms", "exit_example_p50_ms",
+    "exit_example_p90_ms", "exit_example_p99_ms", "exit_full_ms", "exit_flops_mean",
+    "exit_bytes_mean"))
 EXTRA = "extra_json"  # figures of methods with no column ($FARM_METHODS), as JSON
 
 _RESULT = (  # name, type, unit, what, since
@@ -129,6 +134,8 @@ _RESULT_JSON = (  # name, the agent result's key, what, since
     ("latencies_json", "latencies_ms", "every timed call, in ms", "0001"),
     ("env_json", "env", "what produced the result: python, torch, CPU, host ...", "0001"),
     ("logits_json", "logits", "the outputs of the first batch", "0007"),
+    ("exits_json", "exits", "early exit, per example in file order: exit layer, latency ms, "
+                            "full-depth latency ms, FLOPs, layer bytes read", "0009"),
 )
 _LOAD = (
     ("load_s", _F, "s", "import torch, build or load the model, count its FLOPs", "0002"),
@@ -222,7 +229,8 @@ V_RESULTS: tuple[ViewColumn, ...] = _by_since(
     [ViewColumn(*c) for c in _VIEW]
     + [ViewColumn(f.name, f"r.{f.name}", f.since) for f in METHOD_FIELDS]
     + [ViewColumn(EXTRA, f"r.{EXTRA}", "0008", "extra"),
-       ViewColumn("variant_spec", "j.variant_spec", "0008", "variant spec")])
+       ViewColumn("variant_spec", "j.variant_spec", "0008", "variant spec"),
+       ViewColumn("exits_json", "r.exits_json", "0009", "exits")])
 _VIEW_BY_NAME = {c.name: c for c in V_RESULTS}
 # Plain figures: a result with any of them measured gets a results row.
 _MEASURED = tuple(f.name for f in RESULT_FIELDS if not (f.json_of or f.method or f.name == EXTRA))

@@ -27,7 +27,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_serial
                       field_validator, model_validator)
 
 from agents.catalog import CATALOG, SYNTHETIC
-from agents.methods import MethodError, Variant
+from agents.methods import MethodError, Variant, expand_entry
 from farm.checkpoints import refuse_outside_links
 from farm.config import Problem, field_name, load_spec
 from farm.errors import ConfigError
@@ -132,7 +132,7 @@ class Sweep(BaseModel):
         if not isinstance(variants, (list, tuple)):
             return variants  # pydantic says "write a YAML list"
         typed: list[Variant] = []
-        for i, entry in enumerate(variants):
+        for i, entry in _expanded_entries(variants):
             try:
                 variant = entry if isinstance(entry, Variant) else Variant.parse(entry)
             except MethodError as error:
@@ -233,6 +233,18 @@ def _positions(ref: ModelRef) -> int | None:
         return max_positions(parsed) if isinstance(parsed, dict) else None
     except (OSError, ValueError):
         return None  # an unreadable config.json is reported where the model is loaded
+
+
+def _expanded_entries(variants):
+    """(index in the file, entry) of every variant the entries name: a method's list of values
+    (early_exit's thresholds: [...]) is one variant per value (agents.methods.expand_entry)."""
+    for i, listed in enumerate(variants):
+        try:
+            entries = [listed] if isinstance(listed, Variant) else expand_entry(listed)
+        except MethodError as error:
+            raise Problem(error.problem, error.fix, ("variants", i, *error.field)) from None
+        for entry in entries:
+            yield i, entry
 
 
 def _cached_config(hub: str) -> str | None:

@@ -26,7 +26,16 @@ $FARM_METHODS, for trying one out on local and cgroup devices) that declares:
     restores(config) / restore(model, config)   a checkpoint saved after the method changed its
                                    shapes: whether this transformers needs help to build it, and
                                    the help (before its weights load)
+    stream_model(model, params, fields)   (STREAM) add what apply() put outside the encoder
+                                   layers to a streamed model's skeleton, before its resident
+                                   weights load (fields: the store's method figures)
     cost(params) -> float          relative work against the dense model (the scheduler's hint)
+    SHOWN                          the FIELDS the methods table shows (default: all)
+    stored(params) -> dict         (STREAM) the part of params that makes a layer store's bytes
+                                   (default: all of them; stored_methods)
+    expand(value) -> [(suffix, value)] or None   a sweep's value that names several variants
+                                   (early_exit's thresholds: [...]): one per value, each named
+                                   `<name>-<suffix>` (expand_entry)
 
 Nothing outside this package asks a variant's name what it does: precision, execution and the
 methods are read from the Variant.
@@ -39,7 +48,7 @@ import os
 
 from agents.methods import precision as precisions
 
-BUILTIN = ("prune_heads", "low_rank")
+BUILTIN = ("prune_heads", "low_rank", "early_exit")
 PLUGINS_ENV = "FARM_METHODS"  # extra method modules: file paths, separated by os.pathsep
 
 EXECUTIONS = ("eager", "stream", "stream+prefetch")  # stream: agents/stream.py, on the CPU
@@ -117,6 +126,32 @@ def result_fields():
                 seen.add(field[0])
                 fields.append(tuple(field))
     return fields
+
+
+def expand_entry(entry):
+    """A sweep's variant entry as the entries it names: itself, or one per value of a method
+    whose parameters list several (each named `<name>-<suffix>`). One listing method a variant."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        return [entry]  # Variant.parse says what is wrong with it
+    for key, given in entry.items():
+        if key in SETTINGS:
+            continue
+        expanded = getattr(method(key), "expand", lambda value: None)(given)
+        if expanded is not None:
+            return [dict(entry, **{"name": "%s-%s" % (entry.get("name"), suffix), key: value})
+                    for suffix, value in expanded]
+    return [entry]
+
+
+def table_fields():
+    """The result_fields() that the methods table shows: a method's SHOWN names, where it
+    declares them (early exit's figures have a table of their own), else all its FIELDS."""
+    shown = set()
+    for name in BUILTIN:
+        module = importlib.import_module("agents.methods." + name)
+        fields = getattr(module, "FIELDS", ())
+        shown.update(getattr(module, "SHOWN", [f[0] for f in fields]))
+    return [field for field in result_fields() if field[0] in shown]
 
 
 # -- the variant -------------------------------------------------------------------------------
@@ -316,6 +351,23 @@ def restore(model, config):
     for module in registry().values():
         if getattr(module, "restores", lambda c: False)(config):
             module.restore(model, config)
+
+
+def stored_methods(variant):
+    """[[name, params], ...] as far as they make a layer store's bytes: a method's stored(params)
+    where it declares one (early exit's policy and threshold do not change the weights, so one
+    store serves every threshold of a sweep), else its params."""
+    return [[name, getattr(method(name), "stored", lambda p: p)(params)]
+            for name, params in variant.methods]
+
+
+def stream_model(model, variant_methods, method_fields):
+    """A streamed model's skeleton, before its resident weights load: each method that keeps
+    modules outside the encoder layers (early exit's heads) adds them, shaped as the store's."""
+    for name, params in variant_methods:
+        build = getattr(method(name), "stream_model", None)
+        if build is not None:
+            build(model, params, method_fields)
 
 
 def fit_template(layer, tensors):
