@@ -200,7 +200,7 @@ def curve_key(row: dict) -> tuple:
     variant = variant_of(row)
     methods = [(m, {k: v for k, v in p.items() if k not in ("threshold", "patience", "exit_at")})
                for m, p in variant.methods]
-    return (row["model"], row["task"], row["batch_size"], row["seq_len"], row.get("device"),
+    return (row["model"], row["task"], row["batch_size"], row["seq_len"], row.get("target"),
             variant.precision, variant.execution, repr(methods))
 
 
@@ -248,13 +248,14 @@ def _fmt(value, fmt: str, unit: str = "") -> str:
 CURVE_X = {"ms": ("exit_example_ms", "per_sample_ms"), "flops": ("exit_flops_mean", "flops")}
 
 
-def exit_curves(rows: list[dict], device: str, x: str) -> dict[str, list[dict]]:
-    """Per early-exit model on the device (curve_key), its jobs across the policy's values as
-    points {x, y (score), value, row}, by x."""
+def exit_curves(rows: list[dict], pool: str, x: str) -> dict[str, list[dict]]:
+    """Per early-exit model in the pool (curve_key), its jobs across the policy's values as
+    points {x, y (score), value, row}, by x. A pool, not a device: its devices are alike, and
+    its jobs land on any of them (fp32 on one, its early exit on another)."""
     exit_x, _ = CURVE_X[x]
     curves: dict[tuple, list[dict]] = {}
     for r in rows:
-        if is_exit(r) and r.get("device") == device and r.get("score") is not None \
+        if is_exit(r) and r.get("target") == pool and r.get("score") is not None \
                 and r.get(exit_x) is not None:
             curves.setdefault(curve_key(r), []).append(
                 {"x": r[exit_x], "y": r["score"], "value": setting(r)[1], "row": r})
@@ -266,9 +267,9 @@ def exit_curves(rows: list[dict], device: str, x: str) -> dict[str, list[dict]]:
     return dict(sorted(named.items()))
 
 
-def static_points(rows: list[dict], device: str, x: str) -> list[dict]:
-    """The device's done jobs without early exit, with a score: {x, y, row}."""
+def static_points(rows: list[dict], pool: str, x: str) -> list[dict]:
+    """The pool's done jobs without early exit, with a score: {x, y, row}."""
     _, static_x = CURVE_X[x]
     return [{"x": r[static_x], "y": r["score"], "row": r} for r in rows
-            if r.get("device") == device and r.get("status") == "done" and not is_exit(r)
+            if r.get("target") == pool and r.get("status") == "done" and not is_exit(r)
             and r.get("score") is not None and r.get(static_x) is not None]

@@ -224,12 +224,13 @@ CHARTS: tuple[tuple[str, str, Callable[[Axes, list[dict], str], None]], ...] = (
 )
 
 
-def draw_exit_curves(ax: Axes, rows: list[dict], device: str, x: str) -> None:
-    """Score against per-example cost: a line per early-exit model across its thresholds
-    (farm.exits), the static variants as points, and the Pareto front over all of them."""
+def draw_exit_curves(ax: Axes, rows: list[dict], pool: str, x: str) -> None:
+    """Score against per-example cost in one pool of devices: a line per early-exit model across
+    its thresholds (farm.exits), the static variants as points, and the Pareto front over all of
+    them."""
     from farm.exits import exit_curves, static_points
 
-    curves, static = exit_curves(rows, device, x), static_points(rows, device, x)
+    curves, static = exit_curves(rows, pool, x), static_points(rows, pool, x)
     scale = 1e9 if x == "flops" else 1.0
     ax.set_xlabel("GFLOP per example" if x == "flops" else "latency per example (ms)")
     ax.set_ylabel(score_label([p["row"] for c in curves.values() for p in c] +
@@ -255,46 +256,67 @@ def draw_exit_curves(ax: Axes, rows: list[dict], device: str, x: str) -> None:
     legend(ax)
 
 
+# Per pool of devices (the sweep's target), where it ran early-exit jobs; files pool-<name>-*.
 EXIT_CHARTS: tuple[tuple[str, str, Callable[[Axes, list[dict], str], None]], ...] = (
     ("exit-latency", "early exit: score against measured latency per example",
-     lambda ax, rows, device: draw_exit_curves(ax, rows, device, "ms")),
+     lambda ax, rows, pool: draw_exit_curves(ax, rows, pool, "ms")),
     ("exit-flops", "early exit: score against FLOPs per example",
-     lambda ax, rows, device: draw_exit_curves(ax, rows, device, "flops")),
+     lambda ax, rows, pool: draw_exit_curves(ax, rows, pool, "flops")),
 )
+POOL = "pool-"
 
 
-def charts_for(rows: list[dict], device: str) -> tuple:
-    """CHARTS, and early exit's where the device ran early-exit jobs."""
-    from farm.exits import is_exit
-
-    exits = any(is_exit(r) and r.get("device") == device for r in rows)
-    return CHARTS + (EXIT_CHARTS if exits else ())
+def chart_file(name: str, suffix: str) -> str:
+    return f"{name}-{suffix}.png"
 
 
-def chart_file(device: str, suffix: str) -> str:
-    return f"{device}-{suffix}.png"
-
-
-def write_charts(rows: list[dict], device: str, out_dir: Path, title: str) -> list[Path]:
+def write_charts(rows: list[dict], name: str, out_dir: Path, title: str,
+                 charts: tuple = CHARTS, file_name: str | None = None) -> list[Path]:
+    """`charts` of one device (or, with EXIT_CHARTS, one pool) as PNG files in out_dir."""
     paths = []
-    for suffix, caption, draw in charts_for(rows, device):
+    for suffix, caption, draw in charts:
         fig = Figure(figsize=(8, 5.5), layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        draw(ax, rows, device)
-        ax.set_title(f"{title}: {device}\n{caption}", fontsize=10)
-        path = out_dir / chart_file(device, suffix)
+        draw(ax, rows, name)
+        where = pool_name(name) if charts is EXIT_CHARTS else name
+        ax.set_title(f"{title}: {where}\n{caption}", fontsize=10)
+        path = out_dir / chart_file(file_name or name, suffix)
         fig.savefig(path, dpi=100)
         paths.append(path)
     return paths
 
 
+ALL_DEVICES = "*"  # the target of a sweep that names no devices: every device of the inventory
+
+
+def exit_pools(rows: list[dict]) -> list[str]:
+    """The pools (targets) that ran early-exit jobs, their file names checked to be safe."""
+    from farm.exits import is_exit
+
+    pools = sorted({r["target"] for r in rows if is_exit(r) and r.get("target")})
+    _file_safe([pool_file(pool) for pool in pools], "pool")
+    return pools
+
+
+def pool_file(pool: str) -> str:
+    return POOL + ("all" if pool == ALL_DEVICES else pool)
+
+
+def pool_name(pool: str) -> str:
+    return "all devices" if pool == ALL_DEVICES else f"pool {pool}"
+
+
 def devices(rows: list[dict]) -> list[str]:
     """Devices that ran jobs, checked to be safe as file names; queued jobs may have none yet."""
-    names = sorted({r["device"] for r in rows if r.get("device") is not None})
+    return _file_safe(sorted({r["device"] for r in rows if r.get("device") is not None}),
+                      "device")
+
+
+def _file_safe(names: list[str], what: str) -> list[str]:
     for name in names:
         if not DEVICE_NAME.fullmatch(name):
-            raise ValueError(f"device name {name!r} cannot name a chart file: "
+            raise ValueError(f"{what} name {name!r} cannot name a chart file: "
                              "use letters, digits, '.', '_' and '-'")
     return names
 
@@ -308,8 +330,11 @@ def write_report(rows: list[dict], out_dir: Path, title: str) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = [path for device in names for path in write_charts(rows, device, out_dir, title)]
+    pools = exit_pools(rows)
+    charts += [path for pool in pools for path in write_charts(
+        rows, pool, out_dir, title, EXIT_CHARTS, pool_file(pool))]
     page = out_dir / "index.html"
-    page.write_text(render_page(rows, names, title), encoding="utf-8")
+    page.write_text(render_page(rows, names, title, pools), encoding="utf-8")
     return [*charts, page]
 
 
@@ -351,17 +376,21 @@ def esc(value) -> str:
     return "" if value is None else html.escape(str(value), quote=True)
 
 
-def device_section(device: str, rows: list[dict] = ()) -> str:
+def device_section(device: str, charts: tuple = CHARTS, file_name: str | None = None,
+                   heading: str | None = None) -> str:
     figures = "".join(
-        f'<figure><img src="{esc(chart_file(device, suffix))}" alt="{esc(caption)}">'
-        f"<figcaption>{esc(caption)}</figcaption></figure>"
-        for suffix, caption, _ in charts_for(list(rows), device))
-    return f'<section><h2>{esc(device)}</h2><div class="charts">{figures}</div></section>'
+        f'<figure><img src="{esc(chart_file(file_name or device, suffix))}" '
+        f'alt="{esc(caption)}"><figcaption>{esc(caption)}</figcaption></figure>'
+        for suffix, caption, _ in charts)
+    return (f'<section><h2>{esc(heading or device)}</h2><div class="charts">{figures}</div>'
+            "</section>")
 
 
-def render_page(rows: list[dict], names: list[str], title: str) -> str:
+def render_page(rows: list[dict], names: list[str], title: str, pools: list[str] = ()) -> str:
     """One page with nothing outside it but the charts beside it: inline CSS, no scripts."""
-    sections = "\n".join(device_section(device, rows) for device in names)
+    sections = "\n".join([device_section(device) for device in names] + [
+        device_section(pool, EXIT_CHARTS, pool_file(pool), f"{pool_name(pool)}: early exit")
+        for pool in pools])
     head = "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEADERS)
     body = "\n".join(table_row(r) for r in rows)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -538,16 +538,18 @@ def _reading_it(db_url, device, rows, names, tmp_path):
         assert f"{row['exit_layer_mean']:.2f} / 4" in line
         assert f"{row['exit_speedup']:.2f}×" in line
     every = sweep_rows("exits", db_url)
-    (curve,) = exit_curves(every, device, "flops").values()
+    pool, = {r["target"] for r in every}  # the sweep's default: every device of the inventory
+    (curve,) = exit_curves(every, pool, "flops").values()
     by_value = sorted(curve, key=lambda p: p["value"])
     assert [p["value"] for p in by_value] == THRESHOLDS
     assert [p["x"] for p in by_value] == sorted((p["x"] for p in by_value), reverse=True)
-    assert [p["row"]["variant"] for p in static_points(every, device, "ms")] == ["fp32"]
+    assert [p["row"]["variant"] for p in static_points(every, pool, "ms")] == ["fp32"]
     made = CliRunner().invoke(app, ["report", "exits", "--out", str(tmp_path / "report"),
                                     "--db", db_url])
     assert made.exit_code == 0, made.output
-    assert (tmp_path / "report" / f"{device}-exit-latency.png").stat().st_size > 10_000
-    assert f"{device}-exit-flops.png" in (tmp_path / "report" / "index.html").read_text()
+    assert pool == "*"  # the sweep named no devices: its pool is all of them
+    assert (tmp_path / "report" / "pool-all-exit-latency.png").stat().st_size > 10_000
+    assert "pool-all-exit-flops.png" in (tmp_path / "report" / "index.html").read_text()
 
 
 # -- the Jetson stack ------------------------------------------------------------------------------

@@ -183,3 +183,30 @@ def test_write_report_refuses_nothing_and_unsafe_device_names(tmp_path):
     with pytest.raises(ValueError, match="cannot name a chart file"):
         write_report([job("../etc", "bert-tiny", 1)], tmp_path / "out", "bad")
     assert not (tmp_path / "out").exists()
+
+
+def test_early_exit_charts_pool_the_devices_of_a_target(tmp_path):
+    """A pooled sweep lands fp32 on one device and its early exit or int8 on another: the
+    early-exit chart of the pool holds them all, one chart per pool, not per device."""
+    from farm.exits import exit_curves, static_points
+
+    spec = ('{"precision": "fp32", "execution": "eager", "methods": [["early_exit", '
+            '{"policy": "entropy", "threshold": %s, "padding": "none"}]]}')
+    exits = [job(device, "tiny", 1, target="nanos", variant=f"ee-{t}", score=score,
+                 variant_spec=spec % t, exit_layer_mean=layer, exit_example_ms=ms,
+                 exit_flops_mean=layer * 1e8, per_sample_ms=ms, flops=4e8)
+             for device, t, score, layer, ms in (("nano-1", 0.1, 0.9, 3.5, 3.0),
+                                                 ("nano-2", 0.4, 0.8, 1.5, 1.5))]
+    static = [job("nano-2", "tiny", 1, target="nanos", score=0.91, per_sample_ms=4.0, flops=4e8),
+              job("nano-1", "tiny", 1, target="nanos", variant="int8", score=0.88,
+                  per_sample_ms=2.0, flops=4e8),
+              job("desk", "tiny", 1, target="desk", score=0.95, per_sample_ms=1.0, flops=4e8)]
+    rows = exits + static
+    (curve,) = exit_curves(rows, "nanos", "ms").values()
+    assert [p["row"]["device"] for p in curve] == ["nano-2", "nano-1"]  # by latency
+    assert sorted(p["row"]["variant"] for p in static_points(rows, "nanos", "ms")) == \
+        ["fp32", "int8"]
+    paths = write_report(rows, tmp_path, "pooled")
+    assert [p.name for p in paths if "exit" in p.name] == [
+        "pool-nanos-exit-latency.png", "pool-nanos-exit-flops.png"]
+    assert "pool nanos: early exit" in (tmp_path / "index.html").read_text()
