@@ -29,12 +29,7 @@ def run(agent, job):
     agent has opened its tokenizer)."""
     import torch
 
-    key, batch, seq_len = job["key"], int(job["batch_size"]), int(job["seq_len"])
-    settings, texts = job["measure"], job.get("texts")
-    started = time.perf_counter()
-    agent.channel.emit("phase", job=key, phase="warmup")
-    measure.reset_process_peak()
-    measure.reset_cuda_peak(agent.device)
+    key, batch, seq_len, settings, texts, started = agent.start_job(job)
     runner = Runner(agent.model)
     batches = _batches(agent, texts, batch, seq_len, runner.params.get("padding") == "max_length")
     calls = {"exit": measure.synchronized(runner.run, agent.device),

@@ -101,12 +101,7 @@ class Agent(object):
             if job.get("texts") and self.tokenizer is _UNSET:
                 self.tokenizer = text.open_tokenizer(self.model_spec)
             return exit_timing.run(self, job)
-        key, batch, seq_len = job["key"], int(job["batch_size"]), int(job["seq_len"])
-        settings, texts = job["measure"], job.get("texts")
-        started = time.perf_counter()
-        self.channel.emit("phase", job=key, phase="warmup")
-        measure.reset_process_peak()
-        measure.reset_cuda_peak(self.device)
+        key, batch, seq_len, settings, texts, started = self.start_job(job)
         if texts:
             batches = self._task_batches(texts, batch, seq_len)
         else:
@@ -152,6 +147,16 @@ class Agent(object):
             flops_method=method, job_s=time.perf_counter() - started,
             latencies_ms=[round(x * 1000.0, 6) for x in latencies])
         return result
+
+    def start_job(self, job):
+        """(key, batch size, seq_len, measure settings, texts, start time) of a job, with the
+        warm-up announced and the memory peaks reset: every kind of timing starts here."""
+        key, batch, seq_len = job["key"], int(job["batch_size"]), int(job["seq_len"])
+        started = time.perf_counter()
+        self.channel.emit("phase", job=key, phase="warmup")
+        measure.reset_process_peak()
+        measure.reset_cuda_peak(self.device)
+        return key, batch, seq_len, job["measure"], job.get("texts"), started
 
     def _task_batches(self, texts, batch, seq_len):
         """Batches of the task's own examples, for the timed calls to cycle through."""

@@ -52,8 +52,7 @@ def refuse_outside_links(folder: Path, within: Path | None = None) -> None:
         if os.path.commonpath([root, target]) != root:
             raise ConfigError(
                 f"checkpoint {folder}", entry.name,
-                f"is a symlink to {target}, outside the checkpoint's folder; refused, and "
-                f"nothing was uploaded",
+                f"is a symlink to {target}, outside the checkpoint's folder",
                 f"copy the file into the folder: cp --remove-destination {target} {entry}")
 
 

@@ -271,7 +271,8 @@ def chart_file(name: str, suffix: str) -> str:
 
 
 def write_charts(rows: list[dict], name: str, out_dir: Path, title: str,
-                 charts: tuple = CHARTS, file_name: str | None = None) -> list[Path]:
+                 charts: tuple = CHARTS, file_name: str | None = None,
+                 heading: str | None = None) -> list[Path]:
     """`charts` of one device (or, with EXIT_CHARTS, one pool) as PNG files in out_dir."""
     paths = []
     for suffix, caption, draw in charts:
@@ -279,8 +280,7 @@ def write_charts(rows: list[dict], name: str, out_dir: Path, title: str,
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         draw(ax, rows, name)
-        where = pool_name(name) if charts is EXIT_CHARTS else name
-        ax.set_title(f"{title}: {where}\n{caption}", fontsize=10)
+        ax.set_title(f"{title}: {heading or name}\n{caption}", fontsize=10)
         path = out_dir / chart_file(file_name or name, suffix)
         fig.savefig(path, dpi=100)
         paths.append(path)
@@ -332,7 +332,7 @@ def write_report(rows: list[dict], out_dir: Path, title: str) -> list[Path]:
     charts = [path for device in names for path in write_charts(rows, device, out_dir, title)]
     pools = exit_pools(rows)
     charts += [path for pool in pools for path in write_charts(
-        rows, pool, out_dir, title, EXIT_CHARTS, pool_file(pool))]
+        rows, pool, out_dir, title, EXIT_CHARTS, pool_file(pool), pool_name(pool))]
     page = out_dir / "index.html"
     page.write_text(render_page(rows, names, title, pools), encoding="utf-8")
     return [*charts, page]

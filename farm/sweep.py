@@ -217,8 +217,7 @@ def _own_files(ref: ModelRef, field: tuple) -> None:
         try:
             refuse_outside_links(Path(ref.path))
         except ConfigError as error:
-            raise Problem(error.message.replace("; refused, and nothing was uploaded", ""),
-                          error.hint, field) from None
+            raise Problem(error.message, error.hint, field) from None
 
 
 def _positions(ref: ModelRef) -> int | None:

@@ -130,7 +130,7 @@ def _bounded(connection, sqlite: bool, timeout_s: float):
     deadline = time.monotonic() + timeout_s
 
     def stop() -> int:
-        if "ctrl-c" in why.values():
+        if why.get("stopped") == "ctrl-c":
             return 1
         if time.monotonic() > deadline:
             why["stopped"] = "timeout"
