@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +42,28 @@ def resolve_url(value: str | None, default: str = DEFAULT_DB) -> str:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
-    # First: two farms opening a new file at once both switch it to WAL, and the second waits.
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    _switch_to_wal(cursor)  # readers never block the writer
     # With WAL, NORMAL never corrupts; a power cut may lose the last commits, a crash does not.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _switch_to_wal(cursor) -> None:
+    """PRAGMA journal_mode=WAL, waiting as long as any other statement would. SQLite does not
+    call the busy handler while it changes the journal mode: two farms opening a new file at
+    once (one of them mid-migration) made the second fail at once with "database is locked"
+    (about one try in two in a loop of 500)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _exclusive_begin(engine) -> None:
