@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 JETSON_STACK ?= $(HOME)/.cache/farm/jetson-py36
 PY36 := $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)/versions/3.6.15/bin/python3.6
 
-.PHONY: install demo demo-stream demo-methods test clean jetson-stack sshd
+.PHONY: install demo demo-stream demo-methods test clean jetson-stack sshd uml-kernel
 
 install: $(STAMP)
 
@@ -33,8 +33,13 @@ demo-stream: install
 demo-methods: install
 	$(BIN)/farm submit examples/methods.yaml --inventory inventory.yaml
 
-test: install jetson-stack sshd
+test: install jetson-stack sshd uml-kernel
 	FARM_JETSON_PYTHON=$(JETSON_STACK)/bin/python $(BIN)/python -m pytest
+
+# The cgroup v2 tests' kernel: user-mode Linux 6.1, built once from Debian's linux-source-6.1
+# into ~/.cache/farm/uml/ (tests/uml_kernel.py names the folder by the hash of tests/uml/).
+uml-kernel: install
+	@$(BIN)/python tests/uml_kernel.py build
 
 # The SSH tests start their own OpenSSH sshd on 127.0.0.1 (Debian's openssh-server; only
 # installed here, never started as a system service), and `farm status` is tested in tmux.

@@ -22,6 +22,7 @@ class Host(Protocol):
     def mkdir(self, path: str) -> None:
         """Create a directory and its missing parents; an existing one is fine."""
     def rmdir(self, path: str) -> None: ...
+    def list_dir(self, path: str) -> list[str]: ...
     def open_rw(self, path: str) -> IO[str]:
         """A file kept open for reading and writing (cgroup v2's per-descriptor memory.peak)."""
     def kill(self, pids: list[int]) -> None:
@@ -65,6 +66,9 @@ class LocalHost:
 
     def rmdir(self, path: str) -> None:
         os.rmdir(path)
+
+    def list_dir(self, path: str) -> list[str]:
+        return os.listdir(path)
 
     def open_rw(self, path: str) -> IO[str]:
         return open(path, "r+")

@@ -129,6 +129,9 @@ _RESULT = (  # name, type, unit, what, since
     ("bytes_read", _F, "bytes", "layer bytes loaded per pass (streamed)", "0007"),
     ("read_ms", _F, "ms", "time reading layers per pass, any thread (streamed)", "0007"),
     ("read_wait_ms", _F, "ms", "time a pass waited for layers (streamed)", "0007"),
+    ("container_peak_method", String(16), "", "how container_peak_mb was taken: reset, "
+                                                "fresh or sampled (farm.cgroups.PEAK_METHODS)",
+     "0010"),
 )
 _RESULT_JSON = (  # name, the agent result's key, what, since
     ("latencies_json", "latencies_ms", "every timed call, in ms", "0001"),
@@ -148,6 +151,8 @@ _LOAD = (
     ("layer_store", String(32), "", "streamed: the layer store's hash", "0007"),
     ("layer_store_bytes", _I, "bytes", "streamed: the layer store's size", "0007"),
     ("layer_store_prepare_s", _F, "s", "streamed: making the store (NULL: cached)", "0007"),
+    ("load_container_peak_method", String(16), "", "how load_container_peak_mb was taken",
+     "0010"),
 )
 _VIEW = (  # name, SQL, since, label
     ("sweep", "s.name", "0001", ""), ("job_key", "j.key", "0001", "job"),
@@ -197,6 +202,8 @@ _VIEW = (  # name, SQL, since, label
                                                   "wait ms"),
     ("compute_ms", "r.mean_ms - r.read_wait_ms", "0007", "compute ms"),
     ("logits_json", "r.logits_json", "0007", "logits"),
+    ("container_peak_method", "r.container_peak_method", "0010", "container peak by"),
+    ("load_container_peak_method", "l.load_container_peak_method", "0010", "load peak by"),
 )
 V_RESULTS_FROM = """FROM jobs j
 JOIN sweeps s ON s.id = j.sweep_id

@@ -13,6 +13,7 @@ ALLOCATE = ("import time; x = bytearray({mib} * 2**20); x[::4096] = b'1' * len(x
 
 
 def _run_inside(container, mib, hold=0.0):
+    container.new_agent()
     argv = container.join_command([sys.executable, "-c", ALLOCATE.format(mib=mib, hold=hold)])
     return subprocess.run(argv, capture_output=True, timeout=60)
 
@@ -27,20 +28,27 @@ def container(cgroups, device_names):
 def test_limit_and_oom_kill_are_seen(container):
     assert container.limit_bytes() == 160 * 2**20
     before = container.oom_kills()
+    watch = container.watch_peak()
     ok = _run_inside(container, 40)
     assert ok.returncode == 0, ok.stderr
     killed = _run_inside(container, 400)
     assert killed.returncode == -9
     assert container.oom_kills() == before + 1
-    assert container.peak_bytes() >= 150 * 2**20
+    assert watch.read()[0] >= 150 * 2**20
+    watch.close()
 
 
 def test_peak_resets_to_what_is_live(container):
+    first = container.watch_peak()
     _run_inside(container, 100)
-    assert container.peak_bytes() >= 100 * 2**20
-    assert container.reset_peak()
+    assert first.read()[0] >= 100 * 2**20
+    first.close()
+    second = container.watch_peak()
     _run_inside(container, 10)
-    assert container.peak_bytes() < 80 * 2**20
+    peak, method = second.read()
+    assert peak < 80 * 2**20
+    assert method == {"v1": "reset"}.get(container.version, method)
+    second.close()
 
 
 def test_a_device_in_use_is_refused_and_removal_cleans_up(cgroups, device_names):

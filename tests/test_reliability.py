@@ -64,8 +64,9 @@ def _agent_pids(name: str) -> list[int]:
         base = CGROUP_ROOT
     else:
         base = CGROUP_ROOT / "memory" / own_cgroup_paths().get("memory", "/").lstrip("/")
-    procs = base / "farm" / name / "cgroup.procs"
-    return [int(p) for p in procs.read_text().split()] if procs.exists() else []
+    # v2: each agent in a leaf of its own below the device's cgroup
+    return [int(p) for procs in (base / "farm" / name).rglob("cgroup.procs")
+            for p in procs.read_text().split()]
 
 
 def _setup(tmp_path: Path, names: list[str], sweep: dict) -> None:

@@ -22,15 +22,38 @@ class Container(Protocol):
     name: str
     version: str  # "v1" or "v2"
 
+    def new_agent(self) -> None:
+        """An agent process is about to join (v2: a fresh leaf cgroup of its own)."""
     def join_command(self, argv: list[str]) -> list[str]: ...
-    def reset_peak(self) -> bool: ...
-    def peak_bytes(self) -> int | None: ...
+    def watch_peak(self) -> PeakWatch:
+        """The container's peak from now on (a load, a job), and how it was taken."""
     def limit_bytes(self) -> int: ...
     def oom_kills(self) -> int: ...
+    def thrashing(self) -> str | None:
+        """Why the agent is stalled at the memory limit instead of running, or None (v2 with
+        PSI; called about once a second while a job runs)."""
     def pids(self) -> list[int]: ...
     def paths(self) -> list[str]: ...  # its cgroup folders, one per hierarchy
     def kill(self) -> None: ...
     def remove(self) -> None: ...
+
+
+class PeakWatch(Protocol):
+    """A peak over one window. read() gives (bytes, method), method one of PEAK_METHODS, or
+    (None, None) where none could be taken; it may be called before close()."""
+
+    def read(self) -> tuple[int | None, str | None]: ...
+    def close(self) -> None: ...
+
+
+# How a container peak was taken (stored beside it as container_peak_method):
+PEAK_METHODS = {
+    "reset": "the kernel's peak counter, reset when the window began (v1; v2 from Linux 6.12)",
+    "fresh": "the peak of the agent's own new cgroup, which rose during the window, so it is "
+             "the window's (v2 before 6.12)",
+    "sampled": "the largest memory.current read every 2 ms in the window: may miss a short "
+               "spike, never inflated (v2 before 6.12, a window below an earlier peak)",
+}
 
 
 def open_container(name: str, memory_bytes: int, cpus: float | None,
@@ -104,8 +127,9 @@ def read_pids(host: Host, path: Path) -> list[int]:
         return []
 
 
-def remove_dir(host: Host, path: Path, attempts: int = 50) -> None:
-    """rmdir a cgroup once its processes have gone (killed ones take a moment to leave)."""
+def remove_dir(host: Host, path: Path, attempts: int = 50, tidy_parent: bool = True) -> None:
+    """rmdir a cgroup once its processes have gone (killed ones take a moment to leave), and
+    farm's parent cgroup with it once no device uses it (tidy_parent)."""
     for _ in range(attempts):
         host.kill(read_pids(host, path / "cgroup.procs"))
         try:
@@ -117,6 +141,8 @@ def remove_dir(host: Host, path: Path, attempts: int = 50) -> None:
             if not host.exists(str(path)):
                 break
             time.sleep(0.1)
+    if not tidy_parent:
+        return
     try:
         host.rmdir(str(path.parent))  # farm's own parent cgroup, once no device uses it
     except OSError:

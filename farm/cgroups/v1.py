@@ -56,12 +56,15 @@ class V1Container:
             procs.append(self.cpu_dir / "cgroup.procs")
         return join_command(procs, argv)
 
-    def reset_peak(self) -> bool:
-        write(self.host, self.memory_dir / "memory.max_usage_in_bytes", "0", self.name)
-        return True
+    def new_agent(self) -> None:
+        pass  # the peak counter resets (watch_peak): one cgroup serves every agent
 
-    def peak_bytes(self) -> int | None:
-        return read_int(self.host, self.memory_dir / "memory.max_usage_in_bytes")
+    def watch_peak(self) -> _ResetPeak:
+        write(self.host, self.memory_dir / "memory.max_usage_in_bytes", "0", self.name)
+        return _ResetPeak(self.host, self.memory_dir / "memory.max_usage_in_bytes")
+
+    def thrashing(self) -> str | None:
+        return None  # v1 has no per-cgroup PSI
 
     def limit_bytes(self) -> int:
         return self._limit
@@ -83,3 +86,15 @@ class V1Container:
         remove_dir(self.host, self.memory_dir)
         if self.cpu_dir is not None:
             remove_dir(self.host, self.cpu_dir)
+
+
+class _ResetPeak:
+    def __init__(self, host: Host, counter: Path):
+        self.host, self.counter = host, counter
+
+    def read(self) -> tuple[int | None, str | None]:
+        peak = read_int(self.host, self.counter)
+        return (peak, "reset") if peak is not None else (None, None)
+
+    def close(self) -> None:
+        pass

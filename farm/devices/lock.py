@@ -85,12 +85,15 @@ print(json.dumps({"held": path, "previous": previous}))
 sys.stdout.flush()
 cgroups = [line.strip() for line in sys.stdin if line.strip()]
 
-def left(folder):
-    try:
-        with open(os.path.join(folder, "cgroup.procs")) as f:
-            return [int(p) for p in f.read().split()]
-    except (OSError, ValueError):
-        return []
+def left(folder):  # the cgroup's processes and its leaves' (v2: each agent has its own)
+    pids = []
+    for cgroup, _, _ in os.walk(folder):
+        try:
+            with open(os.path.join(cgroup, "cgroup.procs")) as f:
+                pids += [int(p) for p in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return pids
 
 deadline = time.time() + 20
 while time.time() < deadline and any(left(c) for c in cgroups):

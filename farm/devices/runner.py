@@ -34,6 +34,7 @@ _OUTSIDE_SIGNALS = {signal.SIGKILL, signal.SIGTERM, signal.SIGHUP, signal.SIGINT
 
 MIB = 1024 * 1024
 AGENT_START_S = 120  # python + the agent's imports, before any model
+WATCH_S = 1.0  # how often a running job's container is checked for thrashing at its limit
 
 
 def _signal_name(number: int) -> str:
@@ -60,6 +61,7 @@ class AgentRunner:
         self.group: str | None = None
         self.facts: dict = {}
         self.lock: DeviceLock | None = None
+        self.peak = None  # the container's PeakWatch over the load or job under way
         self._cancelled = threading.Event()
 
     def prepare(self, owner: Owner | None = None, **context) -> dict:
@@ -118,7 +120,8 @@ class AgentRunner:
             store = self._layer_store(job)
             model = dict(model, store=store.folder)
         if self.container is not None:
-            self.container.reset_peak()
+            self.container.new_agent()
+            self._watch_peak()
         on_event({"event": "phase", "job": job["key"], "phase": "loading"})
         self.session = AgentSession(self.start_agent(self.container))
         hello = self.session.expect("hello", min(deadline, time.monotonic() + AGENT_START_S))
@@ -128,6 +131,7 @@ class AgentRunner:
                            "cuda": bool(getattr(self.device, "cuda", False))})
         loaded = self._wait_for("loaded", job, deadline, on_event)
         self.group = group
+        load_peak_mb, load_peak_method = self._container_peak()
         env = dict(hello["env"], **loaded["env"], agent=hello["agent"],
                    transformers=loaded["transformers"], torch_threads=loaded["threads"],
                    torch_device=loaded["torch_device"], energy_source=hello.get("energy_source"))
@@ -135,7 +139,8 @@ class AgentRunner:
         self.load_figures = {"env": env, "load": {
             "load_key": uuid.uuid4().hex, "model": job["model"], "variant": job["variant"],
             "load_s": loaded["load_s"], "load_peak_mb": loaded["load_peak_mb"],
-            "load_container_peak_mb": self._container_peak_mb(),
+            "load_container_peak_mb": load_peak_mb,
+            "load_container_peak_method": load_peak_method,
             "cuda_load_peak_mb": loaded.get("cuda_load_peak_mb"), "params": loaded["params"],
             "agent": hello["agent"], "baseline_mb": loaded.get("baseline_mb"),
             "layer_store": store.digest if store else None,
@@ -176,7 +181,7 @@ class AgentRunner:
 
     def _measure(self, job: dict, deadline: float, on_event) -> dict:
         if self.container is not None:
-            self.container.reset_peak()
+            self._watch_peak()
         command = {k: job[k] for k in ("key", "task", "batch_size", "seq_len", "measure")}
         if job.get("texts") is not None:  # a GLUE task: its texts, and whether to predict them
             command.update(texts=job["texts"], evaluate=bool(job.get("evaluate")))
@@ -189,7 +194,13 @@ class AgentRunner:
 
     def _wait_for(self, wanted: str, job: dict, deadline: float, on_event) -> dict:
         while True:
-            event = self.session.next_event(deadline)
+            try:
+                event = self.session.next_event(min(deadline, time.monotonic() + WATCH_S))
+            except DeadlinePassed:
+                if time.monotonic() >= deadline:
+                    raise
+                self._check_thrashing()
+                continue
             kind = event.get("event")
             if kind == wanted:
                 return event
@@ -199,19 +210,39 @@ class AgentRunner:
                                 self._memory_figures())
             on_event(dict(event, job=job["key"]))
 
-    def _container_peak_mb(self) -> float | None:
+    def _watch_peak(self) -> None:
+        """The container's peak counts from here (a load, a job)."""
+        if self.peak is not None:
+            self.peak.close()
+        self.peak = self.container.watch_peak()
+
+    def _container_peak(self) -> tuple[float | None, str | None]:
+        """The peak since _watch_peak, in MiB, and how it was taken (farm.cgroups.PEAK_METHODS)."""
+        if self.peak is None:
+            return None, None
         try:
-            peak = self.container.peak_bytes() if self.container else None
+            peak, method = self.peak.read()
         except OSError:  # a board that went away: no figure rather than a guess
-            return None
-        return peak / MIB if peak is not None else None
+            return None, None
+        return (peak / MIB, method) if peak is not None else (None, None)
+
+    def _check_thrashing(self) -> None:
+        if self.container is None:
+            return
+        try:
+            why = self.container.thrashing()
+        except OSError:
+            return
+        if why:
+            raise JobFailed(Status.OOM, why, self._memory_figures())
 
     def _memory_figures(self, process_peak_mb: float | None = None) -> dict:
-        container_peak = self._container_peak_mb()
+        container_peak, method = self._container_peak()
         limit = self.container.limit_bytes() / MIB if self.container else None
         peak = container_peak if container_peak is not None else process_peak_mb
-        return {"container_peak_mb": container_peak, "process_peak_mb": process_peak_mb,
-                "peak_mem_mb": peak, "memory_limit_mb": limit}
+        return {"container_peak_mb": container_peak, "container_peak_method": method,
+                "process_peak_mb": process_peak_mb, "peak_mem_mb": peak,
+                "memory_limit_mb": limit}
 
     def _classify_exit(self, exited: AgentExited, ooms_before: int) -> dict:
         if self._cancelled.is_set():
@@ -267,6 +298,9 @@ class AgentRunner:
         # tegrastats included) spares the interpreter's slow teardown of torch.
         try:
             self._stop_agent()
+            if self.peak is not None:
+                self.peak.close()
+                self.peak = None
             if self.container is not None:
                 self.container.remove()
                 self.container = None

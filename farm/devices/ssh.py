@@ -306,6 +306,10 @@ class Board:
         with self._files() as sftp:
             sftp.rmdir(path)
 
+    def list_dir(self, path: str) -> list[str]:
+        with self._files() as sftp:
+            return sftp.listdir(path)
+
     def open_rw(self, path: str) -> IO[str]:
         with self._files() as sftp:
             return sftp.open(path, "r+")
