@@ -69,6 +69,22 @@ def _hidden_ancestors(paths: list[Path]) -> list[tuple[Path, str]]:
     return hidden
 
 
+def _through_tmp(paths: list[Path]) -> list[str]:
+    """Mount a fresh tmpfs on /tmp, keeping visible what of `paths` lives under the host's
+    /tmp (a clone there, its virtual environment)."""
+    kept = sorted({Path(*p.parts[:3]) for p in paths if p.parts[1:2] == ("tmp",)
+                   and len(p.parts) > 2})
+    lines = []
+    for n, path in enumerate(kept):
+        lines += [f"mkdir -p /run/farm-uml-tmp/{n}",
+                  f"mount --bind {shlex.quote(str(path))} /run/farm-uml-tmp/{n}"]
+    lines.append("mount -t tmpfs tmpfs /tmp")
+    for n, path in enumerate(kept):
+        lines += [f"mkdir -p {shlex.quote(str(path))}",
+                  f"mount --bind /run/farm-uml-tmp/{n} {shlex.quote(str(path))}"]
+    return lines
+
+
 def _init_script(commands: str, out: Path) -> str:
     python = Path(os.path.realpath(sys.executable))
     reveal = []
@@ -85,8 +101,8 @@ def _init_script(commands: str, out: Path) -> str:
         "mount -t sysfs sysfs /sys",
         "mount -t cgroup2 none /sys/fs/cgroup",
         f"mount -t hostfs none /mnt -o {shlex.quote(str(out))}",
-        "mount -t tmpfs tmpfs /tmp",
         "mount -t tmpfs tmpfs /run",
+        *_through_tmp([REPO, python]),
         "mkdir -p /dev/shm && mount -t tmpfs tmpfs /dev/shm",
         "ip link set lo up",
         *reveal,
