@@ -390,3 +390,58 @@ def sweep_rows(sweep: str, db: str | None = None, with_latencies: bool = False):
                              f"known sweeps: {', '.join(known) or 'none yet'}")
         rows = queries.sweep_results(reader, sweep)
         return (rows, queries.raw_latencies(reader, sweep)) if with_latencies else rows
+
+
+COMPARE_BY = ("variant", "device")
+
+
+def compare(sweep: str, other_sweep: str | None = None, by: str = "variant",
+            baseline: str | None = None, db: str | None = None) -> list:
+    """`farm compare`: each done result against its baseline on the same work, with the ratio
+    of median latencies, its bootstrap interval, a Mann-Whitney p-value and, where both were
+    scored on the same examples, the score's difference (farm.comparisons.Difference).
+
+    With other_sweep: the same jobs of two sweeps, the first as baseline. Else, within one
+    sweep, by variant (baseline: a variant's name, fp32 unless given) or by device (baseline: a
+    device's name)."""
+    from farm.comparisons import Difference, latency_difference, pairs, score_difference, \
+        sweep_pairs
+
+    if by not in COMPARE_BY:
+        raise QueryError(f"--by {by!r} is not a way to compare", "use --by variant or --by device")
+    with contextlib.closing(ReadOnly(db)) as reader:
+        known = queries.sweep_names(reader)
+        for name in filter(None, (sweep, other_sweep)):
+            if name not in known:
+                raise QueryError(f"no sweep named {name!r} in {reader.url}",
+                                 f"known sweeps: {', '.join(known) or 'none yet'}")
+        rows = queries.sweep_results(reader, sweep)
+        latencies, scored = queries.raw_latencies(reader, sweep), queries.predictions(reader, sweep)
+        if other_sweep:
+            if baseline:
+                raise QueryError("--baseline is for one sweep; with two, the first is the "
+                                 "baseline", f"farm compare {sweep} {other_sweep}")
+            if other_sweep != sweep:
+                latencies.update(queries.raw_latencies(reader, other_sweep))
+                scored.update(queries.predictions(reader, other_sweep))
+            found = sweep_pairs(rows, queries.sweep_results(reader, other_sweep))
+        else:
+            baseline = baseline or ("fp32" if by == "variant" else None)
+            values = sorted({str(r[by]) for r in rows if r[by] is not None})
+            if baseline not in values:
+                what = "--baseline names no " + by if baseline else f"--by {by} needs --baseline"
+                raise QueryError(f"{what} of sweep {sweep!r}"
+                                 + (f" ({baseline!r})" if baseline else ""),
+                                 f"its {by}s: {', '.join(values) or 'none done'}")
+            found = pairs(rows, by, baseline)
+    differences = []
+    for base, other in found:
+        a, b = latencies.get(base["job_key"], []), latencies.get(other["job_key"], [])
+        ratio, low, high, p_value = latency_difference(a, b)
+        score = (None, None, None)
+        if base["job_key"] in scored and other["job_key"] in scored:
+            score = score_difference(base["task"], scored[base["job_key"]],
+                                     scored[other["job_key"]])
+        differences.append(Difference(base, other, ratio, low, high, p_value,
+                                      (len(a), len(b)), *score))
+    return differences

@@ -287,6 +287,50 @@ def export(sweep: str = typer.Argument(..., help="The sweep's name."),
     out.print(f"wrote {shown(path)} ({len(rows)} jobs)", highlight=False)
 
 
+@app.command("compare")
+@boundary
+def compare_command(
+        sweep: str = typer.Argument(..., help="The sweep (with a second one: the baseline)."),
+        other: Optional[str] = typer.Argument(None, help="A second sweep: the same jobs in it "
+                                              "against the first's."),
+        by: str = typer.Option("variant", "--by", help="Within one sweep: variant or device."),
+        baseline: Optional[str] = typer.Option(None, "--baseline", help="The variant (default "
+                                               "fp32) or device the others are compared with."),
+        as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout."),
+        as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+        db: Optional[str] = DB_OPTION):
+    """Is it really faster? Each result against its baseline on the same work: the ratio of
+    median latencies with a 95% bootstrap interval, a Mann-Whitney p-value, and a verdict
+    (faster, slower, or ~ for no significant difference); peak memory and score differences."""
+    import csv
+    import json
+
+    from farm.api import compare
+    from farm.console import difference_records, differences_table
+
+    if as_csv and as_json:
+        raise typer.BadParameter("one of --csv and --json", param_hint="--csv/--json")
+    differences = compare(sweep, other, by, baseline, db)
+    by_what = "sweep" if other else by
+    if as_csv or as_json:
+        records = difference_records(differences, by_what)
+        if as_json:
+            sys.stdout.write(json.dumps(records, indent=1) + "\n")
+        else:
+            fields = list(records[0]) if records else ["model"]
+            writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(records)
+        return
+    against = f"sweep {shown(other)} against sweep {shown(sweep)}" if other else \
+        f"sweep {shown(sweep)}: each {by} against {shown(differences[0].baseline[by]) if differences else shown(baseline or 'fp32')}"
+    if not differences:
+        out.print(f"{against}: nothing to compare (no done result has a done baseline on the "
+                  "same work)", highlight=False)
+        return
+    out.print(differences_table(against, differences, by_what))
+
+
 devices_app = typer.Typer(no_args_is_help=False, help="The inventory's devices: state, health, trust.")
 app.add_typer(devices_app, name="devices")
 

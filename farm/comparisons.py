@@ -109,3 +109,131 @@ def compare(rows: list[dict]) -> list[Compared]:
     return [Compared(r, v, eager(r, "fp32", ()),
                      eager(r, v.precision, v.methods) if v.streamed else None)
             for r, v in zip(rows, variants)]
+
+
+# --- Significance: `farm compare` ------------------------------------------------------------
+# Two results of the same work (model, task, batch size, sequence length) that differ in one
+# thing (the variant, the device, or the sweep): is the second faster, slower, or not
+# distinguishable (benchstat's "~"), judged on the raw per-call latencies both stored.
+
+CONFIDENCE = 0.95
+RESAMPLES = 9999
+SEED = 0  # the bootstrap is seeded: the same database gives the same intervals
+_WORK = ("model", "task", "batch_size", "seq_len")
+
+
+@dataclass(frozen=True)
+class Difference:
+    baseline: dict  # v_results rows
+    other: dict
+    ratio: float | None  # median latency of other / baseline's (below 1: other is faster)
+    low: float | None  # the ratio's 95% bootstrap interval
+    high: float | None
+    p_value: float | None  # Mann-Whitney U, two-sided
+    calls: tuple[int, int]  # timed calls behind each side
+    score_diff: float | None = None  # other's main metric - baseline's, on the same examples
+    score_low: float | None = None  # its paired 95% bootstrap interval
+    score_high: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        """faster / slower where the interval excludes 1 and p < 0.05, else ~."""
+        if self.ratio is None or self.p_value is None or self.low is None:
+            return "n/a"
+        if self.p_value < 1 - CONFIDENCE and self.high < 1:
+            return "faster"
+        if self.p_value < 1 - CONFIDENCE and self.low > 1:
+            return "slower"
+        return "~"
+
+    @property
+    def memory_diff_mb(self) -> float | None:
+        a, b = self.baseline.get("peak_mem_mb"), self.other.get("peak_mem_mb")
+        return b - a if a is not None and b is not None else None
+
+
+def latency_difference(baseline_ms: list[float], other_ms: list[float], seed: int = SEED):
+    """(ratio of medians, its interval's low and high, Mann-Whitney p) of other against
+    baseline; Nones where either side has fewer than 2 calls."""
+    import numpy as np
+    from scipy import stats
+
+    if len(baseline_ms) < 2 or len(other_ms) < 2:
+        return None, None, None, None
+    base, other = np.asarray(baseline_ms, float), np.asarray(other_ms, float)
+
+    def ratio(b, o, axis=-1):
+        return np.median(o, axis=axis) / np.median(b, axis=axis)
+
+    interval = stats.bootstrap((base, other), ratio, n_resamples=RESAMPLES, vectorized=True,
+                               paired=False, confidence_level=CONFIDENCE, method="percentile",
+                               rng=np.random.default_rng(seed)).confidence_interval
+    p_value = stats.mannwhitneyu(other, base, alternative="two-sided").pvalue
+    return (float(ratio(base, other)), _finite(interval.low), _finite(interval.high),
+            _finite(p_value))
+
+
+def score_difference(task: str, baseline: list[tuple[str, str]], other: list[tuple[str, str]],
+                     seed: int = SEED):
+    """(other's main metric - baseline's, paired 95% bootstrap interval) over the examples both
+    predicted, given (label, prediction) per example in file order; Nones when unpaired."""
+    import numpy as np
+    from scipy import stats
+
+    from farm.glue.metrics import compute
+    from farm.glue.tasks import TASKS
+
+    spec = TASKS.get(task)
+    if spec is None or not baseline or len(baseline) != len(other) or \
+            [label for label, _ in baseline] != [label for label, _ in other]:
+        return None, None, None
+    labels = [label for label, _ in baseline]
+    guess_a, guess_b = [p for _, p in baseline], [p for _, p in other]
+    main = spec.metrics[0]
+
+    def diff(index):
+        index = list(index)
+        pick = [labels[i] for i in index]
+        a = compute(spec, pick, [guess_a[i] for i in index])[main]
+        b = compute(spec, pick, [guess_b[i] for i in index])[main]
+        return np.nan if a is None or b is None else b - a
+
+    whole = diff(range(len(labels)))
+    if np.isnan(whole) or len(labels) < 2:
+        return None, None, None
+    interval = stats.bootstrap((np.arange(len(labels)),), diff, n_resamples=999,
+                               vectorized=False, paired=True, confidence_level=CONFIDENCE,
+                               method="percentile",
+                               rng=np.random.default_rng(seed)).confidence_interval
+    return float(whole), _finite(interval.low), _finite(interval.high)
+
+
+def _finite(value) -> float | None:
+    import math
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def pairs(rows: list[dict], by: str, baseline: str) -> list[tuple[dict, dict]]:
+    """(baseline row, other row) for each done result whose `by` column differs from the
+    baseline's on the same work; variants are compared within a pool of devices (the sweep's
+    target), devices within a variant."""
+    done = [r for r in rows if r["status"] == Status.DONE]
+    fixed = _WORK + (("target",) if by == "variant" else ("variant",))
+    groups: dict[tuple, list[dict]] = {}
+    for row in done:
+        groups.setdefault(tuple(row[c] for c in fixed), []).append(row)
+    found = []
+    for group in groups.values():
+        bases = [r for r in group if r[by] == baseline]
+        for base in bases[:1]:
+            found += [(base, r) for r in group if r[by] != baseline]
+    return found
+
+
+def sweep_pairs(first: list[dict], second: list[dict]) -> list[tuple[dict, dict]]:
+    """(first sweep's row, second's) for each work and variant both finished: the same jobs in
+    two sweeps (two devices, two releases of a model, two days)."""
+    key = _WORK + ("variant",)
+    theirs = {tuple(r[c] for c in key): r for r in second if r["status"] == Status.DONE}
+    return [(r, theirs[k]) for r in first if r["status"] == Status.DONE
+            and (k := tuple(r[c] for c in key)) in theirs]

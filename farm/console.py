@@ -412,3 +412,59 @@ class FitProgress:
         if phase not in self.phases:
             self.phases[phase] = self.progress.add_task(phase, total=total)
         self.progress.update(self.phases[phase], completed=done)
+
+
+VERDICT_STYLE = {"faster": "green", "slower": "red", "~": "dim", "n/a": "dim"}
+
+
+def differences_table(title: str, differences: list, by: str) -> Table:
+    """`farm compare`: each result against its baseline, green where it is significantly
+    faster, red where slower, dim where the two cannot be told apart (~)."""
+    table = Table(title=title, header_style="bold", pad_edge=False,
+                  caption="× baseline: median latency per call against the baseline's, with its "
+                          "95% bootstrap interval; p: Mann-Whitney U on the per-call latencies; "
+                          "~: no significant difference (p ≥ 0.05 or the interval holds 1); Δ "
+                          "score: paired bootstrap over the examples both scored")
+    rows = [d.other for d in differences]
+    varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
+    for name in ("model", *varying, "batch_size"):
+        table.add_column(label(name), no_wrap=True)
+    table.add_column("baseline", no_wrap=True)
+    table.add_column(by if by != "sweep" else "against", no_wrap=True)
+    for name in ("p50 ms", "× baseline", "95% interval", "p", "verdict", "Δ peak MiB",
+                 "Δ score"):
+        table.add_column(name, justify="right")
+    for d in differences:
+        style = VERDICT_STYLE[d.verdict]
+        interval = f"[{d.low:.3f}, {d.high:.3f}]" if d.low is not None else ""
+        score = ""
+        if d.score_diff is not None:
+            score = f"{d.score_diff:+.3f}"
+            if d.score_low is not None:
+                score += f" [{d.score_low:+.3f}, {d.score_high:+.3f}]"
+        table.add_row(
+            shown(d.other["model"]), *[shown(d.other[c]) for c in varying],
+            str(d.other["batch_size"]), shown(_side(d.baseline, by)), shown(_side(d.other, by)),
+            f"{_num(d.baseline.get('p50_ms'), '.2f')} → {_num(d.other.get('p50_ms'), '.2f')}",
+            f"[{style}]{_num(d.ratio, '.3f')}[/]", interval,
+            _num(d.p_value, ".2g"), f"[{style}]{d.verdict}[/]",
+            _num(d.memory_diff_mb, "+.0f"), score)
+    return table
+
+
+def _side(row: dict, by: str) -> str:
+    return str(row["sweep"] if by == "sweep" else row[by])
+
+
+def difference_records(differences: list, by: str) -> list[dict]:
+    """`farm compare --csv/--json`: one flat record per comparison."""
+    return [{"model": d.other["model"], "task": d.other["task"],
+             "batch_size": d.other["batch_size"], "seq_len": d.other["seq_len"],
+             "by": by, "baseline": _side(d.baseline, by), "other": _side(d.other, by),
+             "baseline_job": d.baseline["job_key"], "other_job": d.other["job_key"],
+             "baseline_calls": d.calls[0], "other_calls": d.calls[1],
+             "baseline_p50_ms": d.baseline.get("p50_ms"), "other_p50_ms": d.other.get("p50_ms"),
+             "ratio": d.ratio, "ratio_low": d.low, "ratio_high": d.high, "p_value": d.p_value,
+             "verdict": d.verdict, "peak_mem_diff_mb": d.memory_diff_mb,
+             "score_diff": d.score_diff, "score_low": d.score_low, "score_high": d.score_high}
+            for d in differences]

@@ -25,6 +25,16 @@ def sweep_results(reader: ReadOnly, name: str) -> list[dict]:
     return reader.rows(SWEEP_RESULTS, {"name": name})
 
 
+def predictions(reader: ReadOnly, name: str) -> dict[str, list[tuple[str, str]]]:
+    """Each of a sweep's scored jobs' (label, prediction) per example in file order, by job key."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for r in reader.rows("SELECT j.key, p.label, p.prediction FROM predictions p JOIN jobs j ON "
+                         "j.id = p.job_id JOIN sweeps s ON s.id = j.sweep_id WHERE s.name = :n "
+                         "ORDER BY j.key, p.example", {"n": name}):
+        found.setdefault(r["key"], []).append((r["label"], r["prediction"]))
+    return found
+
+
 def raw_latencies(reader: ReadOnly, name: str) -> dict[str, list[float]]:
     """Each of a sweep's results' per-call latencies (ms), by job key."""
     raw = reader.rows("SELECT j.key, r.latencies_json FROM results r JOIN jobs j ON "
