@@ -86,9 +86,11 @@ def _timed_rounds(calls, batches, settings):
     clock = time.perf_counter
     times = {"exit": [[] for _ in batches], "full": [[] for _ in batches]}
     first, count, rounds = [None] * len(batches), 0, 0
+    min_iters, min_seconds, max_seconds = measure.timed_window(settings)
     started = clock()
-    while rounds == 0 or count < int(settings["min_iters"]) or \
-            clock() - started < float(settings["min_seconds"]):
+    while rounds == 0 or count < min_iters or clock() - started < min_seconds:
+        if max_seconds is not None and clock() - started >= max_seconds:
+            break
         for j, inputs in enumerate(batches):
             for name in (("exit", "full") if (j + rounds) % 2 == 0 else ("full", "exit")):
                 t0 = clock()

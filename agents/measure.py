@@ -15,16 +15,65 @@ def warm_up(call, count):
         call()
 
 
-def time_calls(call, min_iters, min_seconds):
-    """Timed calls until both min_iters and min_seconds are met: (latencies s, window s)."""
+def time_calls(call, min_iters, min_seconds, max_seconds=None):
+    """Timed calls until both min_iters and min_seconds are met, or max_seconds has passed:
+    (latencies s, window s)."""
     latencies = []
     clock = time.perf_counter
     started = clock()
     while len(latencies) < min_iters or clock() - started < min_seconds:
+        if max_seconds is not None and latencies and clock() - started >= max_seconds:
+            break
         t0 = clock()
         call()
         latencies.append(clock() - t0)
     return latencies, clock() - started
+
+
+def timed_window(settings):
+    """(min_iters, min_seconds, max_seconds) of a job's measure settings. `percentile: q` asks
+    for enough calls that the q-th percentile has its interval, within max_seconds."""
+    min_iters = int(settings["min_iters"])
+    if settings.get("percentile") is not None:
+        min_iters = max(min_iters, calls_for(float(settings["percentile"])))
+    max_seconds = settings.get("max_seconds")
+    return min_iters, float(settings["min_seconds"]), \
+        float(max_seconds) if max_seconds is not None else None
+
+
+# Every stored percentile has a distribution-free 95% confidence interval from order
+# statistics: the number of calls faster than the true q-th percentile is Binomial(n, q/100),
+# so [x(l), x(u)] (sorted calls, 1-based) holds it with probability P(l <= K < u). Where no
+# such ranks exist among n calls (p99 from 10 calls), the percentile is not reported.
+CONFIDENCE = 0.95
+PERCENTILES = (50, 90, 95, 99)
+
+
+def calls_for(q, confidence=CONFIDENCE):
+    """The fewest calls whose q-th percentile has an interval: both the fastest call being
+    above it and the slowest below it must be rarer than (1 - confidence) / 2."""
+    tail, p = (1.0 - confidence) / 2.0, q / 100.0
+    return int(max(math.ceil(math.log(tail) / math.log(p)),
+                   math.ceil(math.log(tail) / math.log(1.0 - p))))
+
+
+def percentile_ranks(n, q, confidence=CONFIDENCE):
+    """(l, u), 1-based ranks of the order statistics that bound the q-th percentile of n calls
+    with at least `confidence`, as tight as the binomial allows; None where n is too few."""
+    if n < 1:
+        return None
+    p, tail = q / 100.0, (1.0 - confidence) / 2.0
+    cdf, total = [], 0.0
+    for k in range(n + 1):  # P(K <= k), K ~ Binomial(n, p), summed in log space
+        total += math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) +
+                          (k * math.log(p) if k else 0.0) +
+                          ((n - k) * math.log(1.0 - p) if n - k else 0.0))
+        cdf.append(min(total, 1.0))
+    lows = [rank for rank in range(1, n + 1) if cdf[rank - 1] <= tail]  # P(K < l) <= tail
+    highs = [rank for rank in range(1, n + 1) if 1.0 - cdf[rank - 1] <= tail]  # P(K >= u)
+    if not lows or not highs:
+        return None
+    return lows[-1], highs[0]
 
 
 def percentile(sorted_values, q):
@@ -41,14 +90,24 @@ def summarize(latencies_s, batch_size, window_s):
     n = len(ms)
     mean = sum(ms) / n
     stdev = math.sqrt(sum((x - mean) ** 2 for x in ms) / (n - 1)) if n > 1 else 0.0
-    return {
+    result = {
         "iters": n, "window_s": window_s,
-        "p50_ms": percentile(ms, 50), "p90_ms": percentile(ms, 90),
-        "p95_ms": percentile(ms, 95), "p99_ms": percentile(ms, 99),
         "mean_ms": mean, "stdev_ms": stdev, "min_ms": ms[0], "max_ms": ms[-1],
         "per_sample_ms": mean / batch_size,
         "throughput": batch_size * n / (sum(ms) / 1000.0),
     }
+    missing = []
+    for q in PERCENTILES:
+        ranks = percentile_ranks(n, q)
+        if ranks is None:
+            missing.append("p%d needs %d" % (q, calls_for(q)))
+        result["p%d_ms" % q] = percentile(ms, q) if ranks else None
+        result["p%d_low_ms" % q] = ms[ranks[0] - 1] if ranks else None
+        result["p%d_high_ms" % q] = ms[ranks[1] - 1] if ranks else None
+    result["percentile_note"] = (
+        "not reported, too few calls (%d) for a 95%% interval: %s; measure: {percentile: q} "
+        "times enough" % (n, ", ".join(missing))) if missing else None
+    return result
 
 
 def proc_field(path, field):

@@ -120,8 +120,7 @@ class Agent(object):
                 if streamer is not None:
                     streamer.stats.reset()
                 storage_before = measure.storage_read_bytes()
-                latencies, window = measure.time_calls(
-                    call, int(settings["min_iters"]), float(settings["min_seconds"]))
+                latencies, window = measure.time_calls(call, *measure.timed_window(settings))
                 reads = _reads_per_pass(streamer, storage_before, len(latencies))
                 return batch * len(latencies), window, (latencies, window, reads)
 

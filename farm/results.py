@@ -132,6 +132,16 @@ _RESULT = (  # name, type, unit, what, since
     ("container_peak_method", String(16), "", "how container_peak_mb was taken: reset, "
                                                 "fresh or sampled (farm.cgroups.PEAK_METHODS)",
      "0010"),
+    ("p50_low_ms", _F, "ms", "p50's 95% interval, low end (order statistics)", "0011"),
+    ("p50_high_ms", _F, "ms", "p50's 95% interval, high end", "0011"),
+    ("p90_low_ms", _F, "ms", "p90's 95% interval, low end (order statistics)", "0011"),
+    ("p90_high_ms", _F, "ms", "p90's 95% interval, high end", "0011"),
+    ("p95_low_ms", _F, "ms", "p95's 95% interval, low end (order statistics)", "0011"),
+    ("p95_high_ms", _F, "ms", "p95's 95% interval, high end", "0011"),
+    ("p99_low_ms", _F, "ms", "p99's 95% interval, low end (order statistics)", "0011"),
+    ("p99_high_ms", _F, "ms", "p99's 95% interval, high end", "0011"),
+    ("percentile_note", _T, "", "why a percentile is NULL (too few calls for its interval)",
+     "0011"),
 )
 _RESULT_JSON = (  # name, the agent result's key, what, since
     ("latencies_json", "latencies_ms", "every timed call, in ms", "0001"),
@@ -204,6 +214,15 @@ _VIEW = (  # name, SQL, since, label
     ("logits_json", "r.logits_json", "0007", "logits"),
     ("container_peak_method", "r.container_peak_method", "0010", "container peak by"),
     ("load_container_peak_method", "l.load_container_peak_method", "0010", "load peak by"),
+    ("p50_low_ms", "r.p50_low_ms", "0011", "p50 low"),
+    ("p50_high_ms", "r.p50_high_ms", "0011", "p50 high"),
+    ("p90_low_ms", "r.p90_low_ms", "0011", "p90 low"),
+    ("p90_high_ms", "r.p90_high_ms", "0011", "p90 high"),
+    ("p95_low_ms", "r.p95_low_ms", "0011", "p95 low"),
+    ("p95_high_ms", "r.p95_high_ms", "0011", "p95 high"),
+    ("p99_low_ms", "r.p99_low_ms", "0011", "p99 low"),
+    ("p99_high_ms", "r.p99_high_ms", "0011", "p99 high"),
+    ("percentile_note", "r.percentile_note", "0011", "percentile note"),
 )
 V_RESULTS_FROM = """FROM jobs j
 JOIN sweeps s ON s.id = j.sweep_id

@@ -23,6 +23,8 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
 from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_serializer,
                       field_validator, model_validator)
 
@@ -36,7 +38,7 @@ from farm.glue.labels import LabelMismatch, Outputs, outputs_for
 from farm.glue.tasks import TASKS as GLUE_TASKS
 from farm.inventory import Inventory, Name
 from farm.limits import (DAY_S, MAX_BATCH, MAX_SAMPLES, MAX_SEQ_LEN, Seconds, at_least_zero,
-                         max_positions, whole)
+                         max_positions, positive, whole)
 
 TASKS = (SYNTHETIC, *GLUE_TASKS)
 
@@ -46,6 +48,23 @@ class Measure(BaseModel):
     warmup: whole(0, 100_000) = 3
     min_iters: whole(1, 10_000_000) = 10
     min_seconds: at_least_zero(DAY_S) = 1.0
+    # Time enough calls that this percentile has its 95% interval (p99: 368 calls), within
+    # max_seconds; a percentile without one is stored NULL (agents/measure.py).
+    percentile: Literal[50, 90, 95, 99] | None = None
+    max_seconds: positive(DAY_S) | None = None
+
+    @field_validator("max_seconds")
+    @classmethod
+    def _after_min_seconds(cls, value, info: ValidationInfo):
+        if value is not None and value < info.data.get("min_seconds", 0):
+            raise ValueError("max_seconds must be at least min_seconds")
+        return value
+
+    def identity(self) -> dict:
+        """What a job key holds of it: the first release's three settings always, later ones
+        only where set, so that the jobs of earlier sweeps keep their keys."""
+        return self.model_dump(exclude={"percentile", "max_seconds"}) | self.model_dump(
+            include={"percentile", "max_seconds"}, exclude_none=True)
 
 
 class ModelRef(BaseModel):
@@ -310,7 +329,7 @@ class JobSpec:
         # A variant of earlier releases adds its name only, so that its jobs keep their keys.
         identity = {"target": self.target, "model": self.model.as_job(),
                     **self.variant.identity(), "task": self.task, "batch_size": self.batch_size,
-                    "seq_len": self.seq_len, "measure": self.measure.model_dump()}
+                    "seq_len": self.seq_len, "measure": self.measure.identity()}
         if self.data is not None:  # only then, so that synthetic jobs keep their keys
             identity["data"] = self.data
         return identity

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from conftest import QUICK
+from conftest import QUICK_P50
 from farm.api import submit
 
 
@@ -29,7 +29,7 @@ def test_sweep_spreads_over_a_pool_and_resubmitting_runs_nothing(
     inventory = _inventory(write_yaml, names)
     sweep = {"name": "pool", "devices": ["pool"], "models": ["bert-tiny", "bert-mini"],
              "variants": ["fp32", "int8"], "batch_sizes": [1, 4], "seq_lens": [32],
-             "measure": QUICK}
+             "measure": QUICK_P50}
     report = submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url)
     assert (report.total_jobs, report.ran, report.counts) == (8, 8, {"done": 8})
 
@@ -67,7 +67,7 @@ def test_a_model_that_cannot_fit_ends_oom_and_the_rest_completes(
         cgroups, write_yaml, db_url, device_names):
     inventory = _inventory(write_yaml, device_names(1), memory="512MiB")
     sweep = {"name": "fit", "models": ["bert-large", "bert-tiny"], "batch_sizes": [1],
-             "seq_lens": [32], "measure": QUICK}
+             "seq_lens": [32], "measure": QUICK_P50}
     report = submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url)
     assert report.counts == {"oom": 1, "done": 1}
     by_model = {r["model"]: r for r in _rows(db_url)}
