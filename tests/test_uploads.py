@@ -175,7 +175,10 @@ def test_two_devices_on_one_board_prepare_at_once_and_both_run(boards, write_yam
     trusted = subprocess.run([FARM, "devices", "trust", entries[0]["name"], "-y", "-i",
                               str(inventory)], capture_output=True, text=True, timeout=60)
     assert trusted.returncode == 0, trusted.stderr
-    sweep = {"name": "shared", "devices": ["nano"], "batch_sizes": [1, 2], "seq_lens": [16],
+    # Each device named, so each is its own target and runs its own jobs (a pool would give
+    # them all to whichever device is ready first).
+    sweep = {"name": "shared", "devices": [e["name"] for e in entries], "batch_sizes": [1],
+             "seq_lens": [16],
              "measure": QUICK, "models": [{"name": "linked", "path": str(linked)}]}
     refused = subprocess.run([FARM, "submit", str(write_yaml("linked.yaml", sweep)), "-i",
                               str(inventory), "--db", db_url],
