@@ -322,8 +322,11 @@ def compare_command(
             writer.writeheader()
             writer.writerows(records)
         return
-    against = f"sweep {shown(other)} against sweep {shown(sweep)}" if other else \
-        f"sweep {shown(sweep)}: each {by} against {shown(differences[0].baseline[by]) if differences else shown(baseline or 'fp32')}"
+    if other:
+        against = f"sweep {shown(other)} against sweep {shown(sweep)}"
+    else:
+        base = differences[0].baseline[by] if differences else baseline or "fp32"
+        against = f"sweep {shown(sweep)}: each {by} against {shown(base)}"
     if not differences:
         out.print(f"{against}: nothing to compare (no done result has a done baseline on the "
                   "same work)", highlight=False)

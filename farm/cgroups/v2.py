@@ -17,8 +17,8 @@ import threading
 import time
 from collections import deque
 
-from farm.cgroups import (CGROUP_ROOT, Path, PeakWatch, join_command, make_dir, own_cgroup_paths, read_int,
-                          read_keyed, read_pids, remove_dir, write)
+from farm.cgroups import (CGROUP_ROOT, Path, PeakWatch, join_command, make_dir, own_cgroup_paths,
+                          read_int, read_keyed, read_pids, remove_dir, write)
 from farm.errors import ContainerError
 from farm.hosts import Host
 
@@ -38,8 +38,8 @@ WORK_SHARE = 0.25
 
 
 def _permission(error: ContainerError) -> bool:
-    return isinstance(error.__context__, PermissionError) or "Permission denied" in str(error) \
-        or "not permitted" in str(error)
+    """Refused for want of rights (EACCES or EPERM: both are PermissionError), not for a fault."""
+    return isinstance(error.__context__, PermissionError)
 
 
 def delegation_hint(cpus: bool) -> str:
