@@ -57,6 +57,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     error: Mapped[str | None] = mapped_column(Text)
     failure: Mapped[str | None] = mapped_column(String(8))  # 'infra' or 'job', when not done
+    # Which measurement of the job this is (sweep `repeats: N`: 1..N, each in a fresh agent).
+    repeat: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     sweep: Mapped[Sweep] = relationship(back_populates="jobs")
     result: Mapped[Result | None] = relationship(back_populates="job")
 
