@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 
+from agents.conditions import parse_tegrastats_clocks
 
 SAMPLE_MS = 100
 _RAIL = re.compile(r"\b(POM_5V_IN|VDD_IN) (\d+)(?:mW)?/(\d+)(?:mW)?")
@@ -32,6 +33,8 @@ def parse_tegrastats(line):
 class Tegrastats(object):
     def __init__(self, executable):
         self.samples = collections.deque(maxlen=20000)  # (monotonic time, mW, RAM used MB)
+        # (monotonic time, clocks and temperatures: agents.conditions reads them)
+        self.clock_samples = collections.deque(maxlen=20000)
         self.rail = None
         self.lock = threading.Lock()
         self.process = subprocess.Popen([executable, "--interval", str(SAMPLE_MS)],
@@ -48,6 +51,7 @@ class Tegrastats(object):
     def _read(self):
         for line in self.process.stdout:
             rail, mw, ram = parse_tegrastats(line)
+            self.clock_samples.append((time.monotonic(), parse_tegrastats_clocks(line)))
             if mw is not None:
                 with self.lock:
                     self.rail = rail

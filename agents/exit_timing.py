@@ -17,7 +17,7 @@ equally by the examples of a batch.
 import json
 import time
 
-from agents import flops, measure, models, text
+from agents import conditions, flops, measure, models, text
 from agents.exits import Runner, histogram, mean, percentiles
 
 FULL = {"policy": "full"}
@@ -40,9 +40,12 @@ def run(agent, job):
             for name in ("exit", "full"):
                 calls[name](batches[i % len(batches)])
         agent.channel.emit("phase", job=key, phase="timing")
+        watch = conditions.Window(agent.meter).start()
         first, times, window = _timed_rounds(calls, batches, settings)
+        during = watch.stop()
         spent = [_spent(agent.model, runner, inputs) for inputs in batches]
     result = _result(runner, batches, first, times, window, spent, batch)
+    result.update(during)
     if texts and job.get("evaluate"):
         # No separate evaluation pass: the first timed round's exits are the predictions.
         result.update(predictions=_predictions(first), eval_examples=len(texts))
@@ -146,6 +149,12 @@ def _result(runner, batches, first, times, window, spent, batch):
         "exit_bytes_mean": None if None in example_bytes else mean(example_bytes)}
     latencies = [s for per_batch in times["exit"] for s in per_batch]
     result = measure.summarize(latencies, batch, window)
+    # Batches differ in cost by design (their exits): the noise is each batch's own spread over
+    # the rounds, the median over batches.
+    spreads = sorted(x for x in (measure.noise(sorted(t)) for t in times["exit"])
+                     if x is not None)
+    median = measure.percentile(spreads, 50)
+    result.update(noise=median, noisy=None if median is None else int(median > measure.NOISY))
     result.update(
         method_fields=fields, flops=int(round(mean(example_flops))), flops_method=flops.ANALYTIC,
         tokens_mean=mean(tokens), latencies_ms=[round(x * 1000.0, 6) for x in latencies],

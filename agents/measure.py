@@ -47,6 +47,7 @@ def timed_window(settings):
 # such ranks exist among n calls (p99 from 10 calls), the percentile is not reported.
 CONFIDENCE = 0.95
 PERCENTILES = (50, 90, 95, 99)
+NOISY = 0.10  # torch.utils.benchmark warns when the interquartile range passes 10% of the median
 
 
 def calls_for(q, confidence=CONFIDENCE):
@@ -104,10 +105,25 @@ def summarize(latencies_s, batch_size, window_s):
         result["p%d_ms" % q] = percentile(ms, q) if ranks else None
         result["p%d_low_ms" % q] = ms[ranks[0] - 1] if ranks else None
         result["p%d_high_ms" % q] = ms[ranks[1] - 1] if ranks else None
+    result.update(noise_figures(ms))
     result["percentile_note"] = (
         "not reported, too few calls (%d) for a 95%% interval: %s; measure: {percentile: q} "
         "times enough" % (n, ", ".join(missing))) if missing else None
     return result
+
+
+def noise(sorted_ms):
+    """Interquartile range / median of sorted latencies; None for fewer than 2."""
+    if len(sorted_ms) < 2:
+        return None
+    median = percentile(sorted_ms, 50)
+    spread = percentile(sorted_ms, 75) - percentile(sorted_ms, 25)
+    return spread / median if median > 0 else None
+
+
+def noise_figures(sorted_ms):
+    value = noise(sorted_ms)
+    return {"noise": value, "noisy": None if value is None else int(value > NOISY)}
 
 
 def proc_field(path, field):

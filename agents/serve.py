@@ -23,8 +23,8 @@ import time
 import traceback
 
 from agents import content_hash
-from agents import (energy, environment, exit_timing, flops, measure, methods, models, stream,
-                    text)
+from agents import (conditions, energy, environment, exit_timing, flops, measure, methods,
+                    models, stream, text)
 from agents.methods import precision
 from agents.protocol import Channel
 
@@ -120,9 +120,11 @@ class Agent(object):
                 if streamer is not None:
                     streamer.stats.reset()
                 storage_before = measure.storage_read_bytes()
+                watch = conditions.Window(self.meter).start()
                 latencies, window = measure.time_calls(call, *measure.timed_window(settings))
+                during = watch.stop()
                 reads = _reads_per_pass(streamer, storage_before, len(latencies))
-                return batch * len(latencies), window, (latencies, window, reads)
+                return batch * len(latencies), window, (latencies, window, dict(reads, **during))
 
             (latencies, window, reads), power = energy.measure_window(
                 self.meter, timed_window, IDLE_S)

@@ -22,7 +22,7 @@ from farm.results import Status  # noqa: E402
 def arguments(doc: str, **defaults) -> argparse.Namespace:
     """The command line every benchmark takes (its docstring's first paragraph as help)."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--model", default="bert-base")
+    parser.add_argument("--model", default=defaults.pop("model", "bert-base"))
     for name, default in defaults.items():
         parser.add_argument(f"--{name}", default=default)
     parser.add_argument("--batch", type=int, default=1)
@@ -72,3 +72,21 @@ def rotations(items: list, rounds: int):
 def median(runs: list[dict], figure: str) -> float | None:
     values = [r[figure] for r in runs if r[figure] is not None]
     return statistics.median(values) if values else None
+
+
+def job_for(model: str, batch: int, seq: int, iters: int, variant="fp32") -> dict:
+    """One job as a device runner is given it (farm.sweep.JobSpec.runner_spec)."""
+    from farm.sweep import Sweep, expand
+
+    sweep = Sweep(name="bench", models=[model], variants=[variant], batch_sizes=[batch],
+                  seq_lens=[seq], measure={"warmup": 2, "min_iters": iters, "min_seconds": 0})
+    job, = expand(sweep, ["*"])
+    return dict(job.runner_spec(), key=job.key)
+
+
+def run_on(runner, job: dict) -> dict:
+    """A job's result on a prepared runner (no Ray, no database: the device's figures only)."""
+    outcome = runner.run(job, lambda event: None)
+    if outcome["status"] != Status.DONE:
+        raise SystemExit(f"{job['model']['name']} ended {outcome['status']}: {outcome['error']}")
+    return outcome["result"]

@@ -121,6 +121,17 @@ def test_energy_comes_from_the_boards_power_readings(cgroups, write_yaml, db_url
         assert r["energy_mj"] == pytest.approx(4000 * r["window_s"] / samples)
         # energy per sample = power x time per sample
         assert r["energy_mj"] == pytest.approx(4.0 * r["per_sample_ms"], rel=0.05)
+        # The board's clocks and heat, from the same lines: steady, so not throttled.
+        assert (r["clock_source"], r["temp_source"]) == ("tegrastats", "tegrastats CPU")
+        assert r["cpu_mhz_start"] == r["cpu_mhz_end"] == r["cpu_mhz_min"] == 1479
+        assert r["gpu_mhz_start"] == r["gpu_mhz_min"] == 921
+        assert r["temp_c_start"] == r["temp_c_end"] == r["temp_c_max"] == 33.5
+        assert r["throttled"] == 0
+    status = subprocess.run([str(Path(sys.executable).parent / "farm"), "status", "--once",
+                             "--db", db_url], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert status.returncode == 0, status.stderr
+    assert "33.5 °C" in status.stdout  # the board's temperature, in the devices table
 
 
 def test_no_power_source_means_no_energy_figure(cgroups, write_yaml, db_url, device_names):
@@ -183,3 +194,47 @@ def test_local_checkpoints_and_cached_hub_ids_run(write_yaml, db_url, tmp_path, 
     paths = {r["model"]: r["model_path"]
              for r in _rows(db_url, "select model, model_path from jobs")}
     assert paths == {"mine": str(checkpoint), "cached": "hub:farmtest/tiny-bert"}
+
+
+def _job(model: str, batch: int, seq: int) -> dict:
+    from farm.sweep import Sweep, expand
+
+    sweep = Sweep(name="memory", models=[model], batch_sizes=[batch], seq_lens=[seq],
+                  measure={"warmup": 1, "min_iters": 6, "min_seconds": 0})
+    job, = expand(sweep, ["*"])
+    return dict(job.runner_spec(), key=job.key)
+
+
+def _drop_page_cache() -> None:
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3")
+
+
+def test_the_jobs_memory_is_the_same_whoever_faulted_the_page_cache_first(cgroups,
+                                                                          device_names):
+    """bert-mini fp32 b1: the container's peak counts the page cache the cgroup was charged
+    for first (the libraries, on the first run), the job's own memory (memory_mb) does not."""
+    from farm.devices.kinds.cgroup import CgroupDevice, cgroup_runner
+
+    job = _job("bert-mini", 1, 128)
+    first, second = (CgroupDevice(name=n, kind="cgroup", memory="2GiB", cpus=1)
+                     for n in device_names(2))
+    results = []
+    for device, cold in ((first, True), (first, False), (second, False)):
+        if cold:
+            _drop_page_cache()
+        runner = cgroup_runner(device)
+        runner.prepare()
+        try:
+            outcome = runner.run(job, lambda event: None)
+        finally:
+            runner.close()
+        assert outcome["status"] == "done", outcome["error"]
+        results.append(outcome["result"])
+    memory = [r["memory_mb"] for r in results]
+    assert max(memory) <= 1.05 * min(memory), memory
+    anon = [r["anon_mb"] for r in results]
+    assert max(anon) <= 1.05 * min(anon), anon
+    for r in results:  # the split is what the cgroup holds; the headline is the agent's peak
+        assert r["memory_mb"] == r["process_peak_mb"] and r["file_mb"] >= 0
+        assert r["memory_mb"] + 0.0 < r["memory_limit_mb"]

@@ -21,6 +21,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 class Container(Protocol):
     name: str
     version: str  # "v1" or "v2"
+    cores: str | None  # the CPUs it is pinned to ("0-1"), None where it is not
 
     def new_agent(self) -> None:
         """An agent process is about to join (v2: a fresh leaf cgroup of its own)."""
@@ -28,6 +29,8 @@ class Container(Protocol):
     def watch_peak(self) -> PeakWatch:
         """The container's peak from now on (a load, a job), and how it was taken."""
     def limit_bytes(self) -> int: ...
+    def memory_split(self) -> dict[str, int] | None:
+        """Bytes charged to it now: {'anon', 'kernel', 'file'} (None where unreadable)."""
     def oom_kills(self) -> int: ...
     def thrashing(self) -> str | None:
         """Why the agent is stalled at the memory limit instead of running, or None (v2 with
@@ -57,18 +60,65 @@ PEAK_METHODS = {
 
 
 def open_container(name: str, memory_bytes: int, cpus: float | None,
-                   host: Host = LOCAL) -> Container:
-    """Create (or take over an idle leftover of) the container for device `name` on `host`."""
+                   host: Host = LOCAL, cores: tuple[int, ...] | None = None) -> Container:
+    """Create (or take over an idle leftover of) the container for device `name` on `host`,
+    pinned to `cores` where the kernel has the cpuset controller (its `cores` says whether)."""
     if host.exists(str(CGROUP_ROOT / "cgroup.controllers")):
         from farm.cgroups.v2 import V2Container
-        return V2Container.create(host, name, memory_bytes, cpus)
+        return V2Container.create(host, name, memory_bytes, cpus, cores)
     if host.is_dir(str(CGROUP_ROOT / "memory")):
         from farm.cgroups.v1 import V1Container
-        return V1Container.create(host, name, memory_bytes, cpus)
+        return V1Container.create(host, name, memory_bytes, cpus, cores)
     raise ContainerError(
         f"no cgroup memory controller under {CGROUP_ROOT} on {host.name} for device {name!r}",
         "mount cgroups (v2: mount -t cgroup2 none /sys/fs/cgroup), or use kind: local for an "
         "unlimited run")
+
+
+def cpu_list(cores) -> str:
+    return ",".join(str(c) for c in sorted(cores))
+
+
+def cores_in_use(exclude: set[str], host: Host = LOCAL) -> set[int]:
+    """The cores other farm devices on this host are pinned to now (their cgroups' cpuset.cpus,
+    v1 or v2), so that a second farm run pins its devices beside them, not onto them."""
+    used, own = set(), own_cgroup_paths(host)
+    v2_own = CGROUP_ROOT / own.get("", "/").lstrip("/")
+    for farm_dir in {CGROUP_ROOT / "cpuset" / own.get("cpuset", "/").lstrip("/") / "farm",
+                     CGROUP_ROOT / "farm", v2_own / "farm", v2_own.parent / "farm"}:
+        try:
+            names = host.list_dir(str(farm_dir))
+        except OSError:
+            continue
+        for name in names:
+            if name in exclude or not read_pids_below(host, farm_dir / name):
+                continue
+            try:
+                text = host.read_text(str(farm_dir / name / "cpuset.cpus")).strip()
+            except OSError:
+                continue
+            used.update(parse_cpu_list(text))
+    return used
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """'0-2,5' -> {0, 1, 2, 5}."""
+    found = set()
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        found.update(range(int(low), int(high or low) + 1))
+    return found
+
+
+def read_pids_below(host: Host, path: Path) -> list[int]:
+    """The processes of a cgroup and of its child cgroups (v2 agents run in leaves)."""
+    pids = read_pids(host, path / "cgroup.procs")
+    try:
+        children = host.list_dir(str(path))
+    except OSError:
+        return pids
+    return pids + [pid for child in children if host.is_dir(str(path / child))
+                   for pid in read_pids(host, path / child / "cgroup.procs")]
 
 
 def join_command(procs_files: list[Path], argv: list[str]) -> list[str]:

@@ -1,8 +1,8 @@
 """cgroup v1: separate memory and cpu hierarchies (the machines CI runs on, and JetPack 4.6)."""
 from __future__ import annotations
 
-from farm.cgroups import (CGROUP_ROOT, Path, join_command, make_dir, own_cgroup_paths, read_int,
-                          read_keyed, read_pids, remove_dir, write)
+from farm.cgroups import (CGROUP_ROOT, Path, cpu_list, join_command, make_dir, own_cgroup_paths,
+                          read_int, read_keyed, read_pids, remove_dir, write)
 from farm.errors import ContainerError
 from farm.hosts import Host
 
@@ -22,12 +22,15 @@ def _hierarchy(host: Host, controller: str) -> Path | None:
 class V1Container:
     version = "v1"
 
-    def __init__(self, host: Host, name: str, memory_dir: Path, cpu_dir: Path | None, limit: int):
+    def __init__(self, host: Host, name: str, memory_dir: Path, cpu_dir: Path | None, limit: int,
+                 cpuset_dir: Path | None = None):
         self.host, self.name, self.memory_dir, self.cpu_dir = host, name, memory_dir, cpu_dir
-        self._limit = limit
+        self._limit, self.cpuset_dir = limit, cpuset_dir
+        self.cores = _read(host, cpuset_dir / "cpuset.cpus") if cpuset_dir else None
 
     @classmethod
-    def create(cls, host: Host, name: str, memory_bytes: int, cpus: float | None) -> V1Container:
+    def create(cls, host: Host, name: str, memory_bytes: int, cpus: float | None,
+               cores: tuple[int, ...] | None = None) -> V1Container:
         memory_root, cpu_root = _hierarchy(host, "memory"), _hierarchy(host, "cpu")
         memory_dir = memory_root / "farm" / name
         busy = read_pids(host, memory_dir / "cgroup.procs")
@@ -48,12 +51,12 @@ class V1Container:
             write(host, cpu_dir / "cpu.cfs_period_us", str(CFS_PERIOD_US), name)
             write(host, cpu_dir / "cpu.cfs_quota_us", str(int(cpus * CFS_PERIOD_US)), name)
         limit = read_int(host, memory_dir / "memory.limit_in_bytes")
-        return cls(host, name, memory_dir, cpu_dir, limit)
+        cpuset_dir = _pinned(host, name, cores) if cores else None
+        return cls(host, name, memory_dir, cpu_dir, limit, cpuset_dir)
 
     def join_command(self, argv: list[str]) -> list[str]:
-        procs = [self.memory_dir / "cgroup.procs"]
-        if self.cpu_dir is not None:
-            procs.append(self.cpu_dir / "cgroup.procs")
+        procs = [d / "cgroup.procs" for d in (self.memory_dir, self.cpu_dir, self.cpuset_dir)
+                 if d is not None]
         return join_command(procs, argv)
 
     def new_agent(self) -> None:
@@ -69,6 +72,15 @@ class V1Container:
     def limit_bytes(self) -> int:
         return self._limit
 
+    def memory_split(self) -> dict[str, int] | None:
+        stat = read_keyed(self.host, self.memory_dir / "memory.stat")
+        if "total_rss" not in stat:
+            return None
+        # kmem accounting may be off (cgroup.memory=nokmem): then no kernel figure.
+        kernel = read_int(self.host, self.memory_dir / "memory.kmem.usage_in_bytes")
+        split = {"anon": stat["total_rss"], "file": stat.get("total_cache", 0)}
+        return split | ({"kernel": kernel} if kernel is not None else {})
+
     def oom_kills(self) -> int:
         # 'oom_kill' appeared in memory.oom_control with Linux 4.13.
         return read_keyed(self.host, self.memory_dir / "memory.oom_control").get("oom_kill", 0)
@@ -77,15 +89,41 @@ class V1Container:
         return read_pids(self.host, self.memory_dir / "cgroup.procs")
 
     def paths(self) -> list[str]:
-        return [str(d) for d in (self.memory_dir, self.cpu_dir) if d is not None]
+        return [str(d) for d in (self.memory_dir, self.cpu_dir, self.cpuset_dir) if d is not None]
 
     def kill(self) -> None:
         self.host.kill(self.pids())
 
     def remove(self) -> None:
         remove_dir(self.host, self.memory_dir)
-        if self.cpu_dir is not None:
-            remove_dir(self.host, self.cpu_dir)
+        for folder in (self.cpu_dir, self.cpuset_dir):
+            if folder is not None:
+                remove_dir(self.host, folder)
+
+
+def _read(host: Host, path: Path) -> str:
+    try:
+        return host.read_text(str(path)).strip()
+    except OSError:
+        return ""
+
+
+def _pinned(host: Host, name: str, cores: tuple[int, ...]) -> Path | None:
+    """The device's cpuset cgroup on `cores`, or None where v1 has no cpuset hierarchy. A new
+    v1 cpuset starts with no CPUs and no memory nodes: farm's parent gets its parent's."""
+    root = _hierarchy(host, "cpuset")
+    if root is None:
+        return None
+    parent = root / "farm"
+    make_dir(host, parent, name)
+    for setting in ("cpuset.cpus", "cpuset.mems"):
+        if not _read(host, parent / setting):
+            write(host, parent / setting, _read(host, root / setting), name)
+    folder = parent / name
+    make_dir(host, folder, name)
+    write(host, folder / "cpuset.mems", _read(host, parent / "cpuset.mems"), name)
+    write(host, folder / "cpuset.cpus", cpu_list(cores), name)
+    return folder
 
 
 class _ResetPeak:

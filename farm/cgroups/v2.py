@@ -17,8 +17,8 @@ import threading
 import time
 from collections import deque
 
-from farm.cgroups import (CGROUP_ROOT, Path, PeakWatch, join_command, make_dir, own_cgroup_paths,
-                          read_int, read_keyed, read_pids, remove_dir, write)
+from farm.cgroups import (CGROUP_ROOT, Path, PeakWatch, cpu_list, join_command, make_dir,
+                          own_cgroup_paths, read_int, read_keyed, read_pids, remove_dir, write)
 from farm.errors import ContainerError
 from farm.hosts import Host
 
@@ -55,6 +55,7 @@ class V2Container:
 
     def __init__(self, host: Host, name: str, path: Path, limit: int):
         self.host, self.name, self.path, self._limit = host, name, path, limit
+        self.cores: str | None = None
         self.leaf: Path | None = None
         self._agents = 0
         self._can_reset: bool | None = None  # memory.peak takes a write (Linux 6.12+)
@@ -63,8 +64,13 @@ class V2Container:
         self._limit_hit_at: float | None = None
 
     @classmethod
-    def create(cls, host: Host, name: str, memory_bytes: int, cpus: float | None) -> V2Container:
-        base = farm_base(host, name, cpus is not None)
+    def create(cls, host: Host, name: str, memory_bytes: int, cpus: float | None,
+               cores: tuple[int, ...] | None = None) -> V2Container:
+        # Pinned only where the kernel has cpusets (CONFIG_CPUSETS needs SMP; a delegated
+        # subtree often lacks the controller): container.cores says whether it is.
+        pin = bool(cores) and "cpuset" in _controllers(host, CGROUP_ROOT)
+        base = farm_base(host, name, cpus is not None, pin)
+        pin = pin and "cpuset" in _controllers(host, base)
         path = base / name
         busy = _pids_below(host, path)
         if busy:
@@ -77,6 +83,8 @@ class V2Container:
         wanted = "+memory +cpu" if cpus is not None else "+memory"
         write(host, path / "cgroup.subtree_control", wanted, name)
         write(host, path / "memory.max", str(memory_bytes), name)
+        if pin:
+            write(host, path / "cpuset.cpus", cpu_list(cores), name)
         if host.exists(str(path / "memory.swap.max")):
             write(host, path / "memory.swap.max", "0", name)
         if cpus is not None:
@@ -85,7 +93,9 @@ class V2Container:
             raise ContainerError(
                 f"{path}/memory.peak is missing on {host.name} (Linux 5.19 or newer has it)",
                 "upgrade the kernel, or use kind: local")
-        return cls(host, name, path, read_int(host, path / "memory.max"))
+        container = cls(host, name, path, read_int(host, path / "memory.max"))
+        container.cores = cpu_list(cores) if pin else None
+        return container
 
     def new_agent(self) -> None:
         """A fresh leaf for the agent about to start (the last one's, empty by now, goes)."""
@@ -117,6 +127,16 @@ class V2Container:
 
     def limit_bytes(self) -> int:
         return self._limit
+
+    def memory_split(self) -> dict[str, int] | None:
+        stat = read_keyed(self.host, self.path / "memory.stat")
+        if "anon" not in stat:
+            return None
+        kernel = stat.get("kernel")  # Linux 5.18+; before it, the sum of its parts
+        if kernel is None:
+            kernel = sum(stat.get(k, 0) for k in ("kernel_stack", "pagetables", "percpu",
+                                                  "sock", "slab", "sec_pagetables"))
+        return {"anon": stat["anon"], "kernel": kernel, "file": stat.get("file", 0)}
 
     def oom_kills(self) -> int:
         # memory.events counts the subtree's events (the limit is on this cgroup, the agent in
@@ -250,9 +270,9 @@ class _FreshOrSampledPeak:
         self._thread.join(timeout=1)
 
 
-def farm_base(host: Host, device: str, cpus: bool) -> Path:
+def farm_base(host: Host, device: str, cpus: bool, cpuset: bool = False) -> Path:
     """<base>/farm, with the controllers the devices need enabled down to it."""
-    wanted = "+memory +cpu" if cpus else "+memory"
+    wanted = ("+memory +cpu" if cpus else "+memory") + (" +cpuset" if cpuset else "")
     try:
         base = CGROUP_ROOT / "farm"
         make_dir(host, base, device)
@@ -263,6 +283,8 @@ def farm_base(host: Host, device: str, cpus: bool) -> Path:
         if not _permission(error):
             raise
     delegated = _delegated(host, device, cpus)
+    if "cpuset" not in _controllers(host, delegated):  # then not pinned
+        wanted = wanted.replace(" +cpuset", "")
     base = delegated / "farm"
     make_dir(host, base, device)
     for parent in (delegated, base):

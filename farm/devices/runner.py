@@ -74,7 +74,7 @@ class AgentRunner:
         self.facts = {"device": self.device.name, "kind": self.device.kind,
                       "threads": self.threads, "farm": farm.__version__, **context}
         if self.container is not None:
-            self.facts.update(cgroup=self.container.version,
+            self.facts.update(cgroup=self.container.version, cores=self.container.cores,
                               memory_limit_mb=self.container.limit_bytes() / MIB)
         return self.facts
 
@@ -190,6 +190,8 @@ class AgentRunner:
         for field in ("event", "job"):
             result.pop(field, None)
         result.update(self._memory_figures(result.get("process_peak_mb")))
+        if self.peak is not None:  # the job's figures are taken: no sampling between jobs
+            self.peak.close()
         return result
 
     def _wait_for(self, wanted: str, job: dict, deadline: float, on_event) -> dict:
@@ -237,12 +239,24 @@ class AgentRunner:
             raise JobFailed(Status.OOM, why, self._memory_figures())
 
     def _memory_figures(self, process_peak_mb: float | None = None) -> dict:
+        """The container's peak (which counts the page cache it was charged first, so depends
+        on what ran before), and the job's own memory, which does not: the agent's resident
+        peak (farm.results: memory_mb), beside what the container holds of each kind."""
         container_peak, method = self._container_peak()
         limit = self.container.limit_bytes() / MIB if self.container else None
         peak = container_peak if container_peak is not None else process_peak_mb
-        return {"container_peak_mb": container_peak, "container_peak_method": method,
-                "process_peak_mb": process_peak_mb, "peak_mem_mb": peak,
-                "memory_limit_mb": limit}
+        figures = {"container_peak_mb": container_peak, "container_peak_method": method,
+                   "process_peak_mb": process_peak_mb, "peak_mem_mb": peak,
+                   "memory_limit_mb": limit, "memory_mb": process_peak_mb}
+        split = None
+        if self.container is not None:
+            try:
+                split = self.container.memory_split()
+            except OSError:  # a board that went away
+                split = None
+        for kind, value in (split or {}).items():
+            figures[f"{kind}_mb"] = value / MIB
+        return figures
 
     def _classify_exit(self, exited: AgentExited, ooms_before: int) -> dict:
         if self._cancelled.is_set():

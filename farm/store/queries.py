@@ -45,14 +45,18 @@ def raw_latencies(reader: ReadOnly, name: str) -> dict[str, list[float]]:
 
 def device_rows(reader: ReadOnly) -> list[dict]:
     """Each device the controller has written about, with the job it runs and what the board
-    itself reported (tegrastats) in its latest timed window."""
+    itself reported (tegrastats, its thermal zones) in its latest timed window."""
     return reader.rows(
         "SELECT d.name, d.kind, d.state, d.last_seen, d.last_error, d.facts_json, "
         "j.model, j.variant, j.task, j.batch_size, j.seq_len, j.phase, j.started_at, "
         "(SELECT r.avg_power_mw FROM results r WHERE r.device = d.name AND "
         " r.avg_power_mw IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS power_mw, "
         "(SELECT r.board_ram_peak_mb FROM results r WHERE r.device = d.name AND "
-        " r.board_ram_peak_mb IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS board_ram_mb "
+        " r.board_ram_peak_mb IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS board_ram_mb, "
+        "(SELECT r.temp_c_end FROM results r WHERE r.device = d.name AND "
+        " r.temp_c_end IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS temp_c, "
+        "(SELECT r.throttled FROM results r WHERE r.device = d.name AND "
+        " r.throttled IS NOT NULL ORDER BY r.id DESC LIMIT 1) AS throttled "
         "FROM devices d LEFT JOIN jobs j ON j.id = d.job_id ORDER BY d.name")
 
 

@@ -114,6 +114,26 @@ def test_sampling_finds_a_held_peak(container):
         holder.wait()
 
 
+def test_memory_is_split_into_anonymous_kernel_and_file(container):
+    holder = _holder(container)
+    try:
+        _use(holder, 1)  # the interpreter is up
+        before = container.memory_split()
+        holder.stdin.write("64 30\n")  # held until killed; UML takes a while to touch it all
+        holder.stdin.flush()
+        deadline = time.monotonic() + 20
+        held = container.memory_split()
+        while held["anon"] - before["anon"] < 63 * MIB and time.monotonic() < deadline:
+            time.sleep(0.2)
+            held = container.memory_split()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert set(held) == {"anon", "kernel", "file"}
+    assert held["anon"] - before["anon"] >= 63 * MIB
+    assert held["kernel"] > 0
+
+
 def test_an_oom_kill_is_counted(container):
     before = container.oom_kills()
     container.new_agent()

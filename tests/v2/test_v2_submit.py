@@ -3,6 +3,7 @@ container peaks, a model that cannot fit ending oom (not timeout), a slow job en
 (not oom), a cancelled sweep, and a run as a user that is not root in a delegated subtree."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -64,6 +65,15 @@ def test_done_jobs_have_peaks_and_a_model_that_cannot_fit_ends_oom(cgroups, tmp_
         assert tiny["peak_mem_mb"] == tiny["container_peak_mb"]
         assert tiny["load_container_peak_mb"] is not None
         assert tiny["load_container_peak_method"] in ("reset", "fresh")
+        # The job's own memory, and what its cgroup holds of each kind (memory.stat).
+        assert tiny["memory_mb"] == tiny["process_peak_mb"] > 0
+        assert tiny["anon_mb"] > 0 and tiny["kernel_mb"] > 0 and tiny["file_mb"] >= 0
+        assert tiny["headroom_mb"] == tiny["memory_limit_mb"] - tiny["memory_mb"]
+        # UML is uniprocessor, and cpusets need SMP: the device runs unpinned, and says so.
+        env, = _rows(tmp_path, "select r.env_json from results r join jobs j on j.id = r.job_id "
+                               f"where j.key = '{tiny['job_key']}'")
+        assert json.loads(env["env_json"])["cores"] is None and tiny["cpu_list"] == "0"
+        assert tiny["outside_cpu_share"] is not None and tiny["noise"] is not None
         print("bert-tiny", batch, tiny["container_peak_mb"], tiny["container_peak_method"],
               "load", tiny["load_container_peak_mb"], tiny["load_container_peak_method"])
     # One agent ran both (batch 32 first): batch 1's peak is its own, not batch 32's.

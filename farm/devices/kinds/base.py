@@ -84,6 +84,9 @@ class Kind:
     # `require_locked_clocks: true` refuses it ("are not locked") and the fix, or None when its
     # clocks are locked. None: the setting does not apply to this kind.
     clocks_unlocked: Callable[[dict], tuple[str, str] | None] | None = None
+    # For devices that share this host's CPUs: (the run's devices of this kind, each with the
+    # CPUs it is pinned to, what the user must hear before anything runs). None: no sharing.
+    place: Callable[[list], tuple[list, list[tuple[str, str]]]] | None = None
     # Whether the device's lock (farm.devices.lock) lives on the host farm runs on, so that a
     # farm can see another's hold before it starts Ray (a board's lives on the board).
     locked_here: Callable[[Any], bool] = unless_pinned
