@@ -159,7 +159,8 @@ def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, 
            sweep_file, ray_address, observer) -> tuple[int, dict, bool]:
     """Prepare the devices and schedule the jobs: (jobs run, refused devices, cancelled)."""
     refused = _quarantine_checks(store, inventory, kinds)
-    devices = [d for d in inventory.devices if d.name in kinds and d.name not in refused]
+    devices = _placed([d for d in inventory.devices if d.name in kinds and d.name not in refused],
+                      observer)
     for name, error in refused.items():
         observer.device_refused(name, error)
     _refuse_held_devices(devices)
@@ -190,6 +191,20 @@ def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, 
             return len(runnable) - len(scheduler.stranded), refused, scheduler.cancelled
         finally:
             close_workers(workers)
+
+
+def _placed(devices: list, observer: Observer) -> list:
+    """The devices as each kind places them on the CPUs they share (pinned cores), in their
+    order; what a kind says of the placement is told before anything runs."""
+    placed = {}
+    for kind in {kind_of(d).name: kind_of(d) for d in devices}.values():
+        mine = [d for d in devices if d.kind == kind.name]
+        if kind.place is not None:
+            mine, notes = kind.place(mine)
+            for message, fix in notes:
+                observer.warning(message, fix)
+        placed.update((d.name, d) for d in mine)
+    return [placed[d.name] for d in devices]
 
 
 def _refuse_held_devices(devices) -> None:
@@ -395,20 +410,37 @@ def sweep_rows(sweep: str, db: str | None = None, with_latencies: bool = False):
 COMPARE_BY = ("variant", "device")
 
 
+def variants_against_fp32(sweep: str, db: str | None = None) -> list[dict]:
+    """`farm compare SWEEP --baseline fp32`'s records, for the report; none where the sweep has
+    no fp32 result to compare with."""
+    from farm.console import difference_records
+
+    try:
+        return difference_records(compare(sweep, db=db), "variant")
+    except QueryError:  # no fp32 in the sweep
+        return []
+
+
 def compare(sweep: str, other_sweep: str | None = None, by: str = "variant",
-            baseline: str | None = None, db: str | None = None) -> list:
+            baseline: str | None = None, db: str | None = None,
+            min_change: float | None = None) -> list:
     """`farm compare`: each done result against its baseline on the same work, with the ratio
     of median latencies, its bootstrap interval, a Mann-Whitney p-value and, where both were
-    scored on the same examples, the score's difference (farm.comparisons.Difference).
+    scored on the same examples, the score's difference (farm.comparisons.Difference). Where
+    both sides have a sweep's `repeats`, between repeats (each repeat's median); else on the
+    per-call latencies. A ratio within min_change of 1 (default 2%) is ~ however significant.
 
     With other_sweep: the same jobs of two sweeps, the first as baseline. Else, within one
     sweep, by variant (baseline: a variant's name, fp32 unless given) or by device (baseline: a
     device's name)."""
-    from farm.comparisons import Difference, latency_difference, pairs, score_difference, \
-        sweep_pairs
+    from farm.comparisons import MIN_CHANGE, difference, pairs, sweep_pairs
 
     if by not in COMPARE_BY:
         raise QueryError(f"--by {by!r} is not a way to compare", "use --by variant or --by device")
+    min_change = MIN_CHANGE if min_change is None else min_change
+    if not 0 <= min_change < 1:
+        raise QueryError(f"--min-change {min_change} is not a fraction from 0 to 1",
+                         "use e.g. --min-change 0.02 for 2% (0: any significant change counts)")
     with contextlib.closing(ReadOnly(db)) as reader:
         known = queries.sweep_names(reader)
         for name in filter(None, (sweep, other_sweep)):
@@ -434,14 +466,4 @@ def compare(sweep: str, other_sweep: str | None = None, by: str = "variant",
                                  + (f" ({baseline!r})" if baseline else ""),
                                  f"its {by}s: {', '.join(values) or 'none done'}")
             found = pairs(rows, by, baseline)
-    differences = []
-    for base, other in found:
-        a, b = latencies.get(base["job_key"], []), latencies.get(other["job_key"], [])
-        ratio, low, high, p_value = latency_difference(a, b)
-        score = (None, None, None)
-        if base["job_key"] in scored and other["job_key"] in scored:
-            score = score_difference(base["task"], scored[base["job_key"]],
-                                     scored[other["job_key"]])
-        differences.append(Difference(base, other, ratio, low, high, p_value,
-                                      (len(a), len(b)), *score))
-    return differences
+    return [difference(bases, others, latencies, scored, min_change) for bases, others in found]

@@ -260,11 +260,13 @@ def report(sweep: str = typer.Argument(..., help="The sweep's name."),
            out_dir: Path = typer.Option(Path("report"), "--out", "-o", help="Folder to write."),
            db: Optional[str] = DB_OPTION):
     """PNG plots (measured Pareto fronts, latency vs batch size, memory against the limit) and
-    one HTML page with them and the table."""
-    from farm.api import sweep_rows
+    one HTML page with them, each variant's time against fp32's (as farm compare judges it,
+    the non-significant marked ~) and the table."""
+    from farm.api import sweep_rows, variants_against_fp32
     from farm.report import write_report
 
-    written = write_report(sweep_rows(sweep, db), out_dir, f"farm report: sweep {sweep}")
+    written = write_report(sweep_rows(sweep, db), out_dir, f"farm report: sweep {sweep}",
+                           variants_against_fp32(sweep, db))
     for path in written:
         out.print(f"wrote {shown(path)}", highlight=False)
 
@@ -298,10 +300,13 @@ def compare_command(
                                                "fp32) or device the others are compared with."),
         as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout."),
         as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
+        min_change: float = typer.Option(0.02, "--min-change", help="The smallest change in "
+                                         "the ratio called faster or slower (0.02: 2%)."),
         db: Optional[str] = DB_OPTION):
     """Is it really faster? Each result against its baseline on the same work: the ratio of
     median latencies with a 95% bootstrap interval, a Mann-Whitney p-value, and a verdict
-    (faster, slower, or ~ for no significant difference); peak memory and score differences."""
+    (faster, slower, or ~ for no significant difference); peak memory and score differences.
+    With a sweep's repeats on both sides, judged between repeats (each repeat's median)."""
     import csv
     import json
 
@@ -310,7 +315,7 @@ def compare_command(
 
     if as_csv and as_json:
         raise typer.BadParameter("one of --csv and --json", param_hint="--csv/--json")
-    differences = compare(sweep, other, by, baseline, db)
+    differences = compare(sweep, other, by, baseline, db, min_change)
     by_what = "sweep" if other else by
     if as_csv or as_json:
         records = difference_records(differences, by_what)

@@ -114,17 +114,23 @@ def compare(rows: list[dict]) -> list[Compared]:
 # --- Significance: `farm compare` ------------------------------------------------------------
 # Two results of the same work (model, task, batch size, sequence length) that differ in one
 # thing (the variant, the device, or the sweep): is the second faster, slower, or not
-# distinguishable (benchstat's "~"), judged on the raw per-call latencies both stored.
+# distinguishable (benchstat's "~")? With a sweep's `repeats` on both sides, judged between
+# repeats, each repeat (a fresh agent process) by its median: the spread between processes is
+# then part of the test. Else judged on the raw per-call latencies, within one process each,
+# which cannot see that spread.
 
 CONFIDENCE = 0.95
 RESAMPLES = 9999
 SEED = 0  # the bootstrap is seeded: the same database gives the same intervals
+# The smallest change called faster or slower (pyperf's --min-speed): a 1% shift can be
+# significant on thousands of calls and still be nothing a user would act on.
+MIN_CHANGE = 0.02
 _WORK = ("model", "task", "batch_size", "seq_len")
 
 
 @dataclass(frozen=True)
 class Difference:
-    baseline: dict  # v_results rows
+    baseline: dict  # v_results rows (the first repeat's, where there are several)
     other: dict
     ratio: float | None  # median latency of other / baseline's (below 1: other is faster)
     low: float | None  # the ratio's 95% bootstrap interval
@@ -134,22 +140,69 @@ class Difference:
     score_diff: float | None = None  # other's main metric - baseline's, on the same examples
     score_low: float | None = None  # its paired 95% bootstrap interval
     score_high: float | None = None
+    repeats: tuple[int, int] = (1, 1)  # measured repeats behind each side
+    min_change: float = MIN_CHANGE
+    medians: tuple[float | None, float | None] = (None, None)  # ms: the ratio's two sides
+
+    @property
+    def between_repeats(self) -> bool:
+        """Judged on each repeat's median (both sides have 2 or more), not on calls."""
+        return min(self.repeats) >= 2
+
+    @property
+    def decidable(self) -> bool:
+        """Whether Mann-Whitney can reach p < 0.05 on so few repeats at all: its smallest
+        two-sided p over n and m values is 2 / C(n+m, n) (3 against 3: 0.1, 4 against 4: 0.029)."""
+        import math
+        n, m = self.repeats
+        return not self.between_repeats or 2 / math.comb(n + m, n) < 1 - CONFIDENCE
 
     @property
     def verdict(self) -> str:
-        """faster / slower where the interval excludes 1 and p < 0.05, else ~."""
-        if self.ratio is None or self.p_value is None or self.low is None:
+        """faster / slower where the interval excludes 1, p < 0.05 and the ratio is more than
+        min_change from 1; else ~."""
+        if None in (self.ratio, self.p_value, self.low, self.high):
             return "n/a"
-        if self.p_value < 1 - CONFIDENCE and self.high < 1:
-            return "faster"
-        if self.p_value < 1 - CONFIDENCE and self.low > 1:
-            return "slower"
-        return "~"
+        significant = self.p_value < 1 - CONFIDENCE and (self.high < 1 or self.low > 1)
+        if not significant or abs(self.ratio - 1) <= self.min_change:
+            return "~"
+        return "faster" if self.high < 1 else "slower"
 
     @property
     def memory_diff_mb(self) -> float | None:
         a, b = self.baseline.get("peak_mem_mb"), self.other.get("peak_mem_mb")
         return b - a if a is not None and b is not None else None
+
+
+def difference(baselines: list[dict], others: list[dict], latencies: dict[str, list[float]],
+               scored: dict[str, list], min_change: float = MIN_CHANGE) -> Difference:
+    """One side's repeats (v_results rows) against the other's, given each job's raw
+    latencies and predictions by job key."""
+    import numpy as np
+
+    a = [latencies[r["job_key"]] for r in baselines if latencies.get(r["job_key"])]
+    b = [latencies[r["job_key"]] for r in others if latencies.get(r["job_key"])]
+    base, other = baselines[0], others[0]
+    score = (None, None, None)
+    if base["job_key"] in scored and other["job_key"] in scored:
+        score = score_difference(base["task"], scored[base["job_key"]], scored[other["job_key"]])
+    values = judged_values(a, b)
+    medians = tuple(float(np.median(v)) if v else None for v in values)
+    return Difference(base, other, *latency_difference(*values),
+                      (sum(map(len, a)), sum(map(len, b))), *score, repeats=(len(a), len(b)),
+                      min_change=min_change, medians=medians)
+
+
+def judged_values(baseline_runs: list[list[float]], other_runs: list[list[float]]):
+    """What each side's latencies are judged on: each repeat's median where both sides have 2
+    or more repeats, else every timed call (a side's repeats' calls together)."""
+    import numpy as np
+
+    if len(baseline_runs) >= 2 and len(other_runs) >= 2:
+        return ([float(np.median(run)) for run in baseline_runs],
+                [float(np.median(run)) for run in other_runs])
+    return ([ms for run in baseline_runs for ms in run],
+            [ms for run in other_runs for ms in run])
 
 
 def latency_difference(baseline_ms: list[float], other_ms: list[float], seed: int = SEED):
@@ -213,27 +266,35 @@ def _finite(value) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def pairs(rows: list[dict], by: str, baseline: str) -> list[tuple[dict, dict]]:
-    """(baseline row, other row) for each done result whose `by` column differs from the
-    baseline's on the same work; variants are compared within a pool of devices (the sweep's
-    target), devices within a variant."""
-    done = [r for r in rows if r["status"] == Status.DONE]
+def runs(rows: list[dict], columns: tuple) -> dict[tuple, list[dict]]:
+    """The done rows by these columns' values, each group's rows in the order of their repeat."""
+    found: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["status"] == Status.DONE:
+            found.setdefault(tuple(row[c] for c in columns), []).append(row)
+    return {k: sorted(v, key=lambda r: r.get("repeat") or 1) for k, v in found.items()}
+
+
+def pairs(rows: list[dict], by: str, baseline: str) -> list[tuple[list[dict], list[dict]]]:
+    """(baseline's repeats, other's repeats) for each done result whose `by` column differs
+    from the baseline's on the same work; variants are compared within a pool of devices (the
+    sweep's target), devices within a variant."""
     fixed = _WORK + (("target",) if by == "variant" else ("variant",))
-    groups: dict[tuple, list[dict]] = {}
-    for row in done:
-        groups.setdefault(tuple(row[c] for c in fixed), []).append(row)
+    groups: dict[tuple, list[list[dict]]] = {}
+    for key, side in runs(rows, fixed + (by, "target")).items():
+        groups.setdefault(key[:len(fixed)], []).append(side)
     found = []
-    for group in groups.values():
-        bases = [r for r in group if r[by] == baseline]
+    for sides in groups.values():
+        bases = [side for side in sides if side[0][by] == baseline]
         for base in bases[:1]:
-            found += [(base, r) for r in group if r[by] != baseline]
+            found += [(base, side) for side in sides if side[0][by] != baseline]
     return found
 
 
-def sweep_pairs(first: list[dict], second: list[dict]) -> list[tuple[dict, dict]]:
-    """(first sweep's row, second's) for each work and variant both finished: the same jobs in
-    two sweeps (two devices, two releases of a model, two days)."""
+def sweep_pairs(first: list[dict], second: list[dict]) -> list[tuple[list[dict], list[dict]]]:
+    """(first sweep's repeats, second's) for each work and variant both finished: the same
+    jobs in two sweeps (two devices, two releases of a model, two days)."""
     key = _WORK + ("variant",)
-    theirs = {tuple(r[c] for c in key): r for r in second if r["status"] == Status.DONE}
-    return [(r, theirs[k]) for r in first if r["status"] == Status.DONE
-            and (k := tuple(r[c] for c in key)) in theirs]
+    theirs = {k[:-1]: side for k, side in runs(second, key + ("target",)).items()}
+    return [(side, theirs[k[:-1]]) for k, side in runs(first, key + ("target",)).items()
+            if k[:-1] in theirs]

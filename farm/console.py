@@ -84,6 +84,10 @@ class SweepProgress:
             where = f"{limit:.0f} MiB, {fact['threads']} thread(s)" if limit else "no memory limit"
             self._device_line(name, f"[dim]ready ({where})[/]")
 
+    def warning(self, message: str, fix: str) -> None:
+        self.console.print(f"[bold yellow]warning:[/] {shown(message)}", highlight=False)
+        self.console.print(f"[dim]hint: {shown(fix)}[/]", highlight=False)
+
     def device_refused(self, name: str, error) -> None:
         self._device_line(name, "[red]not used[/]")
         self.console.print(f"[bold red]device {shown(name)} not used:[/] {shown(error.message)}",
@@ -138,16 +142,44 @@ def _num(value, fmt: str) -> str:
     return "" if value is None else format(value, fmt)
 
 
+def _temperature(device: dict) -> str:
+    """The device's temperature at the end of its latest timed window; red where a clock fell
+    during it (throttled)."""
+    if device.get("temp_c") is None:
+        return ""
+    text = f"{device['temp_c']:.1f} °C"
+    return f"[red]{text} throttled[/]" if device.get("throttled") else text
+
+
+# A row's figures came from a window a reviewer should doubt (agents/measure.py, conditions.py).
+FLAGS = (("noisy", "noisy", "IQR above 10% of the median"),
+         ("host_busy", "busy host", "other processes took over 10% of its CPUs"),
+         ("throttled", "throttled", "a clock fell during the window"))
+
+
+def flags(row: dict) -> str:
+    return ", ".join(word for column, word, _ in FLAGS if row.get(column))
+
+
 def results_table(title: str, rows: list[dict]) -> Table:
     """One row per job; tasks and sequence lengths get a column only when the sweep varies them."""
     varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
     scored = any(r.get("metric") or r.get("score_note") for r in rows)  # GLUE tasks ran
-    table = Table(title=title, header_style="bold", pad_edge=False)
+    # The job's own memory where it was measured (0012 on); the container's peak before it.
+    memory = "memory_mb" if any(r.get("memory_mb") is not None for r in rows) else "peak_mem_mb"
+    limited = [c for c in ("memory_limit_mb", "headroom_mb")
+               if any(r.get(c) is not None for r in rows)]
+    flagged = [r for r in rows if flags(r)]
+    caption = "; ".join(f"{word}: {why}" for column, word, why in FLAGS
+                        if any(r.get(column) for r in flagged))
+    table = Table(title=title, header_style="bold", pad_edge=False, caption=caption or None)
     for name in ("model", "variant", *varying, "batch_size", "device", "status"):
         table.add_column(label(name), no_wrap=True)
-    for name in ("score",) * scored + ("p50_ms", "per_sample_ms", "peak_mem_mb", "flops",
+    for name in ("score",) * scored + ("p50_ms", "per_sample_ms", memory, *limited, "flops",
                                        "params"):
         table.add_column(label(name), justify="right")
+    if flagged:
+        table.add_column("doubt", style="yellow")
     for r in rows:
         style = STATUS_STYLE.get(r["status"], "")
         score = [f"{r['metric']} {r['score']:.3f}" if r.get("score") is not None else
@@ -156,10 +188,17 @@ def results_table(title: str, rows: list[dict]) -> Table:
             shown(r["model"]), shown(r["variant"]), *[shown(r[c]) for c in varying],
             str(r["batch_size"]), shown(r["device"]), f"[{style}]{r['status']}[/]", *score,
             _num(r["p50_ms"], ".2f"),
-            _num(r["per_sample_ms"], ".2f"), _num(r["peak_mem_mb"], ".0f"),
+            _num(r["per_sample_ms"], ".2f"), _num(r.get(memory), ".0f"),
+            *[_headroom(r, c) for c in limited],
             _num(r["flops"] and r["flops"] / 1e9, ".3f"),
-            _num(r["params"] and r["params"] / 1e6, ".2f"))
+            _num(r["params"] and r["params"] / 1e6, ".2f"), *[flags(r)] * bool(flagged))
     return table
+
+
+def _headroom(row: dict, column: str) -> str:
+    """The limit, or what is left under it: red where the job's memory passed it."""
+    text = _num(row.get(column), ".0f")
+    return f"[red]{text}[/]" if column == "headroom_mb" and (row.get(column) or 0) < 0 else text
 
 
 def _work_columns(table: Table, rows: list[dict]) -> list[str]:
@@ -349,10 +388,12 @@ def status_view(snapshot: dict):
         sweeps.add_row("[dim]no sweep in the last day[/]", *[""] * 9)
 
     devices = Table(title="devices", header_style="bold", pad_edge=False)
+    heat = any(d.get("temp_c") is not None for d in snapshot["devices"])
     for name in ("device", "kind", "state", "current job", "phase", "heartbeat",
-                 "board W", "board RAM", "last error"):
+                 "board W", "board RAM", *("temp",) * heat, "last error"):
         devices.add_column(name, no_wrap=name not in ("last error", "current job"),
-                           justify="right" if name.startswith("board") else "left")
+                           justify="right" if name.startswith("board") or name == "temp"
+                           else "left")
     for d in snapshot["devices"]:
         busy = d["state"] == "busy" and d["model"]
         job = (shown(f"{d['model']} {d['variant']} {d['task']} b{d['batch_size']} "
@@ -363,6 +404,7 @@ def status_view(snapshot: dict):
                         _age(d["last_seen"], now),
                         _num(d["power_mw"] and d["power_mw"] / 1000, ".2f"),
                         f"{d['board_ram_mb']:.0f} MiB" if d["board_ram_mb"] else "",
+                        *[_temperature(d)] * heat,
                         f"[red]{shown(d['last_error'])}[/]" if d["last_error"] else "")
 
     latest = Table(title="latest results", header_style="bold", pad_edge=False)
@@ -420,18 +462,28 @@ VERDICT_STYLE = {"faster": "green", "slower": "red", "~": "dim", "n/a": "dim"}
 def differences_table(title: str, differences: list, by: str) -> Table:
     """`farm compare`: each result against its baseline, green where it is significantly
     faster, red where slower, dim where the two cannot be told apart (~)."""
-    table = Table(title=title, header_style="bold", pad_edge=False,
-                  caption="× baseline: median latency per call against the baseline's, with its "
-                          "95% bootstrap interval; p: Mann-Whitney U on the per-call latencies; "
-                          "~: no significant difference (p ≥ 0.05 or the interval holds 1); Δ "
-                          "score: paired bootstrap over the examples both scored")
+    change = differences[0].min_change if differences else 0.02
+    caption = ("median ms: of the calls, or of the repeats' medians; × baseline: the ratio of "
+               "medians, with its 95% bootstrap interval; p: Mann-Whitney U; from: between N "
+               "and M repeats (each repeat's median, each a fresh agent process), or the calls "
+               "of one process each; ~: no significant difference (p ≥ 0.05, or the interval "
+               f"holds 1) or a change within ±{100 * change:g}%; Δ score: paired bootstrap "
+               "over the examples both scored")
+    few = next((d.repeats for d in differences if not d.decidable), None)
+    if few:
+        caption += (f"; {few[0]} and {few[1]} repeats are too few for p < 0.05 at all (use "
+                    "repeats: 5 or more)")
+    if any(not d.between_repeats for d in differences):
+        caption += ("; judged on calls, the spread between agent processes is unseen (give "
+                    "the sweep repeats: 5 to see it)")
+    table = Table(title=title, header_style="bold", pad_edge=False, caption=caption)
     rows = [d.other for d in differences]
     varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
     for name in ("model", *varying, "batch_size"):
         table.add_column(label(name), no_wrap=True)
     table.add_column("baseline", no_wrap=True)
     table.add_column(by if by != "sweep" else "against", no_wrap=True)
-    for name in ("p50 ms", "× baseline", "95% interval", "p", "verdict", "Δ peak MiB",
+    for name in ("median ms", "× baseline", "95% interval", "p", "from", "verdict", "Δ peak MiB",
                  "Δ score"):
         table.add_column(name, justify="right")
     for d in differences:
@@ -445,11 +497,17 @@ def differences_table(title: str, differences: list, by: str) -> Table:
         table.add_row(
             shown(d.other["model"]), *[shown(d.other[c]) for c in varying],
             str(d.other["batch_size"]), shown(_side(d.baseline, by)), shown(_side(d.other, by)),
-            f"{_num(d.baseline.get('p50_ms'), '.2f')} → {_num(d.other.get('p50_ms'), '.2f')}",
-            f"[{style}]{_num(d.ratio, '.3f')}[/]", interval,
-            _num(d.p_value, ".2g"), f"[{style}]{d.verdict}[/]",
-            _num(d.memory_diff_mb, "+.0f"), score)
+            f"{_num(d.medians[0], '.2f')} → {_num(d.medians[1], '.2f')}",
+            f"[{style}]{_num(d.ratio, '.3f')}[/]", interval, _num(d.p_value, ".2g"),
+            _evidence(d), f"[{style}]{d.verdict}[/]", _num(d.memory_diff_mb, "+.0f"), score)
     return table
+
+
+def _evidence(d) -> str:
+    """What a comparison was judged on: 'between 5 and 5 repeats', or '312 / 298 calls'."""
+    if d.between_repeats:
+        return f"between {d.repeats[0]} and {d.repeats[1]} repeats"
+    return f"{d.calls[0]} / {d.calls[1]} calls"
 
 
 def _side(row: dict, by: str) -> str:
@@ -457,7 +515,8 @@ def _side(row: dict, by: str) -> str:
 
 
 def difference_records(differences: list, by: str) -> list[dict]:
-    """`farm compare --csv/--json`: one flat record per comparison."""
+    """`farm compare --csv/--json`: one flat record per comparison (its jobs: the first
+    repeat's, where there are several)."""
     return [{"model": d.other["model"], "task": d.other["task"],
              "batch_size": d.other["batch_size"], "seq_len": d.other["seq_len"],
              "by": by, "baseline": _side(d.baseline, by), "other": _side(d.other, by),
@@ -466,5 +525,9 @@ def difference_records(differences: list, by: str) -> list[dict]:
              "baseline_p50_ms": d.baseline.get("p50_ms"), "other_p50_ms": d.other.get("p50_ms"),
              "ratio": d.ratio, "ratio_low": d.low, "ratio_high": d.high, "p_value": d.p_value,
              "verdict": d.verdict, "peak_mem_diff_mb": d.memory_diff_mb,
-             "score_diff": d.score_diff, "score_low": d.score_low, "score_high": d.score_high}
+             "score_diff": d.score_diff, "score_low": d.score_low, "score_high": d.score_high,
+             "baseline_repeats": d.repeats[0], "other_repeats": d.repeats[1],
+             "between": "repeats" if d.between_repeats else "calls",
+             "baseline_median_ms": d.medians[0], "other_median_ms": d.medians[1],
+             "min_change": d.min_change}
             for d in differences]

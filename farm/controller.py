@@ -8,6 +8,7 @@ writer of the database: outcomes are stored as they arrive.
 """
 from __future__ import annotations
 
+import random
 import signal
 import threading
 import time
@@ -70,6 +71,7 @@ class Observer(Protocol):
     def sweep_started(self, name: str, to_run: int, total: int) -> None: ...
     def devices_ready(self, facts: dict[str, dict]) -> None: ...
     def device_refused(self, name: str, error: FarmError) -> None: ...
+    def warning(self, message: str, fix: str) -> None: ...  # before anything runs
     def job_started(self, job: QueuedJob, device: str) -> None: ...
     def job_phase(self, job: QueuedJob, device: str, phase: str) -> None: ...
     def job_finished(self, job: QueuedJob, outcome: dict) -> None: ...
@@ -106,6 +108,27 @@ def longest_first(jobs: list[QueuedJob]) -> list[QueuedJob]:
     for job in jobs:
         totals[group_of(job)] = totals.get(group_of(job), 0.0) + work_estimate(job)
     return sorted(jobs, key=lambda j: (-totals[group_of(j)], group_of(j), -work_estimate(j)))
+
+
+def repeat_of(job: QueuedJob) -> int:
+    """Which of the sweep's `repeats` a job is (1 without repeats)."""
+    return job.spec.get("repeat", 1)
+
+
+def interleaved(jobs: list[QueuedJob], seed: str) -> list[QueuedJob]:
+    """Repeats in rounds: round r holds every job's repeat r, rounds in order, and within a
+    round the groups in a shuffled order drawn afresh each round from `seed` (the sweep's name:
+    the same sweep, the same order). A drift over the sweep (heat, a neighbour's load) then
+    falls on every variant alike instead of on whichever ran last."""
+    rng = random.Random(seed)
+    ordered = []
+    for r in sorted({repeat_of(j) for j in jobs}):
+        round_jobs = [j for j in jobs if repeat_of(j) == r]
+        groups = sorted({group_of(j) for j in round_jobs})
+        rng.shuffle(groups)
+        rank = {group: i for i, group in enumerate(groups)}
+        ordered += sorted(round_jobs, key=lambda j: (rank[group_of(j)], -work_estimate(j)))
+    return ordered
 
 
 def start_workers(devices: list) -> dict[str, object]:
@@ -187,7 +210,9 @@ class Scheduler:
         self._cancel_checked = 0.0
 
     def run(self, jobs: list[QueuedJob]) -> None:
-        self.pending = longest_first(jobs)
+        repeated = any(repeat_of(j) > 1 for j in jobs)
+        self.pending = interleaved(jobs, self.sweep[1] if self.sweep else "") if repeated \
+            else longest_first(jobs)
         with _CtrlC() as ctrl_c:
             try:
                 while self.pending or self.running:
@@ -225,13 +250,20 @@ class Scheduler:
             raise Cancelled()
 
     def _pick(self, device: str, pending: list[QueuedJob]) -> QueuedJob | None:
-        """The device's loaded group first (no reload); else a group no device holds; else, so
-        that no device idles while another has a queue, a group that still has several jobs
-        waiting elsewhere (paying one more load)."""
+        """A job of the earliest round of repeats that has one for this device (a later round
+        only where the earlier ones have nothing it should take: the rounds stay interleaved).
+        Within a round: the device's loaded group first (no reload); else a group no device
+        holds; else, so that no device idles while another has a queue, a group that still
+        has several jobs waiting elsewhere (paying one more load)."""
         eligible = [j for j in pending if device in self.pools[j.target]
                     and not self._avoid(j, device)]
-        if not eligible:
-            return None
+        for r in sorted({repeat_of(j) for j in eligible}):
+            job = self._pick_in_round(device, [j for j in eligible if repeat_of(j) == r])
+            if job is not None:
+                return job
+        return None
+
+    def _pick_in_round(self, device: str, eligible: list[QueuedJob]) -> QueuedJob | None:
         mine = self.loaded.get(device)
 
         def held_elsewhere(job: QueuedJob) -> bool:  # by a live device that may also run it

@@ -321,9 +321,11 @@ def _file_safe(names: list[str], what: str) -> list[str]:
     return names
 
 
-def write_report(rows: list[dict], out_dir: Path, title: str) -> list[Path]:
+def write_report(rows: list[dict], out_dir: Path, title: str,
+                 differences: list[dict] = ()) -> list[Path]:
     """Write four charts per device and index.html into out_dir; return their paths, the charts
-    first."""
+    first. `differences`: `farm compare`'s records of each variant against fp32
+    (farm.console.difference_records), shown with the non-significant ones marked ~."""
     if not rows:
         raise ValueError("no results to report")
     names = devices(rows)
@@ -334,7 +336,7 @@ def write_report(rows: list[dict], out_dir: Path, title: str) -> list[Path]:
     charts += [path for pool in pools for path in write_charts(
         rows, pool, out_dir, title, EXIT_CHARTS, pool_file(pool), pool_name(pool))]
     page = out_dir / "index.html"
-    page.write_text(render_page(rows, names, title, pools), encoding="utf-8")
+    page.write_text(render_page(rows, names, title, pools, differences), encoding="utf-8")
     return [*charts, page]
 
 
@@ -351,6 +353,7 @@ th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
 tr.done td.status { color: #080; } tr.oom td.status, tr.failed td.status,
 tr.timeout td.status { color: #b00; }
+tr.faster td { color: #080; } tr.slower td { color: #b00; } tr.ns td.n { color: #999; }
 """
 
 
@@ -386,7 +389,39 @@ def device_section(device: str, charts: tuple = CHARTS, file_name: str | None = 
             "</section>")
 
 
-def render_page(rows: list[dict], names: list[str], title: str, pools: list[str] = ()) -> str:
+COMPARED_HEADERS = ("model", "task", "batch", "seq", "variant", "time / fp32's",
+                    "95% interval", "p", "verdict", "from")
+NOT_SIGNIFICANT = ("~: no significant difference (Mann-Whitney p ≥ 0.05, the 95% bootstrap "
+                   "interval of the ratio of medians holds 1, or the ratio is within the "
+                   "smallest change worth reporting); its ratio is shown grey, not as a finding")
+
+
+def compared_section(differences: list[dict]) -> str:
+    """Each variant's time against fp32's on the same work, as `farm compare` judges it."""
+    if not differences:
+        return ""
+    head = "".join(f"<th>{esc(h)}</th>" for h in COMPARED_HEADERS)
+    lines = []
+    for d in differences:
+        faint = d["verdict"] not in ("faster", "slower")
+        interval = (f"{d['ratio_low']:.3f}–{d['ratio_high']:.3f}"
+                    if d["ratio_low"] is not None and d["ratio_high"] is not None else "")
+        source = (f"{d['baseline_repeats']} / {d['other_repeats']} repeats"
+                  if d["between"] == "repeats" else
+                  f"{d['baseline_calls']} / {d['other_calls']} calls")
+        cells = [esc(d["model"]), esc(d["task"]), esc(d["batch_size"]), esc(d["seq_len"]),
+                 esc(d["other"])]
+        figures = [number(d["ratio"], ".3f"), interval, number(d["p_value"], ".3g"),
+                   esc(d["verdict"]), source]
+        lines.append(f'<tr class="{"ns" if faint else esc(d["verdict"])}">'
+                     + "".join(f"<td>{c}</td>" for c in cells)
+                     + "".join(f'<td class="n">{f}</td>' for f in figures) + "</tr>")
+    return (f"<h2>Against fp32</h2>\n<table><thead><tr>{head}</tr></thead><tbody>\n"
+            + "\n".join(lines) + f"\n</tbody></table>\n<p>{esc(NOT_SIGNIFICANT)}.</p>\n")
+
+
+def render_page(rows: list[dict], names: list[str], title: str, pools: list[str] = (),
+                differences: list[dict] = ()) -> str:
     """One page with nothing outside it but the charts beside it: inline CSS, no scripts."""
     sections = "\n".join([device_section(device) for device in names] + [
         device_section(pool, EXIT_CHARTS, pool_file(pool), f"{pool_name(pool)}: early exit")
@@ -395,6 +430,7 @@ def render_page(rows: list[dict], names: list[str], title: str, pools: list[str]
     body = "\n".join(table_row(r) for r in rows)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{esc(title)}</title><style>{CSS}</style></head><body>\n"
-            f"<h1>{esc(title)}</h1>\n{sections}\n<h2>All jobs</h2>\n"
+            f"<h1>{esc(title)}</h1>\n{sections}\n{compared_section(differences)}"
+            "<h2>All jobs</h2>\n"
             f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>\n"
             "</body></html>\n")

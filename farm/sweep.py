@@ -13,6 +13,7 @@ that submitting the same file again finds the jobs it already has.
     measure: {warmup: 3, min_iters: 10, min_seconds: 1.0}
     timeout_s: 600
     retries: 2                 # infrastructure failures retried, on another device where one is free
+    repeats: 1                 # each job measured N times, each in a fresh agent (farm compare)
     require_locked_clocks: false   # true: refuse Jetson boards whose clocks are not locked
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import hashlib
 import itertools
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +42,7 @@ from farm.limits import (DAY_S, MAX_BATCH, MAX_SAMPLES, MAX_SEQ_LEN, Seconds, at
                          max_positions, positive, whole)
 
 TASKS = (SYNTHETIC, *GLUE_TASKS)
+MAX_REPEATS = 1000
 
 
 class Measure(BaseModel):
@@ -109,6 +111,9 @@ class Sweep(BaseModel):
     measure: Measure = Measure()
     timeout_s: Seconds = 600
     retries: whole(0, 100) = 2  # infrastructure failures a job may have before it ends failed
+    # Each job measured this many times, each in a fresh agent process, the sweep's rounds
+    # interleaved (farm.controller.interleaved): `farm compare` then sees between-process spread.
+    repeats: whole(1, MAX_REPEATS) = 1
     require_locked_clocks: bool = False  # refuse Jetson boards whose clocks scale
 
     @field_validator("models", mode="before")
@@ -322,6 +327,7 @@ class JobSpec:
     seq_lens: tuple[int, ...] = ()  # all of the sweep's, so that a load counts FLOPs for each
     data: dict | None = None  # GLUE: which examples (their digest and count), None: synthetic
     scoring: dict | None = None  # GLUE: whether to score, and what each output means
+    repeat: int = 1  # which of the sweep's `repeats` this measurement is (1..N)
 
     @property
     def identity(self) -> dict:
@@ -332,6 +338,8 @@ class JobSpec:
                     "seq_len": self.seq_len, "measure": self.measure.identity()}
         if self.data is not None:  # only then, so that synthetic jobs keep their keys
             identity["data"] = self.data
+        if self.repeat > 1:  # repeat 1 is the job as it was without repeats: its key, its result
+            identity["repeat"] = self.repeat
         return identity
 
     def runner_spec(self) -> dict:
@@ -397,6 +405,7 @@ def expand(sweep: Sweep, targets: list[str],
             for target, (i, ref), variant, task, batch, seq in itertools.product(
                 targets, enumerate(sweep.models), sweep.variants, sweep.tasks, sweep.batch_sizes,
                 sweep.seq_lens)]
+    jobs = [replace(job, repeat=r) for r in range(1, sweep.repeats + 1) for job in jobs]
     unique = {job.key: job for job in jobs}  # a value listed twice is one job
     return list(unique.values())
 

@@ -64,6 +64,10 @@ def test_int8_against_fp32_is_scipys_verdict_on_the_stored_latencies(measured):
     # int8's Linear layers run about 2-3x faster on this CPU: far outside the interval's reach
     assert record["verdict"] == "faster" and record["ratio_high"] < 1
     assert record["peak_mem_diff_mb"] is not None
+    # one repeat a side: judged on the calls of one agent process each
+    assert (record["between"], record["baseline_repeats"], record["other_repeats"]) == (
+        "calls", 1, 1)
+    assert record["baseline_median_ms"] == pytest.approx(np.median(fp32), rel=1e-12)
 
 
 def test_a_sweep_against_itself_is_no_difference_and_csv_says_the_same(measured):
@@ -76,6 +80,7 @@ def test_a_sweep_against_itself_is_no_difference_and_csv_says_the_same(measured)
     table = _farm("compare", "speed", cwd=measured)  # the Rich table, fp32 by default
     assert table.returncode == 0, table.stderr
     assert "faster" in table.stdout and "int8" in table.stdout
+    assert "unseen" in table.stdout  # without repeats, the spread between processes is not seen
 
 
 @pytest.mark.parametrize("args, message", [
@@ -85,6 +90,7 @@ def test_a_sweep_against_itself_is_no_difference_and_csv_says_the_same(measured)
     (["speed", "--by", "device"], "error: --by device needs --baseline of sweep 'speed'"),
     (["speed", "--by", "task"], "error: --by 'task' is not a way to compare"),
     (["speed", "speed", "--baseline", "fp32"], "error: --baseline is for one sweep"),
+    (["speed", "--min-change", "1.5"], "error: --min-change 1.5 is not a fraction from 0 to 1"),
 ])
 def test_bad_input_is_one_line(measured, args, message):
     done = _farm("compare", *args, cwd=measured)
@@ -112,3 +118,53 @@ def test_the_score_difference_is_a_paired_bootstrap_over_the_same_examples():
     # other examples, or another order, are not a pair
     assert score_difference("sst2", list(zip(labels, a)), list(zip(labels[::-1], b))) == \
         (None, None, None)
+
+
+def _judged(baseline_runs, other_runs, min_change=0.02):
+    """farm.comparisons.difference over synthetic repeats: a list of per-call latencies each."""
+    from farm.comparisons import difference
+
+    def side(name, runs):
+        return [{"job_key": f"{name}{i}", "task": "synthetic"} for i in range(len(runs))]
+
+    latencies = {f"{name}{i}": list(run) for name, runs in (("a", baseline_runs),
+                                                            ("b", other_runs))
+                 for i, run in enumerate(runs)}
+    return difference(side("a", baseline_runs), side("b", other_runs), latencies, {}, min_change)
+
+
+def test_a_significant_change_smaller_than_min_change_is_no_difference():
+    rng = np.random.default_rng(3)
+    base = rng.normal(10.0, 0.1, 1000)
+    one_percent = _judged([base], [rng.normal(10.1, 0.1, 1000)])
+    assert one_percent.p_value < 1e-6 and one_percent.low > 1  # significant, yet
+    assert one_percent.ratio == pytest.approx(1.01, abs=0.002)
+    assert one_percent.verdict == "~"
+    assert _judged([base], [rng.normal(10.1, 0.1, 1000)], min_change=0).verdict == "slower"
+    assert _judged([base], [rng.normal(10.5, 0.1, 1000)]).verdict == "slower"
+    assert _judged([base], [rng.normal(9.5, 0.1, 1000)]).verdict == "faster"
+    assert _judged([base], [rng.normal(9.5, 0.1, 1000)], min_change=0.06).verdict == "~"
+
+
+def test_with_repeats_on_both_sides_each_repeat_is_one_value():
+    rng = np.random.default_rng(5)
+    base = [rng.normal(10.0 + shift, 0.1, 200) for shift in rng.normal(0, 0.3, 5)]
+    other = [rng.normal(8.0 + shift, 0.1, 200) for shift in rng.normal(0, 0.3, 4)]
+    judged = _judged(base, other)
+    assert judged.between_repeats and judged.repeats == (5, 4) and judged.calls == (1000, 800)
+    a, b = np.median(base, axis=1), np.median(other, axis=1)
+    assert judged.ratio == pytest.approx(np.median(b) / np.median(a), rel=1e-12)
+    interval = stats.bootstrap(
+        (a, b), lambda x, y, axis=-1: np.median(y, axis=axis) / np.median(x, axis=axis),
+        n_resamples=9999, vectorized=True, paired=False, method="percentile",
+        rng=np.random.default_rng(0)).confidence_interval
+    assert (judged.low, judged.high) == pytest.approx((interval.low, interval.high), rel=1e-12)
+    assert judged.p_value == pytest.approx(stats.mannwhitneyu(b, a).pvalue, rel=1e-12)
+    assert judged.verdict == "faster" and judged.decidable  # 20% on 5 and 4 processes: p = 2/126
+    too_few = _judged(base[:3], other[:3])  # the smallest p on 3 and 3 values is 0.1
+    assert too_few.p_value == pytest.approx(0.1) and too_few.verdict == "~"
+    assert not too_few.decidable
+    # one repeat on a side: every call of each side, within their processes
+    within = _judged(base[:1], other)
+    assert not within.between_repeats and within.calls == (200, 800)
+    assert within.ratio == pytest.approx(np.median(np.concatenate(other)) / np.median(base[0]))

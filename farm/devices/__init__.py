@@ -12,9 +12,12 @@ from typing import Callable, Protocol
 
 
 def group_key(spec: dict) -> str:
-    """Jobs of one group share a loaded model on a device: same model, same variant."""
+    """Jobs of one group share a loaded model on a device: same model, same variant, same
+    repeat (each repeat of a sweep's `repeats` is its own agent process, so that the spread
+    between processes is measured; repeat 1 keeps the group it had without repeats)."""
     variant = [spec["variant"]] + ([spec["variant_spec"]] if spec.get("variant_spec") else [])
-    return json.dumps([spec["model"], *variant], sort_keys=True)
+    repeat = [{"repeat": spec["repeat"]}] if spec.get("repeat", 1) > 1 else []
+    return json.dumps([spec["model"], *variant, *repeat], sort_keys=True)
 
 
 class DeviceRunner(Protocol):

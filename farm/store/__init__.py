@@ -173,7 +173,7 @@ class Store(RunsMixin):
                                job.identity["variant_spec"], sort_keys=True),
                            model_path=job.model.path or (job.model.hub and f"hub:{job.model.hub}"),
                            task=job.task, batch_size=job.batch_size, seq_len=job.seq_len,
-                           spec_json=json.dumps(job.runner_spec()),
+                           repeat=job.repeat, spec_json=json.dumps(job.runner_spec()),
                            status=Status.QUEUED, attempts=0, created_at=now))
             return SubmittedSweep(row.id, row.name, len(fresh), len(jobs) - len(fresh))
 
