@@ -265,7 +265,7 @@ _VIEW = (  # name, SQL, since, label
     ("outside_cpu_share", "r.outside_cpu_share", "0012", "outside CPU"),
     ("host_busy", "r.host_busy", "0012", "busy host"),
     ("cpu_list", "r.cpu_list", "0012", "CPUs"),
-    ("memory_mb", "r.memory_mb", "0012", "MiB"),
+    ("memory_mb", "r.memory_mb", "0012", "memory MiB"),
     ("headroom_mb", "r.memory_limit_mb - r.memory_mb", "0012", "headroom MiB"),
     ("anon_mb", "r.anon_mb", "0012", "anon MiB"), ("kernel_mb", "r.kernel_mb", "0012",
                                                    "kernel MiB"),
