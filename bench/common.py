@@ -74,13 +74,15 @@ def median(runs: list[dict], figure: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def job_for(model: str, batch: int, seq: int, iters: int, variant="fp32") -> dict:
-    """One job as a device runner is given it (farm.sweep.JobSpec.runner_spec)."""
+def job_for(model: str, batch: int, seq: int, iters: int, variant="fp32", repeat=1) -> dict:
+    """One job as a device runner is given it (farm.sweep.JobSpec.runner_spec); repeat 2 or
+    more is the same job measured again in a fresh agent process."""
     from farm.sweep import Sweep, expand
 
     sweep = Sweep(name="bench", models=[model], variants=[variant], batch_sizes=[batch],
-                  seq_lens=[seq], measure={"warmup": 2, "min_iters": iters, "min_seconds": 0})
-    job, = expand(sweep, ["*"])
+                  seq_lens=[seq], measure={"warmup": 2, "min_iters": iters, "min_seconds": 0},
+                  repeats=repeat)
+    job, = [j for j in expand(sweep, ["*"]) if j.repeat == repeat]
     return dict(job.runner_spec(), key=job.key)
 
 
