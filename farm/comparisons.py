@@ -170,8 +170,13 @@ class Difference:
 
     @property
     def memory_diff_mb(self) -> float | None:
-        a, b = self.baseline.get("peak_mem_mb"), self.other.get("peak_mem_mb")
-        return b - a if a is not None and b is not None else None
+        """other's memory - baseline's: the jobs' own (memory_mb) where both have it, which does
+        not depend on who read the page cache first; else the container peaks."""
+        for column in ("memory_mb", "peak_mem_mb"):
+            a, b = self.baseline.get(column), self.other.get(column)
+            if a is not None and b is not None:
+                return b - a
+        return None
 
 
 def difference(baselines: list[dict], others: list[dict], latencies: dict[str, list[float]],

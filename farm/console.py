@@ -161,9 +161,19 @@ def flags(row: dict) -> str:
     return ", ".join(word for column, word, _ in FLAGS if row.get(column))
 
 
+_SAME_JOB = ("model", "variant", "task", "seq_len", "batch_size", "target")
+
+
 def results_table(title: str, rows: list[dict]) -> Table:
     """One row per job; tasks and sequence lengths get a column only when the sweep varies them."""
-    varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
+    varying = [c for c in ("task", "seq_len", "repeat") if len({r.get(c) for r in rows}) > 1]
+    if "repeat" in varying:  # a job's repeats one under the other, in their order
+        position = {id(r): i for i, r in enumerate(rows)}
+        first = {}
+        for r in rows:
+            first.setdefault(tuple(r.get(c) for c in _SAME_JOB), position[id(r)])
+        rows = sorted(rows, key=lambda r: (first[tuple(r.get(c) for c in _SAME_JOB)],
+                                           r.get("repeat") or 1))
     scored = any(r.get("metric") or r.get("score_note") for r in rows)  # GLUE tasks ran
     # The job's own memory where it was measured (0012 on); the container's peak before it.
     memory = "memory_mb" if any(r.get("memory_mb") is not None for r in rows) else "peak_mem_mb"
@@ -483,7 +493,7 @@ def differences_table(title: str, differences: list, by: str) -> Table:
         table.add_column(label(name), no_wrap=True)
     table.add_column("baseline", no_wrap=True)
     table.add_column(by if by != "sweep" else "against", no_wrap=True)
-    for name in ("median ms", "× baseline", "95% interval", "p", "from", "verdict", "Δ peak MiB",
+    for name in ("median ms", "× baseline", "95% interval", "p", "from", "verdict", "Δ MiB",
                  "Δ score"):
         table.add_column(name, justify="right")
     for d in differences:
@@ -499,7 +509,7 @@ def differences_table(title: str, differences: list, by: str) -> Table:
             str(d.other["batch_size"]), shown(_side(d.baseline, by)), shown(_side(d.other, by)),
             f"{_num(d.medians[0], '.2f')} → {_num(d.medians[1], '.2f')}",
             f"[{style}]{_num(d.ratio, '.3f')}[/]", interval, _num(d.p_value, ".2g"),
-            _evidence(d), f"[{style}]{d.verdict}[/]", _num(d.memory_diff_mb, "+.0f"), score)
+            _evidence(d), f"[{style}]{d.verdict}[/]", _num(None if d.memory_diff_mb is None else round(d.memory_diff_mb), "+d"), score)
     return table
 
 
