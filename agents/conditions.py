@@ -13,6 +13,7 @@ Sources:
   heat      tegrastats' CPU@ sensor; else the thermal zone that is the CPU package (or the
             hottest readable one), at start and end.
 """
+import functools
 import glob
 import os
 import re
@@ -103,6 +104,7 @@ def cpuinfo_mhz(cpus, text=None):
     return sum(values) / len(values) if values else None
 
 
+@functools.lru_cache(maxsize=None)  # the zones stay put: looked for once per agent, not per job
 def thermal_zone(base="/sys/class/thermal"):
     """(temp file, its name) of the CPU's thermal zone, else the hottest readable one."""
     zones = []

@@ -509,8 +509,13 @@ def differences_table(title: str, differences: list, by: str) -> Table:
             str(d.other["batch_size"]), shown(_side(d.baseline, by)), shown(_side(d.other, by)),
             f"{_num(d.medians[0], '.2f')} → {_num(d.medians[1], '.2f')}",
             f"[{style}]{_num(d.ratio, '.3f')}[/]", interval, _num(d.p_value, ".2g"),
-            _evidence(d), f"[{style}]{d.verdict}[/]", _num(None if d.memory_diff_mb is None else round(d.memory_diff_mb), "+d"), score)
+            _evidence(d), f"[{style}]{d.verdict}[/]", _whole_mib(d.memory_diff_mb), score)
     return table
+
+
+def _whole_mib(change: float | None) -> str:
+    """+12, -3, +0 (never "-0" for a fraction of a MiB)."""
+    return _num(None if change is None else round(change), "+d")
 
 
 def _evidence(d) -> str:

@@ -61,6 +61,7 @@ class Field:
     since: str  # the migration that added the column
     json_of: str | None = None  # stored as JSON: this key of the agent's result
     method: bool = False  # a method's figure: from the result's method_fields
+    label: str | None = None  # with one, also a v_results column as it is, under this heading
 
     def column(self) -> Column:
         return Column(self.name, self.type, nullable=True)
@@ -143,40 +144,45 @@ _RESULT = (  # name, type, unit, what, since
     ("percentile_note", _T, "", "why a percentile is NULL (too few calls for its interval)",
      "0011"),
     # 0012: how far the figures can be trusted (noise, other processes, clocks and heat) and
-    # memory that does not depend on who faulted the page cache first.
-    ("noise", _F, "", "interquartile range / median of the timed calls", "0012"),
-    ("noisy", _I, "", "1 when noise is above 0.10 (torch.utils.benchmark's warning)", "0012"),
-    ("load_avg_1m", _F, "", "the host's 1-minute load average at the window's end", "0012"),
+    # memory that does not depend on who faulted the page cache first. From here on a field
+    # names its heading too and is a v_results column as it is (r.<name>), declared only here.
+    ("noise", _F, "", "interquartile range / median of the timed calls", "0012", "IQR/median"),
+    ("noisy", _I, "", "1 when noise is above 0.10 (torch.utils.benchmark's warning)", "0012", ""),
+    ("load_avg_1m", _F, "", "the host's 1-minute load average at the window's end", "0012",
+     "load 1m"),
     ("outside_cpu_s", _F, "s", "CPU time other processes used on the agent's CPUs during the "
-                               "window (/proc/stat less the agent's own)", "0012"),
-    ("outside_cpu_share", _F, "", "outside_cpu_s / (window x the agent's CPUs)", "0012"),
-    ("host_busy", _I, "", "1 when outside_cpu_share is above 0.10", "0012"),
+                               "window (/proc/stat less the agent's own)", "0012", "outside CPU s"),
+    ("outside_cpu_share", _F, "", "outside_cpu_s / (window x the agent's CPUs)", "0012",
+     "outside CPU"),
+    ("host_busy", _I, "", "1 when outside_cpu_share is above 0.10", "0012", "busy host"),
     ("cpu_list", String(64), "", "the CPUs the agent could run on (a pinned device's cpuset)",
-     "0012"),
+     "0012", "CPUs"),
     ("memory_mb", _F, "MiB", "the job's memory: the agent's peak resident set (VmHWM: what it "
                              "allocates and the file pages it maps), whoever faulted the page "
-                             "cache first", "0012"),
+                             "cache first", "0012", "memory MiB"),
     ("anon_mb", _F, "MiB", "anonymous memory charged to the container at the job's end",
-     "0012"),
-    ("kernel_mb", _F, "MiB", "kernel memory charged to the container at the job's end", "0012"),
+     "0012", "anon MiB"),
+    ("kernel_mb", _F, "MiB", "kernel memory charged to the container at the job's end", "0012",
+     "kernel MiB"),
     ("file_mb", _F, "MiB", "page cache charged to the container at the job's end (depends on "
-                           "which cgroup read the files first)", "0012"),
+                           "which cgroup read the files first)", "0012", "file MiB"),
     ("cpu_mhz_start", _F, "MHz", "CPU clock when the window began (mean of the agent's CPUs)",
-     "0012"),
-    ("cpu_mhz_end", _F, "MHz", "CPU clock when the window ended", "0012"),
-    ("cpu_mhz_min", _F, "MHz", "lowest CPU clock read in the window", "0012"),
-    ("gpu_mhz_start", _F, "MHz", "GPU clock when the window began (tegrastats)", "0012"),
-    ("gpu_mhz_end", _F, "MHz", "GPU clock when the window ended", "0012"),
-    ("gpu_mhz_min", _F, "MHz", "lowest GPU clock read in the window", "0012"),
-    ("temp_c_start", _F, "C", "temperature when the window began", "0012"),
-    ("temp_c_end", _F, "C", "temperature when the window ended", "0012"),
-    ("temp_c_max", _F, "C", "highest temperature read in the window", "0012"),
+     "0012", "CPU MHz start"),
+    ("cpu_mhz_end", _F, "MHz", "CPU clock when the window ended", "0012", "CPU MHz end"),
+    ("cpu_mhz_min", _F, "MHz", "lowest CPU clock read in the window", "0012", "CPU MHz min"),
+    ("gpu_mhz_start", _F, "MHz", "GPU clock when the window began (tegrastats)", "0012",
+     "GPU MHz start"),
+    ("gpu_mhz_end", _F, "MHz", "GPU clock when the window ended", "0012", "GPU MHz end"),
+    ("gpu_mhz_min", _F, "MHz", "lowest GPU clock read in the window", "0012", "GPU MHz min"),
+    ("temp_c_start", _F, "C", "temperature when the window began", "0012", "temp C start"),
+    ("temp_c_end", _F, "C", "temperature when the window ended", "0012", "temp C"),
+    ("temp_c_max", _F, "C", "highest temperature read in the window", "0012", "temp C max"),
     ("throttled", _I, "", "1 when a clock fell more than 5% below its start in the window",
-     "0012"),
+     "0012", ""),
     ("clock_source", String(64), "", "where clocks came from (tegrastats, cpufreq, cpuinfo)",
-     "0012"),
+     "0012", "clocks from"),
     ("temp_source", String(64), "", "which sensor the temperature is (tegrastats CPU, a "
-                                    "thermal zone's type)", "0012"),
+                                    "thermal zone's type)", "0012", "temp from"),
 )
 _RESULT_JSON = (  # name, the agent result's key, what, since
     ("latencies_json", "latencies_ms", "every timed call, in ms", "0001"),
@@ -259,29 +265,7 @@ _VIEW = (  # name, SQL, since, label
     ("p99_high_ms", "r.p99_high_ms", "0011", "p99 high"),
     ("percentile_note", "r.percentile_note", "0011", "percentile note"),
     ("repeat", "j.repeat", "0012", ""),
-    ("noise", "r.noise", "0012", "IQR/median"), ("noisy", "r.noisy", "0012", ""),
-    ("load_avg_1m", "r.load_avg_1m", "0012", "load 1m"),
-    ("outside_cpu_s", "r.outside_cpu_s", "0012", "outside CPU s"),
-    ("outside_cpu_share", "r.outside_cpu_share", "0012", "outside CPU"),
-    ("host_busy", "r.host_busy", "0012", "busy host"),
-    ("cpu_list", "r.cpu_list", "0012", "CPUs"),
-    ("memory_mb", "r.memory_mb", "0012", "memory MiB"),
     ("headroom_mb", "r.memory_limit_mb - r.memory_mb", "0012", "headroom MiB"),
-    ("anon_mb", "r.anon_mb", "0012", "anon MiB"), ("kernel_mb", "r.kernel_mb", "0012",
-                                                   "kernel MiB"),
-    ("file_mb", "r.file_mb", "0012", "file MiB"),
-    ("cpu_mhz_start", "r.cpu_mhz_start", "0012", "CPU MHz start"),
-    ("cpu_mhz_end", "r.cpu_mhz_end", "0012", "CPU MHz end"),
-    ("cpu_mhz_min", "r.cpu_mhz_min", "0012", "CPU MHz min"),
-    ("gpu_mhz_start", "r.gpu_mhz_start", "0012", "GPU MHz start"),
-    ("gpu_mhz_end", "r.gpu_mhz_end", "0012", "GPU MHz end"),
-    ("gpu_mhz_min", "r.gpu_mhz_min", "0012", "GPU MHz min"),
-    ("temp_c_start", "r.temp_c_start", "0012", "temp C start"),
-    ("temp_c_end", "r.temp_c_end", "0012", "temp C"),
-    ("temp_c_max", "r.temp_c_max", "0012", "temp C max"),
-    ("throttled", "r.throttled", "0012", ""),
-    ("clock_source", "r.clock_source", "0012", "clocks from"),
-    ("temp_source", "r.temp_source", "0012", "temp from"),
 )
 V_RESULTS_FROM = """FROM jobs j
 JOIN sweeps s ON s.id = j.sweep_id
@@ -305,13 +289,15 @@ def _by_since(items):
 
 METHOD_FIELDS = _method_fields()
 RESULT_FIELDS: tuple[Field, ...] = _by_since(
-    [Field(*f) for f in _RESULT]
+    [Field(*f[:5], label=f[5] if len(f) > 5 else None) for f in _RESULT]
     + [Field(name, _T, "", what, since, json_of=key) for name, key, what, since in _RESULT_JSON]
     + list(METHOD_FIELDS)
     + [Field(EXTRA, _T, "", "figures of methods without a column, by name", "0008")])
 LOAD_FIELDS: tuple[Field, ...] = tuple(Field(*f) for f in _LOAD)
 V_RESULTS: tuple[ViewColumn, ...] = _by_since(
     [ViewColumn(*c) for c in _VIEW]
+    + [ViewColumn(f.name, f"r.{f.name}", f.since, f.label) for f in RESULT_FIELDS
+       if f.label is not None]
     + [ViewColumn(f.name, f"r.{f.name}", f.since) for f in METHOD_FIELDS]
     + [ViewColumn(EXTRA, f"r.{EXTRA}", "0008", "extra"),
        ViewColumn("variant_spec", "j.variant_spec", "0008", "variant spec"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -14,6 +15,13 @@ from farm.cgroups import own_cgroup_paths
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 REPO = Path(__file__).resolve().parent.parent
+FARM = str(Path(sys.executable).parent / "farm")  # the CLI this environment installed
+
+
+def farm_cli(*args, cwd=None, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """`farm ARGS` as a user runs it, its output captured."""
+    return subprocess.run([FARM, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, env=env)
 
 # tests/v2 need a cgroup v2 hierarchy. CI's host runs v1: there tests/test_cgroup_v2.py boots a
 # real v2 kernel (tests/uml_kernel.py) and runs them inside it; on a v2 host they run here.

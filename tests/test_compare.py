@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +13,10 @@ import pytest
 import yaml
 from scipy import stats
 
-FARM = str(Path(sys.executable).parent / "farm")
-
+from conftest import farm_cli
 
 def _farm(*args, cwd):
-    return subprocess.run([FARM, *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    return farm_cli(*args, cwd=cwd, timeout=300)
 
 
 @pytest.fixture(scope="module")

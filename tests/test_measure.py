@@ -15,7 +15,7 @@ import pytest
 
 from agents import flops, models
 from agents.catalog import CATALOG
-from conftest import QUICK, QUICK_P50, REPO
+from conftest import QUICK, QUICK_P50, REPO, farm_cli
 from farm.api import submit
 
 FAKES = REPO / "tests" / "fakes"
@@ -127,9 +127,8 @@ def test_energy_comes_from_the_boards_power_readings(cgroups, write_yaml, db_url
         assert r["gpu_mhz_start"] == r["gpu_mhz_min"] == 921
         assert r["temp_c_start"] == r["temp_c_end"] == r["temp_c_max"] == 33.5
         assert r["throttled"] == 0
-    status = subprocess.run([str(Path(sys.executable).parent / "farm"), "status", "--once",
-                             "--db", db_url], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "COLUMNS": "200"})
+    status = farm_cli("status", "--once", "--db", db_url, timeout=60,
+                      env={**os.environ, "COLUMNS": "200"})
     assert status.returncode == 0, status.stderr
     assert "33.5 °C" in status.stdout  # the board's temperature, in the devices table
 

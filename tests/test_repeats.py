@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +14,13 @@ import pytest
 import yaml
 from scipy import stats
 
+from conftest import farm_cli
+
 from farm.controller import Scheduler, group_of, interleaved, repeat_of
 from farm.devices import group_key
 from farm.errors import ConfigError
 from farm.store import QueuedJob
 from farm.sweep import expand, load_sweep
-
-FARM = str(Path(sys.executable).parent / "farm")
-
 
 def _jobs(write_yaml, **fields):
     data = {"name": "s", "models": ["bert-tiny"], "variants": ["fp32", "int8"]} | fields
@@ -106,7 +103,7 @@ def test_a_device_finishes_a_round_before_the_next(write_yaml):
 # --- End to end: an A/A sweep, each repeat in its own agent, judged between repeats ------------
 
 def _farm(*args, cwd):
-    return subprocess.run([FARM, *args], capture_output=True, text=True, timeout=400, cwd=cwd)
+    return farm_cli(*args, cwd=cwd, timeout=400)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import time
 from pathlib import PurePosixPath as Path
 from typing import Protocol
 
+from agents.conditions import cpu_list  # noqa: F401 (the cpuset notation, for v1 and v2)
 from farm.errors import ContainerError
 from farm.hosts import LOCAL, Host
 
@@ -75,10 +76,6 @@ def open_container(name: str, memory_bytes: int, cpus: float | None,
         "unlimited run")
 
 
-def cpu_list(cores) -> str:
-    return ",".join(str(c) for c in sorted(cores))
-
-
 def cores_in_use(exclude: set[str], host: Host = LOCAL) -> set[int]:
     """The cores other farm devices on this host are pinned to now (their cgroups' cpuset.cpus,
     v1 or v2), so that a second farm run pins its devices beside them, not onto them."""
@@ -93,11 +90,7 @@ def cores_in_use(exclude: set[str], host: Host = LOCAL) -> set[int]:
         for name in names:
             if name in exclude or not read_pids_below(host, farm_dir / name):
                 continue
-            try:
-                text = host.read_text(str(farm_dir / name / "cpuset.cpus")).strip()
-            except OSError:
-                continue
-            used.update(parse_cpu_list(text))
+            used.update(parse_cpu_list(read_str(host, farm_dir / name / "cpuset.cpus")))
     return used
 
 
@@ -159,6 +152,14 @@ def read_int(host: Host, path: Path) -> int | None:
     except OSError:
         return None
     return None if text in ("", "max") else int(text)
+
+
+def read_str(host: Host, path: Path) -> str:
+    """A one-value file's text, stripped ("" where it cannot be read)."""
+    try:
+        return host.read_text(str(path)).strip()
+    except OSError:
+        return ""
 
 
 def read_keyed(host: Host, path: Path) -> dict[str, int]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from farm.cgroups import (CGROUP_ROOT, Path, cpu_list, join_command, make_dir, own_cgroup_paths,
-                          read_int, read_keyed, read_pids, remove_dir, write)
+                          read_int, read_keyed, read_pids, read_str, remove_dir, write)
 from farm.errors import ContainerError
 from farm.hosts import Host
 
@@ -26,7 +26,7 @@ class V1Container:
                  cpuset_dir: Path | None = None):
         self.host, self.name, self.memory_dir, self.cpu_dir = host, name, memory_dir, cpu_dir
         self._limit, self.cpuset_dir = limit, cpuset_dir
-        self.cores = _read(host, cpuset_dir / "cpuset.cpus") if cpuset_dir else None
+        self.cores = read_str(host, cpuset_dir / "cpuset.cpus") if cpuset_dir else None
 
     @classmethod
     def create(cls, host: Host, name: str, memory_bytes: int, cpus: float | None,
@@ -101,13 +101,6 @@ class V1Container:
                 remove_dir(self.host, folder)
 
 
-def _read(host: Host, path: Path) -> str:
-    try:
-        return host.read_text(str(path)).strip()
-    except OSError:
-        return ""
-
-
 def _pinned(host: Host, name: str, cores: tuple[int, ...]) -> Path | None:
     """The device's cpuset cgroup on `cores`, or None where v1 has no cpuset hierarchy. A new
     v1 cpuset starts with no CPUs and no memory nodes: farm's parent gets its parent's."""
@@ -117,11 +110,11 @@ def _pinned(host: Host, name: str, cores: tuple[int, ...]) -> Path | None:
     parent = root / "farm"
     make_dir(host, parent, name)
     for setting in ("cpuset.cpus", "cpuset.mems"):
-        if not _read(host, parent / setting):
-            write(host, parent / setting, _read(host, root / setting), name)
+        if not read_str(host, parent / setting):
+            write(host, parent / setting, read_str(host, root / setting), name)
     folder = parent / name
     make_dir(host, folder, name)
-    write(host, folder / "cpuset.mems", _read(host, parent / "cpuset.mems"), name)
+    write(host, folder / "cpuset.mems", read_str(host, parent / "cpuset.mems"), name)
     write(host, folder / "cpuset.cpus", cpu_list(cores), name)
     return folder
 

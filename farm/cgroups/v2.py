@@ -18,7 +18,8 @@ import time
 from collections import deque
 
 from farm.cgroups import (CGROUP_ROOT, Path, PeakWatch, cpu_list, join_command, make_dir,
-                          own_cgroup_paths, read_int, read_keyed, read_pids, remove_dir, write)
+                          own_cgroup_paths, read_int, read_keyed, read_pids, read_pids_below,
+                          remove_dir, write)
 from farm.errors import ContainerError
 from farm.hosts import Host
 
@@ -72,7 +73,7 @@ class V2Container:
         base = farm_base(host, name, cpus is not None, pin)
         pin = pin and "cpuset" in _controllers(host, base)
         path = base / name
-        busy = _pids_below(host, path)
+        busy = read_pids_below(host, path)
         if busy:
             raise ContainerError(
                 f"device {name!r} is in use: its cgroup {path} on {host.name} holds processes "
@@ -178,7 +179,7 @@ class V2Container:
         return None
 
     def pids(self) -> list[int]:
-        return _pids_below(self.host, self.path)
+        return read_pids_below(self.host, self.path)
 
     def paths(self) -> list[str]:
         return [str(self.path)]
@@ -346,11 +347,6 @@ def _leaves(host: Host, path: Path) -> list[Path]:
         return []
     return [path / n for n in sorted(names)
             if n.startswith("agent-") and host.is_dir(str(path / n))]
-
-
-def _pids_below(host: Host, path: Path) -> list[int]:
-    return read_pids(host, path / "cgroup.procs") + [
-        pid for leaf in _leaves(host, path) for pid in read_pids(host, leaf / "cgroup.procs")]
 
 
 def _full_stall_us(host: Host, pressure: Path) -> int | None:

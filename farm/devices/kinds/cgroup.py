@@ -62,7 +62,7 @@ def place_on_cores(devices: list[CgroupDevice]) -> tuple[list[CgroupDevice], lis
     # Cores another farm run's devices are pinned to now are not free either.
     taken = cores_in_use({d.name for d in here})
     free = [c for c in cpus if c not in taken and not any(c in (d.cores or ()) for d in here)]
-    whole = sum(int(d.cpus) for d in here if d.cores is None and d.cpus == int(d.cpus))
+    whole = sum(int(d.cpus) for d in here if d.cores is None and _whole(d))
     if whole > len(free):
         return devices, [(
             f"cores {sorted(taken)} are pinned to another farm run's devices, and "
@@ -71,13 +71,17 @@ def place_on_cores(devices: list[CgroupDevice]) -> tuple[list[CgroupDevice], lis
             "wait for the other run to end, or give these devices fewer cpus")]
     placed = {}
     for device in here:
-        if device.cores is None and device.cpus == int(device.cpus):
+        if device.cores is None and _whole(device):
             placed[device.name], free = tuple(free[:int(device.cpus)]), free[int(device.cpus):]
     for device in here:  # fractional devices share what is left
-        if device.cores is None and device.cpus != int(device.cpus) and free:
+        if device.cores is None and not _whole(device) and free:
             placed[device.name] = tuple(free)
     return [d.model_copy(update={"cores": placed[d.name]}) if d.name in placed else d
             for d in devices], []
+
+
+def _whole(device: CgroupDevice) -> bool:
+    return device.cpus == int(device.cpus)
 
 
 def cgroup_runner(device: CgroupDevice):
