@@ -55,6 +55,7 @@ def run(agent, job):
         event="result", job=key, process_peak_mb=measure.process_peak_mb(),
         logits=first[0][0].float().tolist(), baseline_mb=agent.baseline_mb,
         cuda_peak_mb=measure.cuda_peak_mb(agent.device), params=agent.params,
+        nonzero_params=agent.nonzero_params,
         job_s=time.perf_counter() - started)
     result["method_fields"] = dict(agent.method_fields, **result.pop("method_fields"))
     return result

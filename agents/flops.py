@@ -5,7 +5,8 @@ attention path: on CPU it does not see inside the fused scaled-dot-product-atten
 would drop the attention matmuls (about 3% of bert-base at seq 128). On older torch (the
 Jetson's 1.10) the count is analytic, by the same convention: 2 FLOPs per multiply-add of every
 Linear layer, from the shapes it actually sees, plus the two attention matmuls (Q K^T and
-A V: 4 b s^2 d). Element-wise work (softmax, GELU, LayerNorm) and FNet's FFT are not counted by
+A V: 4 b s^2 d), and a method's own module by its `farm_flops` (a sparse matmul: 2 per stored
+weight and input row). Element-wise work (softmax, GELU, LayerNorm) and FNet's FFT are not counted by
 either, as torch's counter does not count them.
 """
 
@@ -21,7 +22,8 @@ def count(model, inputs):
         from torch.utils.flop_counter import FlopCounterMode
     except ImportError:
         return analytic(model, inputs), ANALYTIC
-    if any(is_quantized_linear(m) for m in model.modules()):  # torch's counter skips these
+    # torch's counter skips quantized Linears, and has no formula for a sparse matmul
+    if any(is_quantized_linear(m) or hasattr(m, "farm_flops") for m in model.modules()):
         return analytic(model, inputs), ANALYTIC
     import torch
 
@@ -93,7 +95,13 @@ def analytic_call(model, call):
             batch, seq, width = output.shape
             total[0] += 4 * batch * seq * seq * width
 
+    def own_hook(module, args, _output):
+        total[0] += int(module.farm_flops(args[0]))
+
     hooks = [m.register_forward_hook(linear_hook) for m in model.modules() if _linear(m)]
+    # a method's own module that says what one call costs (agents/methods: farm_flops)
+    hooks += [m.register_forward_hook(own_hook) for m in model.modules()
+              if hasattr(m, "farm_flops")]
     hooks += [q.register_forward_hook(query_hook) for q in _query_projections(model)]
     try:
         with torch.no_grad():

@@ -42,6 +42,37 @@ def layer_list(model):
     raise StoreError("%s has no list of encoder layers to stream" % type(model).__name__)
 
 
+def encoder_linears(model):
+    """(owner, attribute, Linear) of every torch.nn.Linear inside the encoder's layers, each
+    module once (ALBERT's layers share one group): what the factorizing methods replace."""
+    import torch
+
+    found, seen = [], set()
+    for layer in layer_list(model)[1]:
+        for _, owner in layer.named_modules():
+            for attr, child in list(owner._modules.items()):
+                if isinstance(child, torch.nn.Linear) and id(child) not in seen:
+                    seen.add(id(child))
+                    found.append((owner, attr, child))
+    return found
+
+
+def sliced_linear(linear, index, dim):
+    """A new Linear holding only the rows (dim 0, with their biases) or the columns (dim 1; the
+    bias stays whole) of `linear` at `index`: what structured pruning keeps."""
+    import torch
+
+    weight = linear.weight.detach().index_select(dim, index).clone()
+    bias = linear.bias
+    if bias is not None:
+        bias = (bias.detach()[index] if dim == 0 else bias.detach()).clone()
+    pruned = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    pruned.weight = torch.nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        pruned.bias = torch.nn.Parameter(bias, requires_grad=False)
+    return pruned
+
+
 def call_order(config, units):
     """The unit each of a forward pass's layer calls uses: 0..N-1, or for ALBERT's shared groups
     the group of each of its num_hidden_layers calls (transformers' own formula)."""
@@ -148,10 +179,11 @@ def _write_section(path, contents):
     return entries, writer.close()
 
 
-def write(model, folder, precision, params, methods=(), method_fields=None):
+def write(model, folder, precision, params, methods=(), method_fields=None, nonzero=None):
     """Write `model` (fp32, or as quantize_dynamic left it for int8; after the variant's
-    `methods`, [[name, params], ...], whose figures are `method_fields`) into `folder` as a
-    store. The caller writes COMPLETE once the folder is whole (farm/layerstore.py)."""
+    `methods`, [[name, params], ...], whose figures are `method_fields`; `params` parameters,
+    `nonzero` of them not zero, both counted on the fp32 model) into `folder` as a store. The
+    caller writes COMPLETE once the folder is whole (farm/layerstore.py)."""
     path, layers = layer_list(model)
     order = call_order(model.config, len(layers))
     model.config.to_json_file(os.path.join(folder, "config.json"))
@@ -166,6 +198,8 @@ def write(model, folder, precision, params, methods=(), method_fields=None):
                 "params": int(params), "layers_path": path, "order": order,
                 "resident": {"file": RESIDENT, "bytes": resident_bytes, "tensors": resident},
                 "units": units}
+    if nonzero is not None:
+        manifest["nonzero_params"] = int(nonzero)
     if methods:  # only then, so that stores of plain models keep their manifests
         manifest.update(methods=[list(m) for m in methods], method_fields=method_fields or {})
     with open(os.path.join(folder, MANIFEST), "w") as f:

@@ -126,4 +126,13 @@ def synthetic_inputs(model, batch_size, seq_len, seed=0, device="cpu"):
 
 
 def parameter_count(model):
+    """The parameters the model stores (a masked weight's zeros count: they are stored)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def nonzero_count(model):
+    """The parameters that are not zero (a magnitude mask's zeros do not count)."""
+    import torch
+
+    with torch.no_grad():
+        return int(sum(int(torch.count_nonzero(p)) for p in model.parameters()))

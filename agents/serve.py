@@ -46,6 +46,7 @@ class Agent(object):
         self.device = "cpu"
         self.flops_by_seq = {}
         self.params = None
+        self.nonzero_params = None
         self.method_fields = {}  # what the variant's methods report (agents.methods FIELDS)
         self.meter = energy.open_meter()
         self.model_spec = None
@@ -70,12 +71,14 @@ class Agent(object):
                                            variant.methods)
             manifest = self.model.farm_stream.manifest
             self.params = manifest["params"]
+            self.nonzero_params = manifest.get("nonzero_params")  # stores made before 0013: none
             self.method_fields = manifest.get("method_fields", {})
             self._count_flops(self.model, seq_lens)
         else:
             fp32 = models.build(model_spec)
             self.method_fields = methods.apply_methods(fp32, variant)
             self.params = models.parameter_count(fp32)
+            self.nonzero_params = models.nonzero_count(fp32)
             # FLOPs are counted on the fp32 graph the methods left: int8 and fp16 kernels do
             # the same arithmetic.
             self._count_flops(fp32, seq_lens)
@@ -144,6 +147,7 @@ class Agent(object):
             event="result", job=key, process_peak_mb=measure.process_peak_mb(), logits=logits,
             baseline_mb=self.baseline_mb,
             cuda_peak_mb=measure.cuda_peak_mb(self.device), params=self.params, flops=count,
+            nonzero_params=self.nonzero_params,
             method_fields=self.method_fields,
             flops_method=method, job_s=time.perf_counter() - started,
             latencies_ms=[round(x * 1000.0, 6) for x in latencies])

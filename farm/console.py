@@ -271,33 +271,47 @@ def methods_table(title: str, rows: list[dict]) -> Table:
 
     compared = compare(rows)
     baselines = [c.baseline for c in compared if c.variant.methods]
-    shown = [c for c in compared if c.variant.methods or any(c.result is b for b in baselines)]
-    fields = [f for f in table_fields() if any(c.result.get(f[0]) is not None for c in shown)]
-    scored = any(c.result.get("metric") or c.result.get("score_note") for c in shown)
+    listed = [c for c in compared if c.variant.methods or any(c.result is b for b in baselines)]
+    fields = [f for f in table_fields() if any(c.result.get(f[0]) is not None for c in listed)]
+    scored = any(c.result.get("metric") or c.result.get("score_note") for c in listed)
     table = Table(title=title, header_style="bold", pad_edge=False,
                   caption="× fp32 and (%): against the eager fp32 model on the same work; model "
                           "MiB: peak above the agent idle; Δlogit: max |logit − fp32's| on the "
                           "first batch; " + "; ".join(f"{n.replace('_', ' ')}: {what}"
                                                       for n, _, _, what in fields))
-    varying = _work_columns(table, [c.result for c in shown])
-    for name in ("score",) * scored + ("ms/sample", "× fp32", "params M", "GFLOP/sample",
-                                       "model MiB", "Δlogit"):
-        table.add_column(name, justify="right")
-    for name, *_ in fields:
-        table.add_column(name.replace("_", "\n"), justify="right")
-    for c in sorted(shown, key=_compared_order):
+    varying = _work_columns(table, [c.result for c in listed])
+    # masks store zeros: their nonzero parameters, where a variant's are clearly fewer than it
+    # stores (a model's own zero biases are a fraction of a percent)
+    masked = any(c.result["nonzero_params"] < 0.95 * (c.result.get("params") or 0)
+                 for c in listed if c.result.get("nonzero_params") is not None)
+    # A number is never wrapped or cut (either reads as another number): a figure with its
+    # share may wrap at the space between them; what the methods did is one text column, a
+    # figure a line, however many methods there are.
+    for name in ("score",) * scored + ("ms/sample", "× fp32", "params M") + (
+            "nonzero M",) * masked + ("GFLOP/sample", "model MiB", "Δlogit"):
+        shares = name in ("params M", "GFLOP/sample", "model MiB")
+        table.add_column(name, justify="right", no_wrap=not shares,
+                         min_width=7 if shares else None)
+    if fields:
+        table.add_column("what the methods did", min_width=16)
+    for c in sorted(listed, key=_compared_order):
         r = c.result
         score = [_num(r.get("score"), ".3f") or ("[dim]no score[/]" if r.get("score_note")
                                                  else "–")] if scored else []
+        did = "\n".join(name.replace("_", " ") + " " + _num(r[name], FIELD_FORMATS[kind])
+                        for name, kind, *_ in fields if r.get(name) is not None)
         table.add_row(
             *_work_cells(r, varying), *score, _num(r.get("per_sample_ms"), ".1f"),
             _num(c.latency_ratio, ".2f"),
             _with_share(r.get("params") and r["params"] / 1e6, c.params_ratio, ".2f"),
+            *[_num(r.get("nonzero_params") and r["nonzero_params"] / 1e6, ".2f")] * masked,
             _with_share(r.get("flops") and r["flops"] / 1e9, c.flops_ratio, ".2f"),
             _with_share(r.get("model_memory_mb"), c.memory_ratio, ".0f"),
-            _num(c.logit_gap, ".1e"),
-            *(_num(r.get(name), ".4f" if kind == "float" else "") for name, kind, *_ in fields))
+            _num(c.logit_gap, ".1e"), *[shown(did)] * bool(fields))
     return table
+
+
+FIELD_FORMATS = {"float": ".4f", "int": "", "text": ""}  # a method's figure by its FIELDS type
 
 
 def _with_share(value, ratio, fmt: str) -> str:

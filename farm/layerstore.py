@@ -89,12 +89,12 @@ def _write(model: dict, variant: Variant, folder: Path) -> None:
     built = models.build(model)
     try:
         figures = methods.apply_methods(built, variant)
-        params = models.parameter_count(built)
+        params, nonzero = models.parameter_count(built), models.nonzero_count(built)
         if not precision.streams(variant.precision):
             raise layers.StoreError(f"no {variant.precision} layer store: stream is fp32 or int8")
         built = precision.convert(built, variant.precision)
         layers.write(built, str(folder), variant.precision, params,
-                     methods.stored_methods(variant), figures)
+                     methods.stored_methods(variant), figures, nonzero)
     finally:
         del built
         measure.release_memory()

@@ -1,4 +1,5 @@
-"""Reports over a sweep's results: Pareto fronts, latency and memory charts per device, and one
+"""Reports over a sweep's results: Pareto fronts, latency and memory charts per device; per pool
+of devices, early exit's curves and each method's speed-up against what it saves; and one
 self-contained HTML page that shows them with a table of every job.
 
 Everything here is a pure function of result rows (dicts with v_results' columns); nothing reads
@@ -6,8 +7,8 @@ the database. A figure that was not measured is None: it is never plotted and ne
 row without it is left out of that chart and still appears in the table. Only jobs that ended
 `done` are points; `oom` jobs show in the memory chart at the device's limit.
 
-Each chart's data comes from a small function (`front_points`, `latency_series`, `memory_bars`)
-that the tests check; the drawing around it only draws.
+Each chart's data comes from a small function (`front_points`, `latency_series`, `memory_bars`;
+the methods' charts: farm/method_charts.py) that the tests check; the drawing around it only draws.
 """
 from __future__ import annotations
 
@@ -113,8 +114,8 @@ def memory_bars(rows: list[dict], device: str) -> dict[str, dict]:
     bars: dict[str, dict] = {}
     for r in rows:
         peak = r.get("peak_mem_mb")
-        shown = r.get("status") == Status.OOM or (r.get("status") == Status.DONE
-                                                    and peak is not None)
+        shown = r.get("status") == Status.OOM or (
+            r.get("status") == Status.DONE and peak is not None)
         if r.get("device") != device or not shown:
             continue
         bar = bars.setdefault(f"{r['model']} {r['variant']}",
@@ -265,7 +266,6 @@ EXIT_CHARTS: tuple[tuple[str, str, Callable[[Axes, list[dict], str], None]], ...
 )
 POOL = "pool-"
 
-
 def chart_file(name: str, suffix: str) -> str:
     return f"{name}-{suffix}.png"
 
@@ -279,8 +279,9 @@ def write_charts(rows: list[dict], name: str, out_dir: Path, title: str,
         fig = Figure(figsize=(8, 5.5), layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
-        draw(ax, rows, name)
+        # The title first: a chart that places labels by measuring needs the final layout.
         ax.set_title(f"{title}: {heading or name}\n{caption}", fontsize=10)
+        draw(ax, rows, name)
         path = out_dir / chart_file(file_name or name, suffix)
         fig.savefig(path, dpi=100)
         paths.append(path)
@@ -297,6 +298,15 @@ def exit_pools(rows: list[dict]) -> list[str]:
     pools = sorted({r["target"] for r in rows if is_exit(r) and r.get("target")})
     _file_safe([pool_file(pool) for pool in pools], "pool")
     return pools
+
+
+def pool_sections(rows: list[dict]) -> list[tuple[str, tuple, str]]:
+    """(pool, its charts, its heading): the pools with early exits, then those with methods."""
+    from farm.method_charts import METHOD_CHARTS, method_pools
+
+    return ([(pool, EXIT_CHARTS, f"{pool_name(pool)}: early exit") for pool in exit_pools(rows)]
+            + [(pool, METHOD_CHARTS, f"{pool_name(pool)}: methods against fp32")
+               for pool in method_pools(rows)])
 
 
 def pool_file(pool: str) -> str:
@@ -323,20 +333,21 @@ def _file_safe(names: list[str], what: str) -> list[str]:
 
 def write_report(rows: list[dict], out_dir: Path, title: str,
                  differences: list[dict] = ()) -> list[Path]:
-    """Write four charts per device and index.html into out_dir; return their paths, the charts
-    first. `differences`: `farm compare`'s records of each variant against fp32
-    (farm.console.difference_records), shown with the non-significant ones marked ~."""
+    """Write four charts per device, the early-exit and method charts per pool, and index.html
+    into out_dir; return their paths, the charts first. `differences`: `farm compare`'s records
+    of each variant against fp32 (farm.console.difference_records), shown with the
+    non-significant ones marked ~."""
     if not rows:
         raise ValueError("no results to report")
     names = devices(rows)
+    sections = pool_sections(rows)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = [path for device in names for path in write_charts(rows, device, out_dir, title)]
-    pools = exit_pools(rows)
-    charts += [path for pool in pools for path in write_charts(
-        rows, pool, out_dir, title, EXIT_CHARTS, pool_file(pool), pool_name(pool))]
+    charts += [path for pool, kinds, heading in sections for path in write_charts(
+        rows, pool, out_dir, title, kinds, pool_file(pool), heading)]
     page = out_dir / "index.html"
-    page.write_text(render_page(rows, names, title, pools, differences), encoding="utf-8")
+    page.write_text(render_page(rows, names, title, sections, differences), encoding="utf-8")
     return [*charts, page]
 
 
@@ -420,12 +431,12 @@ def compared_section(differences: list[dict]) -> str:
             + "\n".join(lines) + f"\n</tbody></table>\n<p>{esc(NOT_SIGNIFICANT)}.</p>\n")
 
 
-def render_page(rows: list[dict], names: list[str], title: str, pools: list[str] = (),
-                differences: list[dict] = ()) -> str:
-    """One page with nothing outside it but the charts beside it: inline CSS, no scripts."""
+def render_page(rows: list[dict], names: list[str], title: str,
+                pools: list[tuple[str, tuple, str]] = (), differences: list[dict] = ()) -> str:
+    """One page with nothing outside it but the charts beside it: inline CSS, no scripts.
+    `pools`: pool_sections()."""
     sections = "\n".join([device_section(device) for device in names] + [
-        device_section(pool, EXIT_CHARTS, pool_file(pool), f"{pool_name(pool)}: early exit")
-        for pool in pools])
+        device_section(pool, kinds, pool_file(pool), heading) for pool, kinds, heading in pools])
     head = "".join(f"<th>{esc(h)}</th>" for h in TABLE_HEADERS)
     body = "\n".join(table_row(r) for r in rows)
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

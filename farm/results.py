@@ -89,6 +89,8 @@ METHOD_COLUMNS.update((name, "0009") for name in (  # early_exit (agents/methods
     "exit_expected_saving", "exit_speedup", "exit_example_ms", "exit_example_p50_ms",
     "exit_example_p90_ms", "exit_example_p99_ms", "exit_full_ms", "exit_flops_mean",
     "exit_bytes_mean"))
+METHOD_COLUMNS.update((name, "0013") for name in (  # kronecker, prune_ffn, magnitude
+    "layer_errors", "kronecker_shapes", "neurons_pruned", "sparsity", "kernel"))
 EXTRA = "extra_json"  # figures of methods with no column ($FARM_METHODS), as JSON
 
 _RESULT = (  # name, type, unit, what, since
@@ -183,6 +185,10 @@ _RESULT = (  # name, type, unit, what, since
      "0012", "clocks from"),
     ("temp_source", String(64), "", "which sensor the temperature is (tegrastats CPU, a "
                                     "thermal zone's type)", "0012", "temp from"),
+    # 0013: compression methods (agents/methods: kronecker, prune_ffn, magnitude)
+    ("nonzero_params", _I, "", "parameters that are not zero (a masked model stores as many "
+                               "parameters as the dense one, fewer of them nonzero)", "0013",
+     "nonzero params"),
 )
 _RESULT_JSON = (  # name, the agent result's key, what, since
     ("latencies_json", "latencies_ms", "every timed call, in ms", "0001"),

@@ -218,7 +218,7 @@ def test_a_board_on_the_jetson_stack_scores_an_uploaded_checkpoint(
 
 def test_methods_on_a_fine_tuned_checkpoint_are_scored_and_stream_their_own_logits(
         glue, write_yaml, db_url, device_names, tmp_path, monkeypatch):
-    """prune_heads and low_rank on a checkpoint trained in the test: each scored by
+    """Every built-in compression method on a checkpoint trained in the test: each scored by
     scikit-learn from its own stored predictions, and streamed (the store holding the
     transformed layers) with the eager transformed model's logits and predictions."""
     from sklearn.metrics import accuracy_score
@@ -226,16 +226,22 @@ def test_methods_on_a_fine_tuned_checkpoint_are_scored_and_stream_their_own_logi
     from farm.comparisons import compare
 
     monkeypatch.setenv("FARM_CACHE", str(tmp_path / "cache"))
-    heads = {"prune_heads": 0.25}  # 1 of the tiny model's 2 heads, in each layer
-    rank = {"low_rank": {"rank": 0.25}}  # rank 8 of the 32-wide matrices
-    sweep = dict(_sweep(glue), tasks=["sst2"], variants=[
-        "fp32", {"name": "heads-25", **heads}, {"name": "heads-25-stream", **heads,
-                                                "execution": "stream"},
-        {"name": "rank-25", **rank}, {"name": "rank-25-prefetch", **rank,
-                                      "execution": "stream+prefetch"}])
+    methods = {  # the tiny model: hidden 32, 2 heads, FFN 64, 2 layers
+        "heads-25": {"prune_heads": 0.25},  # 1 of its 2 heads, in each layer
+        "rank-25": {"low_rank": {"rank": 0.25}},  # rank 8 of the 32-wide matrices
+        "kron-4": {"kronecker": {"factor": 4}},
+        "ffn-50": {"prune_ffn": 0.5},
+        "mag-50": {"magnitude": {"sparsity": 0.5}},
+        "mag-50-csr": {"magnitude": {"sparsity": 0.5, "kernel": "sparse"}},
+    }
+    executions = dict.fromkeys(methods, "stream")
+    executions["rank-25"] = "stream+prefetch"
+    variants = ["fp32"] + [dict(name=n, **m) for n, m in methods.items()] + [
+        dict(name=f"{n}-stream", execution=executions[n], **m) for n, m in methods.items()]
+    sweep = dict(_sweep(glue), tasks=["sst2"], variants=variants)
     report = submit(write_yaml("sweep.yaml", sweep), _local(write_yaml, device_names(1)[0]),
                     db=db_url)
-    assert report.counts == {"done": 5}
+    assert report.counts == {"done": len(variants)}
     rows = {r["variant"]: r for r in report.results}
     predictions = {}
     for variant, row in rows.items():
@@ -248,8 +254,16 @@ def test_methods_on_a_fine_tuned_checkpoint_are_scored_and_stream_their_own_logi
     assert rows["heads-25"]["heads_pruned"] == 2 and rows["rank-25"]["factorized_layers"] == 12
     assert 0 < rows["rank-25"]["reconstruction_error"] < 1
     assert rows["heads-25"]["params"] < rows["fp32"]["params"]
-    for streamed, eager in (("heads-25-stream", "heads-25"), ("rank-25-prefetch", "rank-25")):
+    assert rows["kron-4"]["factorized_layers"] == 12 and rows["ffn-50"]["neurons_pruned"] == 64
+    # the mask stores every weight, and zeroes half of the encoder's 2 x (4 x 32 x 32 + 2 x 32 x 64)
+    assert rows["mag-50"]["params"] == rows["fp32"]["params"]
+    assert rows["fp32"]["nonzero_params"] - rows["mag-50"]["nonzero_params"] == 2 * 8192 // 2
+    assert rows["mag-50"]["sparsity"] == 0.5
+    assert (rows["mag-50"]["kernel"], rows["mag-50-csr"]["kernel"]) == ("dense", "sparse_csr")
+    for eager in methods:
+        streamed = f"{eager}-stream"
         assert predictions[streamed] == predictions[eager]
         compared = next(c for c in compare(report.results) if c.result["variant"] == streamed)
         assert compared.reference["variant"] == eager and compared.stream_gap <= 1e-5
         assert rows[streamed]["params"] == rows[eager]["params"]
+        assert rows[streamed]["nonzero_params"] == rows[eager]["nonzero_params"]

@@ -266,14 +266,15 @@ def test_a_rank_that_saves_nothing_leaves_the_model_dense():
     model = models.build({"name": "bert-tiny"})
     before = models.parameter_count(model)
     figures = apply_methods(model, V({"name": "r", "low_rank": {"rank": 500}}))
-    assert figures == {"factorized_layers": 0, "reconstruction_error": None}
+    assert figures == {"factorized_layers": 0, "reconstruction_error": None, "layer_errors": "[]"}
     assert models.parameter_count(model) == before
 
 
 # -- a checkpoint saved after pruning ---------------------------------------------------------------
-def test_a_checkpoint_saved_after_pruning_loads_as_it_is(tmp_path):
+@pytest.mark.parametrize("method", [{"prune_heads": 0.5}, {"prune_ffn": 0.25}])
+def test_a_checkpoint_saved_after_pruning_loads_as_it_is(tmp_path, method):
     model = models.build({"name": "bert-mini"})
-    apply_methods(model, V({"name": "h", "prune_heads": 0.5}))
+    apply_methods(model, V({"name": "h", **method}))
     model.save_pretrained(tmp_path / "pruned")
     loaded = models.build({"name": "pruned", "path": str(tmp_path / "pruned")})
     inputs = models.synthetic_inputs(model, 2, 16)

@@ -1,13 +1,14 @@
 """Reports: the Pareto front, the data behind each chart, and the files write_report leaves."""
 from __future__ import annotations
 
+import json
 import re
 
 import matplotlib.image
 import pytest
 
-from farm.report import (front_points, latency_series, memory_bars, pareto_front,
-                         write_report)
+from farm.method_charts import PLAIN, method_label, method_points
+from farm.report import front_points, latency_series, memory_bars, pareto_front, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -210,3 +211,97 @@ def test_early_exit_charts_pool_the_devices_of_a_target(tmp_path):
     assert [p.name for p in paths if "exit" in p.name] == [
         "pool-nanos-exit-latency.png", "pool-nanos-exit-flops.png"]
     assert "pool nanos: early exit" in (tmp_path / "index.html").read_text()
+
+
+def spec(*methods, precision="fp32") -> str:
+    """A variant_spec: (method, params) pairs in order."""
+    return json.dumps({"precision": precision, "execution": "eager",
+                       "methods": [[m, p] for m, p in methods]})
+
+
+HEADS = spec(("prune_heads", {"fraction": 0.5}))
+
+
+def method_rows(pool: str = "nanos") -> list[dict]:
+    """tiny's eager fp32 and its variants on two devices of a pool: fp32 at 10 ms, 1 GFLOP and
+    100 M parameters on nano-1 and at 20 ms on nano-2; heads-50 at 8 and 10 ms, 0.5 GFLOP and
+    50 M parameters (speed-ups 1.25 and 2, FLOPs and parameters halved); int8 on nano-1 only at
+    5 ms, computing what fp32 does. The rest has no point."""
+    def run(device, variant, ms, flops=1e9, params=1e8, model="tiny", **more):
+        return job(device, model, 1, target=pool, variant=variant, per_sample_ms=ms,
+                   flops=flops, params=params, **more)
+
+    return [
+        run("nano-1", "fp32", 10.0), run("nano-2", "fp32", 20.0),
+        run("nano-1", "heads-50", 8.0, 5e8, 5e7, variant_spec=HEADS),
+        run("nano-2", "heads-50", 10.0, 5e8, 5e7, variant_spec=HEADS),
+        run("nano-1", "int8", 5.0),
+        # An early exit: it has charts of its own.
+        run("nano-1", "ee-0.2", 2.0, 4e8, variant_spec=spec(("early_exit", {
+            "policy": "entropy", "threshold": 0.2, "padding": "none"})), exit_layer_mean=1.5),
+        # Failed, with figures that would top the chart.
+        run("nano-2", "rank-25", 0.1, 1e7, 1e6, status="failed",
+            variant_spec=spec(("low_rank", {"rank": 0.25}))),
+        # No parameters counted: no point on either chart.
+        run("nano-1", "kron", 9.0, 1e8, params=None, variant_spec=spec(("kronecker", {}))),
+        # No eager fp32 of bert-mini to compare against.
+        run("nano-1", "heads-50", 4.0, 5e8, 5e7, model="bert-mini", variant_spec=HEADS),
+        # Another pool, whose fp32 baseline ran in this one only: other hardware, no point.
+        job("desk", "tiny", 1, target="desk", variant="heads-50", variant_spec=HEADS,
+            per_sample_ms=1.0, flops=5e8, params=5e7),
+    ]
+
+
+def test_method_points_are_medians_over_the_pools_devices():
+    points = method_points(method_rows(), "nanos")
+    work = {"model": "tiny", "task": "synthetic", "batch_size": 1, "seq_len": 128}
+    assert points == [
+        {**work, "variant": "heads-50", "method": "prune_heads",
+         "speedup": pytest.approx((10 / 8 + 20 / 10) / 2), "flops_reduction": 2.0,
+         "params_reduction": 2.0, "devices": ["nano-1", "nano-2"], "n": 2},
+        {**work, "variant": "int8", "method": PLAIN, "speedup": 2.0, "flops_reduction": 1.0,
+         "params_reduction": 1.0, "devices": ["nano-1"], "n": 1},
+    ]
+    assert method_points(method_rows(), "desk") == []
+    assert [method_label(p, points) for p in points] == ["heads-50", "int8"]
+
+
+def test_method_points_pair_each_repeat_with_the_baselines_same_repeat():
+    """Repeat 1 against fp32's repeat 1, repeat 2 against its repeat 2; fp32's repeat 3
+    failed, so heads-50's repeat 3 is set against compare()'s choice, fp32's first done."""
+    rows = [job("nano-1", "tiny", 1, target="nanos", variant=variant, variant_spec=variant_spec,
+                repeat=repeat, per_sample_ms=ms, flops=flops, params=1e8, status=status)
+            for variant, variant_spec, flops, repeat, ms, status in (
+                ("fp32", None, 1e9, 1, 10.0, "done"),
+                ("fp32", None, 1e9, 2, 20.0, "done"),
+                ("fp32", None, 1e9, 3, None, "failed"),
+                ("heads-50", HEADS, 5e8, 1, 8.0, "done"),
+                ("heads-50", HEADS, 5e8, 2, 10.0, "done"),
+                ("heads-50", HEADS, 5e8, 3, 5.0, "done"))]
+    (point,) = method_points(rows, "nanos")
+    # Speed-ups 1.25, 2 and 2; against repeat 1 alone they would be 1.25, 1 and 2.
+    assert (point["speedup"], point["n"], point["devices"]) == (2.0, 3, ["nano-1"])
+
+
+def test_method_labels_name_what_differs_between_points():
+    points = [{"model": m, "variant": "int8", "task": "sst2", "batch_size": b, "seq_len": 128}
+              for m, b in (("tiny", 1), ("mini", 8))]
+    assert [method_label(p, points) for p in points] == ["tiny int8 b1", "mini int8 b8"]
+
+
+def test_write_report_draws_each_pools_methods_against_fp32(tmp_path):
+    """A sweep over every device (target *) draws one pool's charts, pool-all-*."""
+    paths = write_report(method_rows("*"), tmp_path, "compression")
+    charts = ["pool-all-methods-flops.png", "pool-all-methods-params.png"]
+    assert [p.name for p in paths if "methods" in p.name] == charts
+    for name in charts:
+        assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
+        height, width = matplotlib.image.imread(tmp_path / name).shape[:2]
+        assert height >= 300 and width >= 400
+    assert not list(tmp_path.glob("pool-desk-*"))  # no point in the desk pool
+
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    (section,) = re.findall(r"<section><h2>all devices: methods against fp32</h2>.*?</section>",
+                            page, re.DOTALL)
+    assert re.findall(r'<img src="([^"]+)"', section) == charts
+    assert "below the diagonal: the method saved more FLOPs than time" in section

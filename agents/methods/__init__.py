@@ -36,6 +36,13 @@ $FARM_METHODS, for trying one out on local and cgroup devices) that declares:
     expand(value) -> [(suffix, value)] or None   a sweep's value that names several variants
                                    (early_exit's thresholds: [...]): one per value, each named
                                    `<name>-<suffix>` (expand_entry)
+    check(params, variant)         refuse (MethodError) a setting of these params that does not
+                                   compose with the variant's precision or execution, where
+                                   INT8 / STREAM / CUDA say too little (magnitude's sparse kernel)
+
+A module the method puts into the model may declare `farm_flops(input) -> int`: the FLOPs of
+one call on that input, where the shapes of its Linears do not say them (a sparse matmul);
+agents/flops.py then counts such a model analytically.
 
 Nothing outside this package asks a variant's name what it does: precision, execution and the
 methods are read from the Variant.
@@ -48,7 +55,7 @@ import os
 
 from agents.methods import precision as precisions
 
-BUILTIN = ("prune_heads", "low_rank", "early_exit")
+BUILTIN = ("prune_heads", "low_rank", "early_exit", "kronecker", "prune_ffn", "magnitude")
 PLUGINS_ENV = "FARM_METHODS"  # extra method modules: file paths, separated by os.pathsep
 
 EXECUTIONS = ("eager", "stream", "stream+prefetch")  # stream: agents/stream.py, on the CPU
@@ -70,6 +77,20 @@ class MethodError(ValueError):
     def __init__(self, problem, fix, field=()):
         super(MethodError, self).__init__(problem)
         self.problem, self.fix, self.field = problem, fix, tuple(field)
+
+
+def fraction_parameter(value, name, of):
+    """{"fraction": F} from a sweep's `name: F` (or `name: {fraction: F}`), 0 < F < 1; `of`
+    says what F is a fraction of ("each layer's heads")."""
+    fraction = value.get("fraction") if isinstance(value, dict) else value
+    if isinstance(value, dict) and set(value) - {"fraction"}:
+        raise MethodError("unknown parameter(s) %s" % ", ".join(sorted(set(value) - {"fraction"})),
+                          "write %s: F (a fraction of %s)" % (name, of))
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+            or not 0 < fraction < 1:
+        raise MethodError("%s is %r, not a fraction between 0 and 1" % (name, fraction),
+                          "write a fraction of %s above 0 and below 1, e.g. %s: 0.5" % (of, name))
+    return {"fraction": float(fraction)}
 
 
 # -- the registry ------------------------------------------------------------------------------
@@ -227,8 +248,14 @@ class Variant(object):
             raise MethodError("%s runs on CUDA and streaming on the CPU" % self.precision,
                               "use precision fp32 or int8 with execution %s" % self.execution,
                               ("execution",))
-        for name, _ in self.methods:
+        for name, params in self.methods:
             module = method(name)
+            check = getattr(module, "check", None)
+            if check is not None:
+                try:
+                    check(params, self)
+                except MethodError as error:
+                    raise MethodError(error.problem, error.fix, (name,) + error.field)
             if self.precision == "int8" and not getattr(module, "INT8", False):
                 raise MethodError("%s does not compose with precision int8" % name,
                                   "drop precision: int8 from this variant", ("precision",))

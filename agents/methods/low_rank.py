@@ -17,11 +17,16 @@ SUMMARY = "replace every encoder Linear by two of rank R (truncated SVD)"
 CUDA = True
 INT8 = True
 STREAM = True
-FIELDS = (
-    ("factorized_layers", "int", "layers", "encoder Linears replaced by a low-rank pair"),
+# The figures of every method that factorizes the encoder's Linears (kronecker's too)
+FACTOR_FIELDS = (
+    ("factorized_layers", "int", "layers", "encoder Linears replaced by factors"),
     ("reconstruction_error", "float", "", "mean relative error ||W - W'||_F / ||W||_F over the "
                                           "factorized layers"),
+    ("layer_errors", "text", "", "each factorized Linear's relative error, in the model's order "
+                                 "(JSON)"),
 )
+FIELDS = FACTOR_FIELDS
+SHOWN = ("factorized_layers", "reconstruction_error")
 
 
 def parameters(value):
@@ -62,11 +67,12 @@ def cost(params):
 
 
 def apply(model, params):
-    from agents.layers import layer_list
+    import json
 
-    _, layers = layer_list(model)
+    from agents.layers import encoder_linears
+
     errors = []
-    for owner, attr, linear in _linears(layers):
+    for owner, attr, linear in encoder_linears(model):
         rows, columns = linear.weight.shape
         rank = rank_for(params, rows, columns)
         if not saves(rank, rows, columns):
@@ -75,7 +81,8 @@ def apply(model, params):
         setattr(owner, attr, pair)
         errors.append(error)
     return {"factorized_layers": len(errors),
-            "reconstruction_error": sum(errors) / len(errors) if errors else None}
+            "reconstruction_error": sum(errors) / len(errors) if errors else None,
+            "layer_errors": json.dumps([round(e, 6) for e in errors])}
 
 
 def factorize(linear, rank):
@@ -111,7 +118,7 @@ def fit_template(layer, tensors):
     for name, module in list(modules.items()):
         if isinstance(module, torch.nn.Sequential) or not name:
             continue
-        first = [n for n in (name + ".0", name + ".0.weight") if n in names]
+        first = [n for n in (name + ".0", name + ".0.weight", name + ".0.values") if n in names]
         if not first:
             continue
         bias = (name + ".1.bias") in names or any(
@@ -121,17 +128,3 @@ def fit_template(layer, tensors):
         setattr(owner, attr, torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False),
                                                  torch.nn.Linear(1, 1, bias=bias)))
 
-
-def _linears(layers):
-    """(owner, attribute, Linear) of every Linear inside the layers, each module once (ALBERT's
-    layers share one group)."""
-    import torch
-
-    found, seen = [], set()
-    for layer in layers:
-        for path, owner in layer.named_modules():
-            for attr, child in list(owner._modules.items()):
-                if isinstance(child, torch.nn.Linear) and id(child) not in seen:
-                    seen.add(id(child))
-                    found.append((owner, attr, child))
-    return found

@@ -12,7 +12,8 @@ family; this one finds attention by its parts, the same way on both: BERT, RoBER
 MobileBERT (`query`, `key`, `value`, and the sibling `output.dense`), ALBERT (`query`, `key`,
 `value`, `dense`) and DistilBERT (`q_lin`, `k_lin`, `v_lin`, `out_lin`).
 """
-from agents.methods import MethodError
+from agents.layers import sliced_linear
+from agents.methods import MethodError, fraction_parameter
 
 NAME = "prune_heads"
 SUMMARY = "remove the fraction F of each layer's attention heads (smallest output-projection L1)"
@@ -26,16 +27,7 @@ _HEAD_COUNTS = ("num_attention_heads", "n_heads")
 
 
 def parameters(value):
-    fraction = value.get("fraction") if isinstance(value, dict) else value
-    if isinstance(value, dict) and set(value) - {"fraction"}:
-        raise MethodError("unknown parameter(s) %s" % ", ".join(sorted(set(value) - {"fraction"})),
-                          "write prune_heads: F (a fraction of each layer's heads)")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
-            or not 0 < fraction < 1:
-        raise MethodError("prune_heads is %r, not a fraction between 0 and 1" % (fraction,),
-                          "write a fraction of each layer's heads above 0 and below 1, "
-                          "e.g. prune_heads: 0.5")
-    return {"fraction": float(fraction)}
+    return fraction_parameter(value, NAME, "each layer's heads")
 
 
 def cost(params):
@@ -98,6 +90,8 @@ def fit_template(layer, tensors):
             weights[entry["name"]] = entry["weight"]["shape"]
         elif entry["name"].endswith(".weight"):
             weights[entry["name"][:-len(".weight")]] = entry["shape"]
+        elif entry["name"].endswith(".crow_indices"):  # a CSR weight (magnitude): its rows
+            weights[entry["name"][:-len(".crow_indices")]] = [entry["shape"][0] - 1]
     for block in attention_blocks([layer]):
         # The query projection, or the last Linear of what a method made of it (a low-rank pair)
         inside = sorted(n for n in weights if n == block.query_name
@@ -156,9 +150,9 @@ class _Block(object):
         index = torch.tensor([h * self.head_size + i for h in keep for i in range(self.head_size)],
                              dtype=torch.long)
         for name in self.parts[:3]:
-            setattr(self.holder, name, _select(getattr(self.holder, name), index, 0))
+            setattr(self.holder, name, sliced_linear(getattr(self.holder, name), index, 0))
         owner, attr = self.output
-        setattr(owner, attr, _select(getattr(owner, attr), index, 1))
+        setattr(owner, attr, sliced_linear(getattr(owner, attr), index, 1))
         if isinstance(getattr(self.holder, "pruned_heads", None), set):
             self.holder.pruned_heads |= set(self.original(heads))
         self.kept = [self.kept[h] for h in keep]
@@ -199,17 +193,3 @@ def _output(module, parts, path, named):
                           "prune_heads knows BERT-like, ALBERT and DistilBERT attention")
     return output, "dense"
 
-
-def _select(linear, index, dim):
-    """A new Linear holding only the rows (dim 0) or columns (dim 1) at `index`."""
-    import torch
-
-    weight = linear.weight.detach().index_select(dim, index).clone()
-    bias = linear.bias
-    if bias is not None:
-        bias = (bias.detach()[index] if dim == 0 else bias.detach()).clone()
-    pruned = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    pruned.weight = torch.nn.Parameter(weight, requires_grad=False)
-    if bias is not None:
-        pruned.bias = torch.nn.Parameter(bias, requires_grad=False)
-    return pruned
