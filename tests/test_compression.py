@@ -148,6 +148,14 @@ def test_a_bad_kronecker_setting_names_its_field(value, field, words):
     assert words in f"{caught.value} {caught.value.fix}"
 
 
+@pytest.mark.parametrize("first", [{"kronecker": {"factor": 4}}, {"low_rank": {"rank": 0.25}}])
+def test_pruning_after_a_factorization_is_refused_with_the_order_to_write(first):
+    for prune in ({"prune_heads": 0.5}, {"prune_ffn": 0.5}):
+        with pytest.raises(MethodError, match="replaced by an earlier method") as caught:
+            apply_methods(models.build({"name": "bert-tiny"}), V({"name": "x", **first, **prune}))
+        assert "before methods that factorize" in caught.value.fix
+
+
 def test_a_shape_that_divides_no_weight_is_refused():
     with pytest.raises(MethodError, match="divides no encoder Linear"):
         apply_methods(models.build({"name": "bert-tiny"}),

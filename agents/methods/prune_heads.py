@@ -43,6 +43,10 @@ def apply(model, params):
         raise MethodError("%s has no attention heads to prune" % model.config.model_type,
                           "use prune_heads on a model with attention (FNet mixes with Fourier "
                           "transforms)")
+    if not all(block.linear() for block in blocks):
+        raise MethodError("the attention's Linears were replaced by an earlier method",
+                          "write prune_heads before methods that factorize Linears or hold "
+                          "them sparse")
     before = getattr(model.config, "pruned_heads", None) or {}
     before = dict((int(k), v) for k, v in before.items())
     removed, record = 0, {}
@@ -124,6 +128,14 @@ class _Block(object):
 
     def heads(self):
         return int(getattr(self.holder, self.count_attr))
+
+    def linear(self):
+        """Whether Q, K, V and the output projection are plain Linears (prunable)."""
+        import torch
+
+        owner, attr = self.output
+        parts = [getattr(self.holder, p) for p in self.parts[:3]] + [getattr(owner, attr)]
+        return all(isinstance(m, torch.nn.Linear) for m in parts)
 
     def original(self, heads):
         return [self.kept[h] for h in heads]
