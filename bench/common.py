@@ -6,9 +6,11 @@ alike, and medians over the rounds.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sqlite3
 import statistics
 import sys
+import textwrap
 import uuid
 from pathlib import Path
 
@@ -19,9 +21,19 @@ from farm.api import submit  # noqa: E402
 from farm.results import Status  # noqa: E402
 
 
+class Paragraphs(argparse.HelpFormatter):
+    """A docstring as help: each paragraph joined and wrapped to the terminal, never split at a
+    hyphen (argparse's own wrapping breaks "per-example")."""
+
+    def _fill_text(self, text, width, indent):
+        return "\n\n".join(textwrap.fill(" ".join(p.split()), width, initial_indent=indent,
+                                         subsequent_indent=indent, break_on_hyphens=False)
+                           for p in text.split("\n\n"))
+
+
 def arguments(doc: str, **defaults) -> argparse.Namespace:
-    """The command line every benchmark takes (its docstring's first paragraph as help)."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0].replace("\n", " "))
+    """The command line every benchmark takes (its whole docstring as help)."""
+    parser = argparse.ArgumentParser(description=inspect.cleandoc(doc), formatter_class=Paragraphs)
     parser.add_argument("--model", default=defaults.pop("model", "bert-base"))
     for name, default in defaults.items():
         parser.add_argument(f"--{name}", default=default)

@@ -16,6 +16,7 @@ Run as root (cgroups): .venv/bin/python bench/fidelity.py [--rounds 8 --model be
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -26,8 +27,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from common import rotations, run_on
+from common import Paragraphs, rotations, run_on
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.append(str(REPO / "tests"))  # the tests' GLUE helpers, after everything else
@@ -288,7 +288,8 @@ def case_names(value: str) -> list[Case]:
 
 
 def arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    parser = argparse.ArgumentParser(description=inspect.cleandoc(__doc__),
+                                     formatter_class=Paragraphs)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--cases", type=case_names, default=list(CASES.values()),
                         help=f"comma-separated, some of {','.join(CASES)} (default: all)")

@@ -81,11 +81,12 @@ def ray_connection(address: str | None, inventory: Inventory):
 def submit(sweep_file: str | Path, inventory_file: str | Path = DEFAULT_INVENTORY,
            db: str | None = None, ray_address: str | None = None,
            observer: Observer | None = None) -> SubmitReport:
-    """Validate, record and run a sweep; jobs already finished in the database are not rerun."""
+    """Validate, record and run a sweep; jobs already finished in the database are not rerun.
+    A sweep's name is its file's (farm.store.sweeps): another file under it is a ConfigError."""
     inventory = load_inventory(inventory_file)
     sweep: Sweep = load_sweep(sweep_file)
     return _run(sweep, inventory, str(sweep_file), str(inventory_file), db, ray_address,
-                observer or _Quiet())
+                observer or _Quiet(), source=str(Path(sweep_file).resolve()))
 
 
 def resume(name: str, db: str | None = None, ray_address: str | None = None,
@@ -105,7 +106,7 @@ def resume(name: str, db: str | None = None, ray_address: str | None = None,
                           "fix what moved (a checkpoint, the data), or submit the file again") \
             from None
     return _run(sweep, inventory, source, f"(the inventory stored with {name})", db,
-                ray_address, observer or _Quiet())
+                ray_address, observer or _Quiet(), source=source)
 
 
 def _stored_sweep(name: str, db: str | None) -> tuple[str, str, str]:
@@ -120,14 +121,17 @@ def _stored_sweep(name: str, db: str | None) -> tuple[str, str, str]:
 
 
 def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: str,
-         db: str | None, ray_address: str | None, observer: Observer) -> SubmitReport:
+         db: str | None, ray_address: str | None, observer: Observer,
+         source: str) -> SubmitReport:
     """Expand, claim the devices, prepare them and run what is left; every bad input is found
-    before the database is touched."""
+    before the database is written. The report is of this file's jobs (`source`'s: the sweep
+    may hold others, of the file's earlier versions)."""
     pools = resolve_targets(sweep, inventory, sweep_file, inventory_file)
     data = read_data(sweep)
     jobs = expand(sweep, list(pools), data)
     store = Store(db)
     try:
+        store.check_sweep_file(sweep.name, source, shown=sweep_file)
         needed = _devices_needed(store, sweep, jobs, pools)
         ran, refused, cancelled = 0, {}, False
         if needed:
@@ -138,7 +142,8 @@ def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: st
             try:
                 with _heartbeat(store):
                     ran, refused, cancelled = _drive(store, sweep, inventory, pools, jobs, data,
-                                                     kinds, sweep_file, ray_address, observer)
+                                                     kinds, (sweep_file, source), ray_address,
+                                                     observer)
                 outcome = "cancelled" if cancelled else "finished"
             except Busy:  # another farm, with another database, holds a device
                 outcome = "refused"
@@ -146,18 +151,21 @@ def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: st
             finally:
                 store.end_run(outcome)
         else:
-            store.add_sweep(sweep, sweep_file, inventory, jobs)
-        submitted_id = store.sweep_id(sweep.name)
-        return SubmitReport(sweep.name, len(jobs), ran, store.status_counts(submitted_id),
-                            store.sweep_results(sweep.name),
+            store.add_sweep(sweep, source, inventory, jobs)
+        keys = {job.key for job in jobs}
+        return SubmitReport(sweep.name, len(jobs), ran,
+                            store.status_counts(store.sweep_id(sweep.name), keys),
+                            [r for r in store.sweep_results(sweep.name) if r["job_key"] in keys],
                             {name: str(error) for name, error in refused.items()}, cancelled)
     finally:
         store.close()
 
 
 def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, kinds,
-           sweep_file, ray_address, observer) -> tuple[int, dict, bool]:
-    """Prepare the devices and schedule the jobs: (jobs run, refused devices, cancelled)."""
+           files: tuple[str, str], ray_address, observer) -> tuple[int, dict, bool]:
+    """Prepare the devices and schedule the jobs: (jobs run to an end now, refused devices,
+    cancelled). `files`: the sweep file as given, and as stored (its resolved path)."""
+    sweep_file, source = files
     refused = _quarantine_checks(store, inventory, kinds)
     devices = _placed([d for d in inventory.devices if d.name in kinds and d.name not in refused],
                       observer)
@@ -181,14 +189,14 @@ def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, 
                 store.device_state(name, kinds[name], "idle", facts=facts, error=None)
             observer.devices_ready(ready)
             usable = {t: [d for d in pool if d in ready] for t, pool in pools.items()}
-            submitted = store.add_sweep(sweep, sweep_file, inventory, jobs)
+            submitted = store.add_sweep(sweep, source, inventory, jobs)
             runnable = [j for j in store.runnable_jobs(submitted.id, {j.key for j in jobs})
                         if usable[j.target]]
             observer.sweep_started(sweep.name, len(runnable), len(jobs))
             scheduler = Scheduler(store, {n: workers[n] for n in ready}, usable, observer, kinds,
                                   data, sweep.retries, (submitted.id, sweep.name))
             scheduler.run(runnable)
-            return len(runnable) - len(scheduler.stranded), refused, scheduler.cancelled
+            return store.jobs_ended_now(), refused, scheduler.cancelled
         finally:
             close_workers(workers)
 
@@ -273,6 +281,23 @@ def cancel(name: str, db: str | None = None, wait_s: float = 60.0) -> dict[str, 
         return store.status_counts(store.sweep_id(name))
     finally:
         store.close()
+
+
+def remove_sweep(name: str, db: str | None = None) -> int:
+    """`farm sweeps rm`: remove a sweep with its jobs, results, scores and attempts, in one
+    transaction (refused, Busy, while a live run drives it); its name is free again. Returns
+    the number of jobs removed."""
+    with contextlib.closing(ReadOnly(db)) as reader:  # no database: no sweep, and none made
+        _require_sweeps(reader, name)
+    store = Store(db)
+    try:
+        removed = store.remove_sweep(name)
+    finally:
+        store.close()
+    if removed is None:  # removed by someone else since
+        raise QueryError(f"no sweep named {name!r} in {resolve_url(db)}",
+                         "`farm status` lists the sweeps; check --db / FARM_DB")
+    return removed
 
 
 def release_device(inventory_file: str | Path, name: str, db: str | None = None) -> bool:
@@ -399,12 +424,18 @@ def status_snapshot(db: str | None = None, recent_hours: float = RECENT_HOURS) -
 def sweep_rows(sweep: str, db: str | None = None, with_latencies: bool = False):
     """A sweep's v_results rows (and, if asked, each job's raw latencies by job key)."""
     with contextlib.closing(ReadOnly(db)) as reader:
-        known = queries.sweep_names(reader)
-        if sweep not in known:
-            raise QueryError(f"no sweep named {sweep!r} in {reader.url}",
-                             f"known sweeps: {', '.join(known) or 'none yet'}")
+        _require_sweeps(reader, sweep)
         rows = queries.sweep_results(reader, sweep)
         return (rows, queries.raw_latencies(reader, sweep)) if with_latencies else rows
+
+
+def _require_sweeps(reader: ReadOnly, *names: str) -> None:
+    """QueryError, listing the known sweeps, for the first of `names` the database lacks."""
+    known = queries.sweep_names(reader)
+    for name in names:
+        if name not in known:
+            raise QueryError(f"no sweep named {name!r} in {reader.url}",
+                             f"known sweeps: {', '.join(known) or 'none yet'}")
 
 
 COMPARE_BY = ("variant", "device")
@@ -442,11 +473,7 @@ def compare(sweep: str, other_sweep: str | None = None, by: str = "variant",
         raise QueryError(f"--min-change {min_change} is not a fraction from 0 to 1",
                          "use e.g. --min-change 0.02 for 2% (0: any significant change counts)")
     with contextlib.closing(ReadOnly(db)) as reader:
-        known = queries.sweep_names(reader)
-        for name in filter(None, (sweep, other_sweep)):
-            if name not in known:
-                raise QueryError(f"no sweep named {name!r} in {reader.url}",
-                                 f"known sweeps: {', '.join(known) or 'none yet'}")
+        _require_sweeps(reader, *filter(None, (sweep, other_sweep)))
         rows = queries.sweep_results(reader, sweep)
         latencies, scored = queries.raw_latencies(reader, sweep), queries.predictions(reader, sweep)
         if other_sweep:

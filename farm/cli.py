@@ -1,21 +1,79 @@
 """The `farm` command: a thin layer over farm.api. Errors become one red line and an exit code."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import shlex
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from farm import __version__
-from farm.console import shown, visible
+from farm.console import SweepProgress, shown, visible
 from farm.errors import EXIT_JOBS_FAILED, DeviceError, FarmError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode="rich",
-                  help="Measure BERT-family models on small hardware: Jetson Nanos and emulated "
-                       "2 GiB containers.")
+
+class _WordArgument(TyperArgument):
+    """An argument shown as its NAME: no type after it, no braces around it in the usage line."""
+
+    def display_type_rich(self, ctx):
+        return None
+
+    def get_usage_pieces(self, ctx):
+        name = self.metavar or (self.name.upper() + ("..." if self.nargs != 1 else ""))
+        return [name if self.required else f"[{name}]"]
+
+
+class _InWords:
+    """--help in words. typer (0.29) writes a type after every parameter (`<bool>`, `<str>`) and
+    a required argument in braces (`{sweep}`); here an argument or an option's value reads as its
+    metavar (SWEEP, FILE, N), and a flag, which takes no value, as nothing."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, TyperArgument):  # typer builds these itself: no class to pass
+                param.__class__ = _WordArgument
+            elif getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class _Command(_InWords, TyperCommand):
+    pass
+
+
+class _Group(_InWords, TyperGroup):
+    def invoke(self, ctx):
+        """A value an option or argument does not take (or one left out), found while reading the
+        command line or raised by a command: one line and exit 2, as for a bad sweep file."""
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as error:
+            command = error.ctx.command_path if error.ctx else ctx.command_path
+            # typer checks choices with pydantic, whose prefix says nothing to a user
+            _fail(error.format_message().replace("Value error, ", ""),
+                  f"`{command} --help` lists what it takes", error.exit_code)
+
+
+class _App(typer.Typer):
+    """farm's commands and groups: help in words, Markdown docstrings (their lines are joined
+    and wrapped to the terminal, never broken where the source's lines end)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(cls=_Group, rich_markup_mode="markdown", add_completion=False, **kwargs)
+
+    def command(self, *args, **kwargs):
+        return super().command(*args, cls=_Command, **kwargs)
+
+
+app = _App(no_args_is_help=True, help="Measure BERT-family models on small hardware: Jetson Nanos "
+           "and emulated 2 GiB containers.")
 # Logs and pipes get a width that fits the results table; terminals keep their own.
 out = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
@@ -24,12 +82,22 @@ _debug = {"on": False}
 EXIT_INTERRUPTED, EXIT_INTERNAL = 130, 70
 
 # Options that several commands take, defined once.
-DB_OPTION = typer.Option(None, "--db", help="Database path or SQLAlchemy URL (default: $FARM_DB, "
-                         "else ./farm.db).")
-INVENTORY_OPTION = typer.Option(Path("inventory.yaml"), "--inventory", "-i",
+DB_OPTION = typer.Option(None, "--db", metavar="DB", help="Database path or SQLAlchemy URL "
+                         "(default: $FARM_DB, else ./farm.db).")
+INVENTORY_OPTION = typer.Option(Path("inventory.yaml"), "--inventory", "-i", metavar="FILE",
                                 help="The inventory of devices.")
-RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="HOST:PORT of an existing Ray "
-                                  "cluster (default: a private one).")
+RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", metavar="HOST:PORT", help="An existing "
+                                  "Ray cluster (default: a private one).")
+SWEEP_ARGUMENT = typer.Argument(..., metavar="SWEEP", help="The sweep's name.")
+
+
+def _fail(message: str, hint: str | None, exit_code: int):
+    # One line each, whatever the width: scripts grep them, people read them whole.
+    err.print(f"[bold red]error:[/] {shown(message, lines=False)}", highlight=False,
+              soft_wrap=True)
+    if hint:
+        err.print(f"[dim]hint: {shown(hint, lines=False)}[/]", highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_code)
 
 
 def boundary(command):
@@ -41,18 +109,11 @@ def boundary(command):
         except FarmError as error:
             if _debug["on"]:
                 err.print_exception()
-            # One line each, whatever the width: scripts grep them, people read them whole.
-            err.print(f"[bold red]error:[/] {shown(error.message, lines=False)}",
-                      highlight=False, soft_wrap=True)
-            if error.hint:
-                err.print(f"[dim]hint: {shown(error.hint, lines=False)}[/]", highlight=False,
-                          soft_wrap=True)
-            raise typer.Exit(error.exit_code)
+            _fail(error.message, error.hint, error.exit_code)
         except KeyboardInterrupt:
-            err.print("[magenta]interrupted:[/] the sweep's running and queued jobs were "
-                      "cancelled; `farm resume SWEEP` (or the same submit) finishes it")
+            err.print("[magenta]interrupted[/]")
             raise typer.Exit(EXIT_INTERRUPTED)
-        except typer.Exit:
+        except (typer.Exit, typer.BadParameter):  # the latter: _Group.invoke says it
             raise
         except Exception as error:  # a bug in farm: say so plainly
             if _debug["on"]:
@@ -80,16 +141,15 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
 @app.command()
 @boundary
 def submit(
-    sweep: Path = typer.Argument(..., help="The sweep file (YAML)."),
+    sweep: Path = typer.Argument(..., metavar="FILE", help="The sweep file (YAML)."),
     inventory: Path = INVENTORY_OPTION,
     db: Optional[str] = DB_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
 ):
     """Run a sweep: expand it into jobs, run them on the devices, store every figure."""
     from farm.api import submit as run_sweep
-    from farm.console import SweepProgress
 
-    with SweepProgress(out) as progress:
+    with _progress() as progress:
         report = run_sweep(sweep, inventory, db=db, ray_address=ray_address, observer=progress)
     _finish(report)
 
@@ -97,18 +157,48 @@ def submit(
 @app.command()
 @boundary
 def resume(
-    sweep: str = typer.Argument(..., help="The sweep's name."),
+    sweep: str = SWEEP_ARGUMENT,
     db: Optional[str] = DB_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
 ):
     """Finish a sweep as last submitted (after a crash, Ctrl-C or cancel): only the jobs not yet
     finished run."""
     from farm.api import resume as resume_sweep
-    from farm.console import SweepProgress
 
-    with SweepProgress(out) as progress:
+    with _progress(sweep) as progress:
         report = resume_sweep(sweep, db=db, ray_address=ray_address, observer=progress)
     _finish(report)
+
+
+class _NamedProgress(SweepProgress):
+    """SweepProgress that keeps the sweep's name (a submit learns it when the sweep starts)."""
+
+    def __init__(self, console: Console, sweep: str | None):
+        super().__init__(console)
+        self.sweep = sweep
+
+    def sweep_started(self, name: str, to_run: int, total: int) -> None:
+        self.sweep = name
+        super().sweep_started(name, to_run, total)
+
+
+@contextlib.contextmanager
+def _progress(sweep: str | None = None):
+    """A sweep's progress while it runs; on Ctrl-C, the command that finishes it."""
+    progress = _NamedProgress(out, sweep)
+    try:
+        with progress:
+            yield progress
+    except KeyboardInterrupt:
+        again = (f"{_resume_command(progress.sweep)} (or the same submit)" if progress.sweep
+                 else "the same submit")  # stopped before a submitted sweep was named
+        err.print(f"[magenta]interrupted:[/] the sweep's running and queued jobs were cancelled; "
+                  f"{again} finishes it", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _resume_command(sweep: str) -> str:
+    return f"`farm resume {shown(shlex.quote(sweep))}`"
 
 
 def _exits(title: str, rows: list[dict]) -> None:
@@ -121,7 +211,7 @@ def _exits(title: str, rows: list[dict]) -> None:
 
 def _finish(report) -> None:
     from farm.comparisons import has_methods, has_streams
-    from farm.console import methods_table, results_table, streaming_table
+    from farm.console import methods_table, results_table, streaming_table, submit_summary
 
     out.line()
     sweep = shown(report.sweep)
@@ -132,11 +222,10 @@ def _finish(report) -> None:
         out.print(streaming_table(f"sweep {sweep}: streamed layers against eager",
                                   report.results))
     _exits(f"sweep {sweep}", report.results)
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(report.counts.items()))
-    out.print(f"{report.total_jobs} jobs ({counts}); ran {report.ran} now.")
+    out.print(submit_summary(report), highlight=False)
     if report.cancelled:
-        err.print(f"[magenta]cancelled[/] by `farm cancel`; `farm resume {sweep}` "
-                  "finishes it")
+        err.print(f"[magenta]cancelled[/] by `farm cancel`; {_resume_command(report.sweep)} "
+                  "finishes it", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED)
     if report.not_run:
         unused = shown(", ".join(report.refused)) or "none usable"
@@ -149,8 +238,7 @@ def _finish(report) -> None:
 
 @app.command()
 @boundary
-def cancel(sweep: str = typer.Argument(..., help="The sweep's name."),
-           db: Optional[str] = DB_OPTION):
+def cancel(sweep: str = SWEEP_ARGUMENT, db: Optional[str] = DB_OPTION):
     """Stop a sweep: running jobs are killed, they and the queued ones end `cancelled`; done
     results stay. Works from any terminal while `farm submit` runs elsewhere."""
     from farm.api import cancel as cancel_sweep
@@ -164,8 +252,8 @@ def cancel(sweep: str = typer.Argument(..., help="The sweep's name."),
 @boundary
 def status(once: bool = typer.Option(False, "--once", help="Print one snapshot and exit (for "
                                      "scripts and non-terminals)."),
-           interval: float = typer.Option(1.0, "--interval", min=0.2, help="Seconds between "
-                                          "refreshes."),
+           interval: float = typer.Option(1.0, "--interval", min=0.2, metavar="SECONDS",
+                                          help="Seconds between refreshes."),
            db: Optional[str] = DB_OPTION):
     """Live view of sweeps, devices, latest results and failures; reads only the database, so it
     never slows a sweep and works with no Ray running. Ctrl-C leaves it."""
@@ -191,10 +279,12 @@ def status(once: bool = typer.Option(False, "--once", help="Print one snapshot a
 
 @app.command("sql")
 @boundary
-def sql_command(query: str = typer.Argument(..., help="One SQL statement (read-only)."),
+def sql_command(query: str = typer.Argument(..., metavar="QUERY",
+                                            help="One SQL statement (read-only)."),
                 csv_out: bool = typer.Option(False, "--csv", help="CSV on stdout."),
                 json_out: bool = typer.Option(False, "--json", help="JSON lines on stdout."),
                 timeout: float = typer.Option(60.0, "--timeout", min=0.001, max=86400,
+                                              metavar="SECONDS",
                                               help="Stop the query after this many seconds."),
                 db: Optional[str] = DB_OPTION):
     """Query the results (views v_results, v_latest, v_devices; tables jobs, results, sweeps,
@@ -225,12 +315,36 @@ def sql_command(query: str = typer.Argument(..., help="One SQL statement (read-o
         err.print(f"[dim]{len(rows)} row(s)[/]")
 
 
+class TableFormat(str, Enum):
+    """How `farm table` writes the table: Rich on the terminal, or text for a paper."""
+    rich = "rich"
+    markdown = "markdown"
+    md = "md"  # markdown, shorter
+    csv = "csv"
+    latex = "latex"
+
+
+class ExportFormat(str, Enum):
+    """The file `farm export` writes (farm.export)."""
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+def _listed(choices: type[Enum]) -> str:
+    *others, last = [choice.value for choice in choices]
+    return f"{', '.join(others)} or {last}"
+
+
 @app.command()
 @boundary
-def table(sweep: str = typer.Argument(..., help="The sweep's name."),
-          fmt: str = typer.Option("rich", "--format", "-f", help="rich, markdown, csv or latex."),
-          batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Figures at this "
-                                                   "batch size (default: 1, else the smallest)."),
+def table(sweep: str = SWEEP_ARGUMENT,
+          fmt: TableFormat = typer.Option(TableFormat.rich, "--format", "-f", metavar="FORMAT",
+                                          help=f"{_listed(TableFormat)}: Rich on the terminal, "
+                                          "or text for a paper."),
+          batch_size: Optional[int] = typer.Option(None, "--batch-size", metavar="N",
+                                                   help="Figures at this batch size (default: "
+                                                   "1, else the smallest)."),
           by_device: Optional[bool] = typer.Option(None, "--by-device/--no-by-device",
                                                    help="A row per device too (default: when "
                                                    "the sweep used several)."),
@@ -240,14 +354,13 @@ def table(sweep: str = typer.Argument(..., help="The sweep's name."),
     from farm.api import sweep_rows
     from farm.tables import research_table, to_csv, to_latex, to_markdown, to_rich
 
-    renderers = {"markdown": to_markdown, "md": to_markdown, "csv": to_csv, "latex": to_latex}
-    if fmt != "rich" and fmt not in renderers:
-        raise typer.BadParameter("use rich, markdown, csv or latex", param_hint="--format")
+    renderers = {TableFormat.markdown: to_markdown, TableFormat.md: to_markdown,
+                 TableFormat.csv: to_csv, TableFormat.latex: to_latex}
     try:
         made = research_table(sweep_rows(sweep, db), by_device, batch_size=batch_size)
     except ValueError as error:
         raise FarmError(f"cannot make the table of {sweep!r}: {error}") from None
-    if fmt == "rich":
+    if fmt == TableFormat.rich:
         out.print(to_rich(made, title=f"sweep {sweep}"))  # to_rich shows the title as text
         _exits(f"sweep {shown(sweep)}", sweep_rows(sweep, db))
     else:
@@ -256,52 +369,61 @@ def table(sweep: str = typer.Argument(..., help="The sweep's name."),
 
 @app.command()
 @boundary
-def report(sweep: str = typer.Argument(..., help="The sweep's name."),
-           out_dir: Path = typer.Option(Path("report"), "--out", "-o", help="Folder to write."),
+def report(sweep: str = SWEEP_ARGUMENT,
+           out_dir: Path = typer.Option(Path("report"), "--out", "-o", metavar="DIR",
+                                        help="Folder to write."),
+           per_device: bool = typer.Option(False, "--per-device", help="Charts per device "
+                                           "too (default: per pool of devices)."),
            db: Optional[str] = DB_OPTION):
-    """PNG plots (measured Pareto fronts, latency vs batch size, memory against the limit) and
-    one HTML page with them, each variant's time against fp32's (as farm compare judges it,
-    the non-significant marked ~) and the table."""
+    """Per pool of devices: Pareto fronts (score against latency and memory; without scores,
+    latency against memory), latency by batch size, memory against the limit and each method's
+    speed-up against what it saves, as PNG and SVG; and one HTML page: the researchers' table,
+    the charts, the environment, each variant against fp32 (the non-significant marked ~) and
+    every job."""
     from farm.api import sweep_rows, variants_against_fp32
     from farm.report import write_report
 
     written = write_report(sweep_rows(sweep, db), out_dir, f"farm report: sweep {sweep}",
-                           variants_against_fp32(sweep, db))
+                           variants_against_fp32(sweep, db), per_device=per_device)
     for path in written:
         out.print(f"wrote {shown(path)}", highlight=False)
 
 
 @app.command()
 @boundary
-def export(sweep: str = typer.Argument(..., help="The sweep's name."),
-           fmt: str = typer.Option("csv", "--format", "-f", help="csv, json or parquet."),
-           out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write "
-                                                   "(default: SWEEP.FORMAT)."),
+def export(sweep: str = SWEEP_ARGUMENT,
+           fmt: ExportFormat = typer.Option(ExportFormat.csv, "--format", "-f", metavar="FORMAT",
+                                            help=f"{_listed(ExportFormat)}."),
+           out_file: Optional[Path] = typer.Option(None, "--out", "-o", metavar="FILE",
+                                                   help="File to write (default: "
+                                                   "SWEEP.FORMAT)."),
            db: Optional[str] = DB_OPTION):
     """Every result of a sweep, with the raw per-call latencies, as csv, json or parquet."""
     from farm.api import sweep_rows
     from farm.export import export_rows
 
-    if fmt not in ("csv", "json", "parquet"):
-        raise typer.BadParameter("use csv, json or parquet", param_hint="--format")
     rows, latencies = sweep_rows(sweep, db, with_latencies=True)
-    path = export_rows(rows, latencies, fmt, out_file or Path(f"{sweep}.{fmt}"))
+    path = export_rows(rows, latencies, fmt.value, out_file or Path(f"{sweep}.{fmt.value}"))
     out.print(f"wrote {shown(path)} ({len(rows)} jobs)", highlight=False)
 
 
 @app.command("compare")
 @boundary
 def compare_command(
-        sweep: str = typer.Argument(..., help="The sweep (with a second one: the baseline)."),
-        other: Optional[str] = typer.Argument(None, help="A second sweep: the same jobs in it "
-                                              "against the first's."),
-        by: str = typer.Option("variant", "--by", help="Within one sweep: variant or device."),
-        baseline: Optional[str] = typer.Option(None, "--baseline", help="The variant (default "
-                                               "fp32) or device the others are compared with."),
+        sweep: str = typer.Argument(..., metavar="SWEEP", help="The sweep (with a second one: "
+                                    "the baseline)."),
+        other: Optional[str] = typer.Argument(None, metavar="OTHER", help="A second sweep: the "
+                                              "same jobs in it against the first's."),
+        by: str = typer.Option("variant", "--by", metavar="variant|device",
+                               help="Within one sweep: variant or device."),
+        baseline: Optional[str] = typer.Option(None, "--baseline", metavar="NAME",
+                                               help="The variant (default fp32) or device the "
+                                               "others are compared with."),
         as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout."),
         as_json: bool = typer.Option(False, "--json", help="JSON on stdout."),
-        min_change: float = typer.Option(0.02, "--min-change", help="The smallest change in "
-                                         "the ratio called faster or slower (0.02: 2%)."),
+        min_change: float = typer.Option(0.02, "--min-change", metavar="RATIO",
+                                         help="The smallest change in the ratio called faster "
+                                         "or slower (0.02: 2%)."),
         db: Optional[str] = DB_OPTION):
     """Is it really faster? Each result against its baseline on the same work: the ratio of
     median latencies with a 95% bootstrap interval, a Mann-Whitney p-value, and a verdict
@@ -314,7 +436,7 @@ def compare_command(
     from farm.console import difference_records, differences_table
 
     if as_csv and as_json:
-        raise typer.BadParameter("one of --csv and --json", param_hint="--csv/--json")
+        raise typer.BadParameter("give one of them, not both", param_hint="--csv/--json")
     differences = compare(sweep, other, by, baseline, db, min_change)
     by_what = "sweep" if other else by
     if as_csv or as_json:
@@ -339,8 +461,20 @@ def compare_command(
     out.print(differences_table(against, differences, by_what))
 
 
-devices_app = typer.Typer(no_args_is_help=False, help="The inventory's devices: state, health, trust.")
+devices_app = _App(help="The inventory's devices: state, health, trust.")
 app.add_typer(devices_app, name="devices")
+# A subcommand's own -i/--db, where given, wins over the group's (`farm devices -i lab.yaml check`).
+OWN_INVENTORY_OPTION = typer.Option(None, "--inventory", "-i", metavar="FILE",
+                                    help="The inventory of devices (default: the one "
+                                    "`farm devices` was given, else inventory.yaml).")
+OWN_DB_OPTION = typer.Option(None, "--db", metavar="DB", help="Database path or SQLAlchemy URL "
+                             "(default: the one `farm devices` was given, else $FARM_DB, else "
+                             "./farm.db).")
+
+
+def _or_group(ctx: typer.Context, name: str, own):
+    """A `farm devices` subcommand's own option where given, else the group's."""
+    return ctx.parent.params[name] if own is None else own
 
 
 @devices_app.callback(invoke_without_command=True)
@@ -356,8 +490,10 @@ def devices(ctx: typer.Context, inventory: Path = INVENTORY_OPTION, db: Optional
 
 @devices_app.command("check")
 @boundary
-def devices_check(names: Optional[list[str]] = typer.Argument(None, help="Devices (default: all)."),
-                  inventory: Path = INVENTORY_OPTION):
+def devices_check(ctx: typer.Context,
+                  names: Optional[list[str]] = typer.Argument(None, metavar="DEVICE...",
+                                                              help="Devices (default: all)."),
+                  inventory: Optional[Path] = OWN_INVENTORY_OPTION):
     """Reach each device and read what it offers: host key, login, python, torch, transformers,
     free memory, power mode, clocks, tegrastats, cgroup."""
     from farm.api import check_devices
@@ -365,7 +501,7 @@ def devices_check(names: Optional[list[str]] = typer.Argument(None, help="Device
     from farm.devices.health import FAIL
 
     with err.status("checking devices..."):
-        results = check_devices(inventory, names)
+        results = check_devices(_or_group(ctx, "inventory", inventory), names)
     for name, checks in results.items():
         out.print(checks_table(name, checks))
     failing = [n for n, checks in results.items() if any(c.status == FAIL for c in checks)]
@@ -376,14 +512,15 @@ def devices_check(names: Optional[list[str]] = typer.Argument(None, help="Device
 
 @devices_app.command("trust")
 @boundary
-def devices_trust(name: str = typer.Argument(..., help="The device (one reached over SSH, "
-                                                         "e.g. kind: jetson)."),
+def devices_trust(ctx: typer.Context,
+                  name: str = typer.Argument(..., metavar="DEVICE", help="The device (one "
+                                             "reached over SSH, e.g. kind: jetson)."),
                   yes: bool = typer.Option(False, "--yes", "-y", help="Pin without asking."),
-                  inventory: Path = INVENTORY_OPTION):
+                  inventory: Optional[Path] = OWN_INVENTORY_OPTION):
     """Show the board's host key fingerprint, and pin it after a yes."""
     from farm.api import host_key, trust
 
-    offer = host_key(inventory, name)
+    offer = host_key(_or_group(ctx, "inventory", inventory), name)
     who, address, known_hosts = shown(name), shown(offer.address), shown(offer.known_hosts)
     out.print(f"{who} at {address} presents {offer.key_type} key "
               f"[bold]{offer.fingerprint}[/]", highlight=False)
@@ -406,31 +543,58 @@ def devices_trust(name: str = typer.Argument(..., help="The device (one reached 
 
 @devices_app.command("release")
 @boundary
-def devices_release(name: str = typer.Argument(..., help="The device."),
-                    inventory: Path = INVENTORY_OPTION, db: Optional[str] = DB_OPTION):
+def devices_release(ctx: typer.Context,
+                    name: str = typer.Argument(..., metavar="DEVICE", help="The device."),
+                    inventory: Optional[Path] = OWN_INVENTORY_OPTION,
+                    db: Optional[str] = OWN_DB_OPTION):
     """Return a quarantined device to service by hand (a sweep otherwise health-checks it)."""
     from farm.api import release_device
 
-    if release_device(inventory, name, db):
+    if release_device(_or_group(ctx, "inventory", inventory), name, _or_group(ctx, "db", db)):
         out.print(f"[green]released[/] {shown(name)}: it takes jobs again", highlight=False)
     else:
         out.print(f"{shown(name)} was not quarantined", highlight=False)
 
 
-exits_app = typer.Typer(no_args_is_help=True, help="Exit heads for early exit.")
+sweeps_app = _App(no_args_is_help=True, help="The sweeps in the database.")
+app.add_typer(sweeps_app, name="sweeps")
+
+
+@sweeps_app.command("rm")
+@boundary
+def sweeps_rm(sweep: str = SWEEP_ARGUMENT,
+              yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking."),
+              db: Optional[str] = DB_OPTION):
+    """Remove a sweep with its jobs, results, scores and attempts, in one transaction, so that
+    its name is free for another sweep file. Refused while a farm run drives it."""
+    from farm.api import remove_sweep
+
+    if not yes and not typer.confirm(f"Remove sweep {visible(sweep)} and every result in it?"):
+        err.print("nothing removed")
+        raise typer.Exit(1)
+    removed = remove_sweep(sweep, db)
+    out.print(f"removed sweep {shown(sweep)} ({removed} jobs)", highlight=False)
+
+
+exits_app = _App(no_args_is_help=True, help="Exit heads for early exit.")
 app.add_typer(exits_app, name="exits")
 
 
 @exits_app.command("fit")
 @boundary
-def exits_fit(checkpoint: Path = typer.Argument(..., help="A fine-tuned checkpoint folder."),
-              task: str = typer.Option(..., "--task", "-t", help="Its GLUE task (sst2, mnli-m..."),
-              data_dir: Path = typer.Option(..., "--data-dir", "-d", help="The GLUE distribution "
-                                            "(TASK/train.tsv and its dev file)."),
-              out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to save "
-                                                     "(default: CHECKPOINT-exits)."),
-              epochs: int = typer.Option(3, "--epochs", min=1, help="Passes over train.tsv."),
-              max_train: Optional[int] = typer.Option(None, "--max-train", min=1,
+def exits_fit(checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT",
+                                                help="A fine-tuned checkpoint folder."),
+              task: str = typer.Option(..., "--task", "-t", metavar="TASK",
+                                       help="Its GLUE task (sst2, mnli-m...)."),
+              data_dir: Path = typer.Option(..., "--data-dir", "-d", metavar="DIR",
+                                            help="The GLUE distribution (TASK/train.tsv and its "
+                                            "dev file)."),
+              out_dir: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
+                                                     help="Where to save (default: "
+                                                     "CHECKPOINT-exits)."),
+              epochs: int = typer.Option(3, "--epochs", min=1, metavar="N",
+                                         help="Passes over train.tsv."),
+              max_train: Optional[int] = typer.Option(None, "--max-train", min=1, metavar="N",
                                                       help="Use the first N train examples.")):
     """Fit one exit head per layer to a checkpoint that has none (DeeBERT's second stage: the
     backbone frozen), report each exit's dev accuracy, and save a checkpoint early_exit loads."""

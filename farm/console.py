@@ -10,7 +10,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
-from farm.results import Status, label
+from farm.results import FINAL, Status, label
 
 STATUS_STYLE = {Status.DONE: "green", Status.OOM: "yellow", Status.TIMEOUT: "yellow",
                 Status.FAILED: "red", Status.CANCELLED: "magenta", Status.QUEUED: "dim",
@@ -136,6 +136,20 @@ class SweepProgress:
                            f"heartbeat {dead.last_heartbeat:%H:%M:%S} UTC); its devices are free "
                            f"again and its {dead.requeued} running job(s) were requeued",
                            highlight=False, soft_wrap=True)
+
+
+def submit_summary(report) -> str:
+    """The line that ends `farm submit` and `farm resume` (a farm.api.SubmitReport): the sweep
+    file's jobs, how many ended each final way, those cancelled or not run where there are
+    some, and how many ran to an end now."""
+    counts = report.counts
+    parts = [f"{counts.get(status, 0)} {status}" for status in FINAL]
+    if counts.get(Status.CANCELLED):
+        parts.append(f"{counts[Status.CANCELLED]} cancelled")
+    if report.not_run:
+        parts.append(f"{report.not_run} not run")
+    jobs = "job" if report.total_jobs == 1 else "jobs"
+    return f"{report.total_jobs} {jobs} ({', '.join(parts)}); ran {report.ran} now."
 
 
 def _num(value, fmt: str) -> str:
@@ -392,11 +406,12 @@ def _sweep_line(sweep: dict, now) -> tuple:
     rate = (sweep["finished_10min"] or 0) / 10.0  # jobs per minute, over the last ten minutes
     left = total - finished
     eta = f"{left / rate:.0f} min" if running and rate > 0 else ""
-    failures = sweep["failed"] or 0
+    failures, cancelled = sweep["failed"] or 0, sweep["cancelled"] or 0
     return (f"[bold]{shown(sweep['name'])}[/]", state, _bar(finished, total), f"{finished}/{total}",
             f"[green]{sweep['done'] or 0} done[/]",
             f"[yellow]{sweep['oom']} oom[/]" if sweep["oom"] else "",
             f"[red]{failures} failed[/]" if failures else "",
+            f"[magenta]{cancelled} cancelled[/]" if cancelled else "",
             f"{rate:.1f}/min" if running else "", eta, _age(sweep["last_finished"], now))
 
 
@@ -404,12 +419,13 @@ def status_view(snapshot: dict):
     """`farm status`: sweeps, devices, latest results and failures, from one database read."""
     now = _when(snapshot["now"])
     sweeps = Table(title="sweeps", header_style="bold", pad_edge=False, expand=False)
-    for name in ("sweep", "state", "progress", "", "", "", "", "rate", "ETA", "last result"):
+    for name in ("sweep", "state", "progress", "", "", "", "", "", "rate", "ETA",
+                 "last result"):
         sweeps.add_column(name, no_wrap=True)
     for sweep in snapshot["sweeps"]:
         sweeps.add_row(*_sweep_line(sweep, now))
     if not snapshot["sweeps"]:
-        sweeps.add_row("[dim]no sweep in the last day[/]", *[""] * 9)
+        sweeps.add_row("[dim]no sweep in the last day[/]", *[""] * 10)
 
     devices = Table(title="devices", header_style="bold", pad_edge=False)
     heat = any(d.get("temp_c") is not None for d in snapshot["devices"])
@@ -431,19 +447,7 @@ def status_view(snapshot: dict):
                         *[_temperature(d)] * heat,
                         f"[red]{shown(d['last_error'])}[/]" if d["last_error"] else "")
 
-    latest = Table(title="latest results", header_style="bold", pad_edge=False)
-    figures = ("p50_ms", "per_sample_ms", "peak_mem_mb", "energy_mj")
-    for name in ("sweep", "device", "job", *figures, "when"):
-        latest.add_column(label(name), no_wrap=True,
-                          justify="right" if name in figures else "left")
-    for r in snapshot["latest"]:
-        latest.add_row(shown(r["sweep"]), shown(r["device"]), shown(
-                       f"{r['model']} {r['variant']} {r['task']} b{r['batch_size']} "
-                       f"s{r['seq_len']}"), _num(r["p50_ms"], ".2f"),
-                       _num(r["per_sample_ms"], ".2f"), _num(r["peak_mem_mb"], ".0f"),
-                       _num(r["energy_mj"], ".2f"), _age(r["finished_at"], now))
-
-    parts = [sweeps, devices, latest]
+    parts = [sweeps, devices, _latest_table(snapshot["latest"], now)]
     if snapshot["failures"]:
         failed = Table(title="failed jobs", header_style="bold", pad_edge=False)
         for name in ("sweep", "device", "job", "status", "class", "reason"):
@@ -456,6 +460,29 @@ def status_view(snapshot: dict):
                            shown(r["failure"]), shown(r["error"]))
         parts.append(failed)
     return Group(*parts)
+
+
+def _latest_table(rows: list[dict], now) -> Table:
+    """The newest results: done, and oom (a model that does not fit is a finding, shown with
+    the peak it reached and why it ended, never among the failed jobs)."""
+    latest = Table(title="latest results", header_style="bold", pad_edge=False)
+    figures = ("p50_ms", "per_sample_ms", "peak_mem_mb", "energy_mj")
+    oom = any(r["status"] == Status.OOM for r in rows)
+    for name in ("sweep", "device", "job", "status", *figures, "when"):
+        latest.add_column(label(name), no_wrap=True,
+                          justify="right" if name in figures else "left")
+    if oom:
+        latest.add_column("why it ended")
+    for r in rows:
+        style = STATUS_STYLE.get(r["status"], "")
+        latest.add_row(shown(r["sweep"]), shown(r["device"]), shown(
+                       f"{r['model']} {r['variant']} {r['task']} b{r['batch_size']} "
+                       f"s{r['seq_len']}"), f"[{style}]{r['status']}[/]",
+                       _num(r["p50_ms"], ".2f"), _num(r["per_sample_ms"], ".2f"),
+                       _num(r["peak_mem_mb"], ".0f"), _num(r["energy_mj"], ".2f"),
+                       _age(r["finished_at"], now),
+                       *[shown(r["error"]) if r["status"] == Status.OOM else ""] * oom)
+    return latest
 
 
 class FitProgress:

@@ -31,10 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from farm.config import Problem, load_spec
 from farm.devices.kinds import AnyDevice, holds_devices
 # Each kind's description lives with its kind (farm.devices.kinds); importable from here too.
-from farm.devices.kinds.base import DeviceDescription, MemorySize, Name, parse_size  # noqa: F401
+from farm.devices.kinds.base import DeviceDescription, Name  # noqa: F401
 from farm.devices.kinds.cgroup import CgroupDevice  # noqa: F401
 from farm.devices.kinds.jetson import JetsonDevice  # noqa: F401
 from farm.devices.kinds.local import LocalDevice  # noqa: F401
+from farm.limits import MemorySize, parse_size  # noqa: F401
 
 Device = DeviceDescription  # a device of any kind
 

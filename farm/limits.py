@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Annotated
 
 from pydantic import BeforeValidator, Field
@@ -44,6 +45,53 @@ def at_least_zero(high: float):
 
 
 Seconds = positive(DAY_S)
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
+# Decimal units as SI and the README write them. A lowercase `2gb` or `2g` is refused: those
+# who write it often mean GiB (docker's -m 2g does), and GB would give a "2 GiB" Nano 1907 MiB.
+_DECIMAL = {"K", "KB", "kB", "M", "MB", "G", "GB", "T", "TB"}
+_SIZE_FIX = "write a size like 2GiB or 512MiB"
+
+
+def parse_size(value) -> int:
+    """'2GiB' -> 2147483648. KiB/MiB/GiB/TiB (any case, B optional) are powers of 2; kB/MB/GB/TB
+    (or K/M/G/T) powers of 10; a bare number is bytes."""
+    if isinstance(value, bool):
+        raise Problem(f"{value!r} is not a memory size", _SIZE_FIX)
+    size = value if isinstance(value, int) else _size_of(value)
+    if size > MAX_MEMORY:
+        raise Problem(f"{value!r} is more memory than any machine has", _SIZE_FIX)
+    if size < 16 * 2**20:
+        raise Problem(f"{value!r} is below 16 MiB, too small to start Python", _SIZE_FIX)
+    return size
+
+
+def _size_of(value) -> int:
+    match = _SIZE.match(str(value))
+    if not match:
+        raise Problem(f"{value!r} is not a memory size", _SIZE_FIX)
+    number, unit = match.groups()
+    if unit in ("", "B", "b"):
+        return int(float(number))
+    power = _POWERS.get(unit[0].lower())
+    if power and unit[1:].lower() in ("i", "ib"):
+        return int(float(number) * 2**(10 * power))
+    if power and unit in _DECIMAL:
+        return int(float(number) * 10**(3 * power))
+    if power and unit[1:] in ("", "b", "B"):
+        binary, decimal = f"{unit[0].upper()}iB", f"{unit[0].upper()}B".replace("KB", "kB")
+        raise Problem(f"{value!r} could mean {binary} or {decimal}",
+                      f"write {number}{binary} ({_mib(number, 2**(10 * power))} MiB) or "
+                      f"{number}{decimal} ({_mib(number, 10**(3 * power))} MiB)")
+    raise Problem(f"{value!r} is not a memory size", _SIZE_FIX)
+
+
+def _mib(number: str, unit: int) -> int:
+    return round(float(number) * unit / 2**20)
+
+
+MemorySize = Annotated[int, BeforeValidator(parse_size)]
 
 
 def host_memory() -> int | None:

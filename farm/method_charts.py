@@ -7,14 +7,12 @@ would follow the saving. Does a method's saving in FLOPs or parameters become ti
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from statistics import median
 
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
-from matplotlib.transforms import Bbox
 
-from farm.report import _file_safe, note_nothing, pool_file
+from farm.charts import Chart, legend_outside, note_nothing, place_labels
 from farm.results import Status
 
 PLAIN = "precision / execution"  # the family of a variant without methods (int8, fp16, stream)
@@ -108,9 +106,10 @@ def draw_methods(ax: Axes, rows: list[dict], pool: str, x: str) -> None:
         mine = [p for p in points if p["method"] == family]
         ax.scatter([p[x] for p in mine], [p["speedup"] for p in mine], s=40, zorder=3,
                    color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=family)
-    ax.legend(title="first method", loc="upper left", bbox_to_anchor=(1.02, 1),
-              borderaxespad=0, fontsize=8, title_fontsize=8)
-    place_labels(ax, [(p[x], p["speedup"], method_label(p, points)) for p in points])
+    legend_outside(ax, "first method")
+    # Labels keep off the diagonal and the no-speed-up line, which the reader reads them against.
+    place_labels(ax, [(p[x], p["speedup"], method_label(p, points)) for p in points],
+                 [([lo, hi], [lo, hi]), ([lo, hi], [1, 1])])
 
 
 def ratio_range(values: list[float]) -> tuple[float, float]:
@@ -119,72 +118,15 @@ def ratio_range(values: list[float]) -> tuple[float, float]:
             2 ** math.ceil(math.log2(max(values + [1.0])) + 0.25))
 
 
-# Where a label may go, tried in this order: (offset in points, ha, va).
-PLACES = (((5, 3), "left", "bottom"), ((5, -3), "left", "top"), ((-5, 3), "right", "bottom"),
-          ((-5, -3), "right", "top"), ((0, 7), "center", "bottom"),
-          ((0, -7), "center", "top"), ((12, 10), "left", "bottom"),
-          ((12, -10), "left", "top"), ((-12, 10), "right", "bottom"),
-          ((-12, -10), "right", "top"))
+def has_points(rows: list[dict], pool: str) -> bool:
+    return bool(method_points(rows, pool))
 
 
-def place_labels(ax: Axes, marks: list[tuple[float, float, str]]) -> None:
-    """Label each mark at the first of PLACES that covers no other label, text or mark and
-    stays inside the axes. A mark with no such place goes unlabelled, and the chart says how
-    many did: text over text is worse than a name left to the table."""
-    fig = ax.figure
-    if fig.get_layout_engine() is not None:
-        fig.get_layout_engine().execute(fig)  # measure where the marks will be drawn
-    ax.apply_aspect()
-    renderer = fig.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
-    half = renderer.points_to_pixels(4)
-    taken = [t.get_window_extent(renderer) for t in ax.texts]
-    taken += [Bbox.from_extents(*(ax.transData.transform((x, y)) - half),
-                                *(ax.transData.transform((x, y)) + half)) for x, y, _ in marks]
-    left_out = 0
-    for x, y, text in marks:
-        note = ax.annotate(text, (x, y), xytext=PLACES[0][0], textcoords="offset points",
-                           fontsize=8)
-        note.set_in_layout(False)
-        for offset, ha, va in PLACES:
-            note.xyann = offset
-            note.set(ha=ha, va=va)
-            box = note.get_window_extent(renderer)
-            if overlap(box, frame) == area(box) and not any(overlap(box, t) for t in taken):
-                taken.append(box)
-                break
-        else:
-            note.remove()
-            left_out += 1
-    if left_out:
-        ax.text(0.02, 0.98, f"{left_out} of {len(marks)} points unlabelled: their labels "
-                "would overlap", transform=ax.transAxes, ha="left", va="top", fontsize=8,
-                color="tab:gray")
-
-
-def area(box: Bbox) -> float:
-    return box.width * box.height
-
-
-def overlap(a: Bbox, b: Bbox) -> float:
-    return (max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) *
-            max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0)))
-
-
-METHOD_CHARTS: tuple[tuple[str, str, Callable[[Axes, list[dict], str], None]], ...] = (
-    ("methods-flops", "speed-up against FLOPs reduction, medians over devices and repeats;\n"
-     "below the diagonal: the method saved more FLOPs than time",
-     lambda ax, rows, pool: draw_methods(ax, rows, pool, "flops_reduction")),
-    ("methods-params", "speed-up against parameter reduction, medians over devices and "
-     "repeats;\nbelow the diagonal: the method saved more parameters than time",
-     lambda ax, rows, pool: draw_methods(ax, rows, pool, "params_reduction")),
+METHOD_CHARTS = (
+    Chart("methods-flops", "speed-up against FLOPs reduction, medians over devices and "
+          "repeats;\nbelow the diagonal: the method saved more FLOPs than time",
+          lambda ax, rows, pool: draw_methods(ax, rows, pool, "flops_reduction"), has_points),
+    Chart("methods-params", "speed-up against parameter reduction, medians over devices and "
+          "repeats;\nbelow the diagonal: the method saved more parameters than time",
+          lambda ax, rows, pool: draw_methods(ax, rows, pool, "params_reduction"), has_points),
 )
-
-
-def method_pools(rows: list[dict]) -> list[str]:
-    """The pools where a variant other than eager fp32 has a point (method_points), their file
-    names checked to be safe."""
-    pools = sorted(pool for pool in {r.get("target") for r in rows} - {None}
-                   if method_points(rows, pool))
-    _file_safe([pool_file(pool) for pool in pools], "pool")
-    return pools

@@ -32,7 +32,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_serial
 from agents.catalog import CATALOG, SYNTHETIC
 from agents.methods import MethodError, Variant, expand_entry
 from farm.checkpoints import refuse_outside_links
-from farm.config import Problem, field_name, load_spec
+from farm.config import Problem, field_name, load_spec, with_guess
 from farm.errors import ConfigError
 from farm.glue.data import Examples, read_examples
 from farm.glue.labels import LabelMismatch, Outputs, outputs_for
@@ -134,13 +134,15 @@ class Sweep(BaseModel):
                 _check_cached(ref)
                 continue
             if ref.path is None and not ref.paths and ref.name not in CATALOG:
-                raise Problem(f"unknown model {ref.name!r}",
-                              f"use a catalog name ({', '.join(sorted(CATALOG))}) or add path:")
+                raise Problem(f"unknown model {ref.name!r}", with_guess(
+                    ref.name, CATALOG, f"use a catalog name ({', '.join(sorted(CATALOG))}) or "
+                    "add path:"))
             places = {("path",): ref.path} if ref.path is not None else {}
             for task, path in (ref.paths or {}).items():
                 if task not in GLUE_TASKS:
                     raise Problem(f"model {ref.name!r}: paths: names an unknown task {task!r}",
-                                  f"use GLUE task names: {', '.join(GLUE_TASKS)}",
+                                  with_guess(task, GLUE_TASKS,
+                                             f"use GLUE task names: {', '.join(GLUE_TASKS)}"),
                                   ("models", i, "paths", task))
                 places[("paths", task)] = path
             for where, path in places.items():
@@ -310,7 +312,8 @@ def read_data(sweep: Sweep) -> dict[str, Examples]:
 def _all_known(values, known, what):
     for value in values:
         if value not in known:
-            raise Problem(f"unknown {what} {value!r}", f"use one of: {', '.join(known)}")
+            raise Problem(f"unknown {what} {value!r}",
+                          with_guess(value, known, f"use one of: {', '.join(known)}"))
     return values
 
 
@@ -369,7 +372,7 @@ def resolve_targets(sweep: Sweep, inventory: Inventory, sweep_file: str,
             known = sorted(set(inventory.by_name()) | {t for d in inventory.devices for t in d.tags})
             raise ConfigError(sweep_file, field_name(("devices", i)),
                               f"no device or tag named {target!r} in {inventory_file}",
-                              f"use one of: {', '.join(known)}")
+                              with_guess(target, known, f"use one of: {', '.join(known)}"))
         pools[target] = pool
     _check_cuda(sweep, inventory, pools, sweep_file, inventory_file)
     return pools

@@ -1,8 +1,10 @@
 """The `farm` command as a person runs it: a real process, its output and its exit code."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -12,30 +14,60 @@ import time
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from conftest import QUICK
+from conftest import FARM, QUICK, farm_cli
 from farm.cli import app
 from farm.store import Store
 
-FARM = str(Path(sys.executable).parent / "farm")
+
+def _commands(command, path=()):
+    """(path, command) for the app and every command and group under it, as typer builds them."""
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
 
 
-def _farm(*args, env=None, cwd=None, timeout=300):
-    return subprocess.run([FARM, *args], capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, **(env or {})), cwd=cwd)
+def _paragraphs(command) -> list[str]:
+    """A command's help paragraphs as a reader sees them: one space between words (Markdown
+    shows `code` without its backticks)."""
+    return [" ".join(p.replace("`", "").split())
+            for p in inspect.cleandoc(command.help or "").split("\n\n")]
 
 
-def test_every_command_has_help():
-    runner = CliRunner()
-    top = runner.invoke(app, ["--help"])
-    assert top.exit_code == 0
-    names = [c.name or c.callback.__name__ for c in app.registered_commands]
-    assert "submit" in names
-    for name in names:
-        result = runner.invoke(app, [name, "--help"])
-        assert result.exit_code == 0, name
-        assert "Usage" in result.output and len(result.output.splitlines()) > 3
+def _help(path, columns: int) -> str:
+    result = CliRunner().invoke(app, [*path, "--help"], env={
+        "COLUMNS": str(columns), "NO_COLOR": "1", "TERMINAL_WIDTH": None})
+    assert result.exit_code == 0, (path, result.output)
+    return result.output
+
+
+def test_every_command_has_help_in_words():
+    """Each command's --help (all of them, from the app): parameters as words (SWEEP, FILE, N),
+    never a type such as <bool> or <str> or an argument in braces; at 80 and 160 columns each
+    description whole; and no line broken where the docstring's lines end: at a width where
+    nothing needs wrapping, each paragraph is one line, in its own page and in its group's."""
+    commands = list(_commands(typer.main.get_command(app)))
+    assert {("submit",), ("devices", "check"), ("exits", "fit")} <= {p for p, _ in commands}
+    for path, command in commands:
+        for columns in (80, 160):
+            shown = _help(path, columns)
+            usage = next(line for line in shown.splitlines() if "Usage:" in line)
+            words = usage.split("[OPTIONS]")[1]
+            assert words == words.upper() and not re.search("[{}]", usage), (path, usage)
+            noise = re.findall(r"<\w[^>]*>", shown)
+            assert not noise, f"farm {' '.join(path)} --help shows {noise}"
+            for param in command.params:  # each word whole, never folded across two lines
+                assert not param.metavar or param.metavar in shown, (path, param.metavar, shown)
+            assert _paragraphs(command)[0] in " ".join(shown.replace("│", " ").split()), (
+                path, columns, shown)
+        wide = _help(path, 1000).splitlines()
+        for paragraph in _paragraphs(command):
+            assert any(paragraph in line for line in wide), (path, paragraph)
+        if path:
+            listed = _help(path[:-1], 1000).splitlines()
+            assert any(_paragraphs(command)[0] in line for line in listed), (path, listed)
 
 
 @pytest.mark.parametrize("inventory, sweep, field", [
@@ -59,7 +91,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, inventory, sweep, fi
     (tmp_path / "sweep.yaml").write_text(sweep or "name: s\nmodels: [bert-tiny]\n")
     Store(f"sqlite:///{tmp_path / 'farm.db'}").close()  # an existing database, migrated
     before = _row_counts(tmp_path / "farm.db")
-    done = _farm("submit", "sweep.yaml", cwd=tmp_path)
+    done = farm_cli("submit", "sweep.yaml", cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines[0].startswith("error: ") and field in lines[0]
@@ -74,14 +106,45 @@ def _row_counts(path: Path) -> dict[str, int]:
         return {t: db.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}
 
 
+@pytest.mark.parametrize("args, words", [
+    (["table", "s", "-f", "html"], ["--format", "'html'", "rich", "markdown", "csv", "latex"]),
+    (["export", "s", "--format", "xlsx"], ["--format", "'xlsx'", "csv", "json", "parquet"]),
+    (["compare", "s", "--csv", "--json"], ["--csv", "--json"]),
+])
+def test_a_bad_option_is_one_line_before_the_database(tmp_path, args, words):
+    """A value the option does not take: exit 2, one line naming the option, the value and what
+    it takes, found before the database is opened (here there is none: that would say so)."""
+    done = farm_cli(*args, "--db", str(tmp_path / "farm.db"), cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and all(w in lines[0] for w in words), lines
+    assert len(lines) == 2 and lines[1].startswith("hint: "), lines
+    assert not (tmp_path / "farm.db").exists()
+
+
+@pytest.mark.parametrize("args, read", [
+    (["-i", "lab.yaml", "check"], "lab.yaml"),
+    (["-i", "lab.yaml", "release", "a"], "lab.yaml"),
+    (["-i", "lab.yaml", "check", "-i", "own.yaml"], "own.yaml"),
+])
+def test_devices_inventory_option_reaches_its_subcommands(tmp_path, args, read):
+    """`farm devices -i FILE SUBCOMMAND` reads FILE, not ./inventory.yaml (there is none here);
+    a subcommand's own -i wins. Each file is refused on line 4, which names the file read."""
+    for name in ("lab.yaml", "own.yaml"):
+        (tmp_path / name).write_text("devices:\n  - name: a\n    kind: cgroup\n    memory: 2XB\n")
+    done = farm_cli("devices", *args, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"error: {read}:4: devices[0].memory"), done.stderr
+
+
 def test_resubmitting_a_finished_sweep_writes_no_rows(tmp_path):
     """The second submit of an unchanged file must not add jobs or run anything."""
     (tmp_path / "inventory.yaml").write_text("devices:\n  - {name: box, kind: local, cpus: 1}\n")
     (tmp_path / "sweep.yaml").write_text(json.dumps(
         {"name": "s", "models": ["bert-tiny"], "seq_lens": [16], "measure": QUICK}))
-    first = _farm("submit", "sweep.yaml", cwd=tmp_path)
+    first = farm_cli("submit", "sweep.yaml", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    second = _farm("submit", "sweep.yaml", cwd=tmp_path)
+    second = farm_cli("submit", "sweep.yaml", cwd=tmp_path)
     assert second.returncode == 0 and "ran 0 now" in second.stdout
     with sqlite3.connect(tmp_path / "farm.db") as db:
         assert db.execute("select count(*), sum(attempts) from jobs").fetchone() == (1, 1)
@@ -138,7 +201,7 @@ def test_ray_address_drives_a_separately_started_cluster(cgroups, tmp_path, ray_
     (tmp_path / "sweep.yaml").write_text(json.dumps(
         {"name": "cluster", "models": ["bert-tiny"], "batch_sizes": [1, 2], "seq_lens": [16],
          "measure": QUICK}))
-    done = _farm("submit", "sweep.yaml", "--ray-address", address, env=env, cwd=tmp_path)
+    done = farm_cli("submit", "sweep.yaml", "--ray-address", address, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     with sqlite3.connect(tmp_path / "farm.db") as db:
         statuses = db.execute("select status from jobs").fetchall()
@@ -168,6 +231,7 @@ def test_ctrl_c_says_so_then_cancels_running_and_queued_jobs(cgroups, tmp_path,
     finally:
         farm.kill()
     assert farm.returncode == 130 and "interrupted" in stderr
+    assert "`farm resume long`" in stderr, stderr  # the sweep's own name, ready to paste
     assert "cancelling the sweep: stopping 1 running job(s)" in stdout
     with sqlite3.connect(tmp_path / "farm.db") as db:
         statuses = sorted(s for (s,) in db.execute("select status from jobs"))
@@ -182,3 +246,22 @@ def _phase(db_path: Path) -> str | None:
     except sqlite3.Error:
         return None
     return row[0] if row else None
+
+
+def test_sweeps_rm_frees_a_name_and_refuses_an_unknown_one(tmp_path):
+    """A database of the previous release: `farm sweeps rm` takes its sweep and every row of it
+    (migrating the database first), and a name it does not hold is one line, non-zero."""
+    import shutil
+
+    db = tmp_path / "farm.db"
+    shutil.copy(Path(__file__).parent / "data" / "release-0.1" / "farm.db", db)
+    removed = farm_cli("sweeps", "rm", "release-0.1", "--yes", "--db", str(db), cwd=tmp_path)
+    assert removed.returncode == 0, removed.stderr
+    assert "removed sweep release-0.1 (24 jobs)" in removed.stdout
+    with sqlite3.connect(db) as connection:
+        counts = [connection.execute(f"select count(*) from {t}").fetchone()[0]
+                  for t in ("sweeps", "jobs", "results")]
+    assert counts == [0, 0, 0]
+    again = farm_cli("sweeps", "rm", "release-0.1", "--yes", "--db", str(db), cwd=tmp_path)
+    assert again.returncode != 0 and "release-0.1" in again.stderr
+    assert len([line for line in again.stderr.splitlines() if line.startswith("error")]) == 1

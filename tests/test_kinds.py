@@ -73,7 +73,7 @@ def test_an_unregistered_kind_is_refused_again(write_yaml):
     path = write_yaml("inventory.yaml", "devices:\n  - {name: pixel, kind: phone, serial: x}\n")
     with pytest.raises(ConfigError) as caught:
         load_inventory(path)
-    assert "expected tags: 'cgroup', 'local', 'jetson'" in str(caught.value)
+    assert "unknown kind 'phone': expected cgroup, local or jetson" in str(caught.value)
 
 
 def test_a_kinds_name_is_its_descriptions_kind_literal():

@@ -8,7 +8,10 @@ import matplotlib.image
 import pytest
 
 from farm.method_charts import PLAIN, method_label, method_points
-from farm.report import front_points, latency_series, memory_bars, pareto_front, write_report
+from farm.report_page import research_section
+from farm.report import (front_kinds, front_points, has_batch_curve, has_memory, in_pool,
+                         latency_series, memory_bars, pareto_front, point_label, work_points,
+                         write_report)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -105,42 +108,117 @@ def rows() -> list[dict]:
     ]
 
 
-def keys(points: list[dict]) -> list[str]:
-    return [p["job_key"] for p in points]
+def work(points: list[dict]) -> list[tuple]:
+    return [(p["model"], p["variant"], p["batch_size"]) for p in points]
 
 
-def test_front_points_fall_back_to_flops_when_no_score(rows):
-    assert keys(front_points(rows, "nano-emu-1", "per_sample_ms")) == [
-        "nano-emu-1/bert-tiny/b8", "nano-emu-1/bert-mini/b64", "nano-emu-1/bert-base/b1"]
-    assert keys(front_points(rows, "nano-emu-1", "peak_mem_mb")) == [
-        "nano-emu-1/albert-unclocked/b1", "nano-emu-1/bert-base/b1"]
+def test_without_a_score_the_front_is_latency_against_memory_both_lower_is_better(rows):
+    nano = in_pool(rows, "nano-emu-1")
+    assert front_kinds(nano) == ["front-latency-memory"]
+    # Least memory first; bert-base b1 (most FLOPs, slowest, largest) is on no front.
+    assert work(front_points(nano, "front-latency-memory")) == [
+        ("bert-tiny", "fp32", 1), ("bert-tiny", "fp32", 8)]
 
 
-def test_front_points_use_the_score_where_there_is_one(rows):
-    # bert-mini has no score: it is not drawn, though it is faster than bert-base.
-    assert keys(front_points(rows, "workstation", "per_sample_ms")) == [
-        "workstation/bert-tiny/b1", "workstation/bert-base/b1"]
+def test_with_a_score_the_fronts_are_score_against_latency_and_memory(rows):
+    desk = in_pool(rows, "workstation") + [
+        # Slower, larger and worse than bert-base: on neither front.
+        job("workstation", "bert-huge", 1, per_sample_ms=9.0, peak_mem_mb=2000.0, score=0.5)]
+    assert front_kinds(desk) == ["front-latency", "front-memory"]
+    # bert-mini has no score: it is not on the front, though it is faster than bert-base.
+    assert work(front_points(desk, "front-latency")) == [
+        ("bert-tiny", "fp32", 1), ("bert-base", "fp32", 1)]
+    assert work(front_points(desk, "front-memory")) == [
+        ("bert-tiny", "fp32", 1), ("bert-base", "fp32", 1)]
 
 
 def test_latency_series_leave_out_what_was_not_measured(rows):
-    assert latency_series(rows, "nano-emu-1") == {
+    nano = in_pool(rows, "nano-emu-1")
+    assert latency_series(nano) == {
         "bert-base fp32": [(1, 40.0)],
         "bert-mini fp32": [(1, 5.0), (64, 3.0)],
         "bert-tiny fp32": [(1, 2.0), (8, 1.0)],
         "mobilebert fp32": [(4, 0.2)],
     }
+    assert has_batch_curve(nano)
+    assert not has_batch_curve(in_pool(rows, "workstation"))  # every series at batch 1
 
 
 def test_memory_bars_put_oom_at_the_limit(rows):
-    assert memory_bars(rows, "nano-emu-1") == {
+    assert memory_bars(in_pool(rows, "nano-emu-1")) == {
         "albert-unclocked fp32": {"peak": 200.0, "oom": None, "had_oom": False},
         "bert-base fp32": {"peak": 1500.0, "oom": 2048.0, "had_oom": True},
         "bert-mini fp32": {"peak": 900.0, "oom": None, "had_oom": False},
         "bert-tiny fp32": {"peak": 350.0, "oom": None, "had_oom": False},
     }
     # No limit and nothing measured: the oom is named, with no bar invented for it.
-    assert memory_bars(rows, "workstation")["bert-large fp32"] == {
+    assert memory_bars(in_pool(rows, "workstation"))["bert-large fp32"] == {
         "peak": None, "oom": None, "had_oom": True}
+    assert not has_memory([job("desk", "bert-large", 1, status="oom")])
+
+
+def pooled() -> list[dict]:
+    """A pooled sweep at batch 1 and 8: int8 ran on nano-2 only, fp32 on nano-1, and fp32 at
+    batch 1 on nano-2 too (12 and 14 ms: its point is the median, 13)."""
+    def run(device, variant, batch, ms, mib, score):
+        return job(device, "bert-tiny", batch, target="nanos", variant=variant,
+                   per_sample_ms=ms, peak_mem_mb=mib, score=score, metric="accuracy")
+
+    return [run("nano-1", "fp32", 1, 12.0, 400.0, 0.82),
+            run("nano-2", "fp32", 1, 14.0, 400.0, 0.82),
+            run("nano-1", "fp32", 8, 6.0, 500.0, 0.82),
+            run("nano-2", "int8", 1, 5.0, 250.0, 0.80),
+            run("nano-2", "int8", 8, 2.0, 300.0, 0.80)]
+
+
+def test_a_pools_variants_share_its_charts_whichever_device_ran_them():
+    points = work_points(in_pool(pooled(), "nanos"))
+    assert [(p["variant"], p["batch_size"], p["per_sample_ms"], p["devices"]) for p in points] \
+        == [("fp32", 1, 13.0, ["nano-1", "nano-2"]), ("fp32", 8, 6.0, ["nano-1"]),
+            ("int8", 1, 5.0, ["nano-2"]), ("int8", 8, 2.0, ["nano-2"])]
+    assert latency_series(in_pool(pooled(), "nanos")) == {
+        "bert-tiny fp32": [(1, 13.0), (8, 6.0)], "bert-tiny int8": [(1, 5.0), (8, 2.0)]}
+    # int8 is faster and smaller, fp32 scores higher: both are on the front.
+    assert work(front_points(in_pool(pooled(), "nanos"), "front-latency")) == [
+        ("bert-tiny", "int8", 8), ("bert-tiny", "fp32", 8)]
+
+
+def test_point_labels_are_words_apart():
+    points = work_points(in_pool(pooled(), "nanos"))
+    assert [point_label(p, points) for p in points] == [
+        "bert-tiny fp32 b1", "bert-tiny fp32 b8", "bert-tiny int8 b1", "bert-tiny int8 b8"]
+    one_batch = [p for p in points if p["batch_size"] == 1]
+    assert point_label(one_batch[1], one_batch) == "bert-tiny int8"
+
+
+def test_write_report_draws_pools_with_svgs_beside(tmp_path):
+    paths = write_report(pooled(), tmp_path, "pooled")
+    charts = [f"pool-nanos-{kind}.png"
+              for kind in ("front-latency", "front-memory", "latency-batch", "memory")]
+    assert [p.name for p in paths] == [*charts, "index.html"]
+    assert not list(tmp_path.glob("nano-*"))  # no chart per device unless asked
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    for name in charts:
+        svg = (tmp_path / name).with_suffix(".svg")
+        assert svg.read_text(encoding="utf-8").lstrip().startswith("<?xml")
+        assert f'href="{svg.name}"' in page
+    # The researchers' table comes first; fp32 at batch 1 ran on both devices, so it has a
+    # row per device (farm table's by_device), where one job each gives a row per variant.
+    assert page.index('<table class="research">') < page.index("<img")
+    assert research_section(pooled()).count("<tr><td>bert-tiny</td>") == 3
+    assert research_section(pooled()[1:]).count("<tr><td>bert-tiny</td>") == 2
+
+    # Repeats: the table takes the first (farm table takes one job per cell) and says so.
+    again = [dict(r, repeat=2, per_sample_ms=99.0) for r in pooled()[1:]]
+    section = research_section(pooled()[1:] + again)
+    assert "Repeat 1 of 2" in section and "99.00" not in section
+
+
+def test_charts_per_device_only_when_asked(tmp_path):
+    rows = [job("nano-1", "tiny", 1, target="nanos", peak_mem_mb=300.0),
+            job("nano-2", "tiny", 1, target="nanos", variant="int8", peak_mem_mb=200.0)]
+    assert [p.name for p in write_report(rows, tmp_path, "pooled", per_device=True)] == [
+        "pool-nanos-memory.png", "nano-1-memory.png", "nano-2-memory.png", "index.html"]
 
 
 def test_write_report_writes_charts_and_page(rows, tmp_path):
@@ -150,8 +228,10 @@ def test_write_report_writes_charts_and_page(rows, tmp_path):
     out = tmp_path / "report" / "demo"
     paths = write_report(rows, out, "demo sweep")
 
-    charts = [f"{device}-{kind}.png" for device in ("nano-emu-1", "workstation")
-              for kind in ("front-latency", "front-memory", "latency-batch", "memory")]
+    # workstation ran every model at batch 1 only: no latency-by-batch chart for it.
+    charts = [f"pool-{name}.png" for name in (
+        "nano-emu-1-front-latency-memory", "nano-emu-1-latency-batch", "nano-emu-1-memory",
+        "workstation-front-latency", "workstation-front-memory", "workstation-memory")]
     assert [p.name for p in paths] == [*charts, "index.html"]
     assert all(p.parent == out for p in paths)
     for path in paths[:-1]:
@@ -163,11 +243,20 @@ def test_write_report_writes_charts_and_page(rows, tmp_path):
     page = (out / "index.html").read_text(encoding="utf-8")
     assert re.findall(r'<img src="([^"]+)"', page) == charts
     assert "<script" not in page and "http" not in page and "<link" not in page
+    jobs = page[page.index("<details>"):]
     for model in {r["model"] for r in rows}:
-        assert f"<td>{model}</td>" in page
-    assert page.count("<tr class=") == len(rows)
+        assert f"<td>{model}</td>" in jobs
+    assert jobs.count("<tr class=") == len(rows)
     assert "model error: &lt;boom&gt; &amp; more" in page
     assert "<boom>" not in page
+    assert "<td>nano-emu-1</td><td>pool nano-emu-1</td><td>7 of 9</td><td>2048</td>" in page
+
+
+def test_a_pool_with_nothing_measured_has_no_charts(tmp_path):
+    rows = [job("nano-1", "bert-tiny", 1, status="failed", target="nanos"),
+            job("nano-1", "bert-mini", 1, per_sample_ms=3.0, target="nanos")]
+    assert write_report(rows, tmp_path, "nothing")[-1].name == "index.html"
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.svg"))
 
 
 def test_write_report_escapes_what_it_shows(tmp_path):
@@ -210,7 +299,10 @@ def test_early_exit_charts_pool_the_devices_of_a_target(tmp_path):
     paths = write_report(rows, tmp_path, "pooled")
     assert [p.name for p in paths if "exit" in p.name] == [
         "pool-nanos-exit-latency.png", "pool-nanos-exit-flops.png"]
-    assert "pool nanos: early exit" in (tmp_path / "index.html").read_text()
+    assert not list(tmp_path.glob("pool-desk-exit-*"))
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    (section,) = re.findall(r"<section><h2>pool nanos</h2>.*?</section>", page, re.DOTALL)
+    assert 'src="pool-nanos-exit-latency.png"' in section
 
 
 def spec(*methods, precision="fp32") -> str:
@@ -301,7 +393,6 @@ def test_write_report_draws_each_pools_methods_against_fp32(tmp_path):
     assert not list(tmp_path.glob("pool-desk-*"))  # no point in the desk pool
 
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
-    (section,) = re.findall(r"<section><h2>all devices: methods against fp32</h2>.*?</section>",
-                            page, re.DOTALL)
+    (section,) = re.findall(r"<section><h2>all devices</h2>.*?</section>", page, re.DOTALL)
     assert re.findall(r'<img src="([^"]+)"', section) == charts
     assert "below the diagonal: the method saved more FLOPs than time" in section

@@ -9,10 +9,11 @@ import json
 import os
 import sqlite3
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy import create_engine, delete, event, insert, select, text, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +24,7 @@ from farm.results import FINAL, Status, load_row, measured, result_row
 from farm.store.clock import from_epoch, utcnow
 from farm.store.runs import RunsMixin
 from farm.store.schema import Device, Job, Metric, ModelLoad, Prediction, Result, Sweep
+from farm.store.sweeps import SweepsMixin, refuse_other_file, same_sweep_file  # noqa: F401 (API)
 
 DEFAULT_DB = "farm.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
@@ -99,7 +101,7 @@ SWEEP_RESULTS = ("SELECT * FROM v_results WHERE sweep = :name "
                  "ORDER BY model, variant, task, batch_size, seq_len, device")
 
 
-class Store(RunsMixin):
+class Store(RunsMixin, SweepsMixin):
     def __init__(self, url: str | None = None):
         self.url = resolve_url(url)
         try:
@@ -153,9 +155,12 @@ class Store(RunsMixin):
         return _Transaction(self.session)
 
     def add_sweep(self, sweep, source: str, inventory, jobs) -> SubmittedSweep:
-        """Record a sweep and its jobs in one transaction; known jobs are left as they are."""
+        """Record a sweep from its file (`source`: farm.store.sweeps) and its jobs in one
+        transaction; known jobs are left as they are. ConfigError where another file has the
+        sweep's name."""
         now = utcnow()
         with self._write() as db:
+            refuse_other_file(db, sweep.name, source, None)
             row = db.scalar(select(Sweep).where(Sweep.name == sweep.name))
             if row is None:
                 row = Sweep(name=sweep.name, created_at=now)
@@ -285,11 +290,12 @@ class Store(RunsMixin):
         with self.session() as db:
             return db.scalar(select(Sweep.id).where(Sweep.name == name))
 
-    def status_counts(self, sweep_id: int) -> dict[str, int]:
+    def status_counts(self, sweep_id: int, keys: set[str] | None = None) -> dict[str, int]:
+        """How many of a sweep's jobs stand in each status: all of them, or those of `keys`
+        (a sweep file's jobs, where the sweep holds others of its earlier versions)."""
         with self.session() as db:
-            rows = db.execute(select(Job.status, func.count()).where(Job.sweep_id == sweep_id)
-                              .group_by(Job.status))
-            return {status: n for status, n in rows}
+            rows = db.execute(select(Job.key, Job.status).where(Job.sweep_id == sweep_id))
+            return dict(Counter(status for key, status in rows if keys is None or key in keys))
 
     def sweep_results(self, sweep_name: str) -> list[dict]:
         with self.session() as db:

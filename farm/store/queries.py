@@ -82,16 +82,17 @@ def recent_sweeps(reader: ReadOnly, now: str, recent_hours: float) -> list[dict]
 
 
 def latest_results(reader: ReadOnly) -> list[dict]:
-    """The 8 newest `done` results, across sweeps."""
+    """The 8 newest results across sweeps: done, and oom (the model does not fit the device:
+    a result too, with the memory it reached and why it ended)."""
     return reader.rows(
         "SELECT sweep, device, model, variant, task, batch_size, seq_len, status, p50_ms, "
-        "per_sample_ms, peak_mem_mb, energy_mj, finished_at FROM v_results "
-        "WHERE status = 'done' ORDER BY finished_at DESC LIMIT 8")
+        "per_sample_ms, peak_mem_mb, energy_mj, error, finished_at FROM v_results "
+        "WHERE status IN ('done', 'oom') ORDER BY finished_at DESC LIMIT 8")
 
 
 def latest_failures(reader: ReadOnly) -> list[dict]:
-    """The 8 newest jobs that ended failed, timeout or oom, with why."""
+    """The 8 newest jobs that ended failed or timeout, with why."""
     return reader.rows(
         "SELECT sweep, device, model, variant, task, batch_size, seq_len, status, failure, "
-        "error, finished_at FROM v_results WHERE status IN ('failed', 'timeout', 'oom') "
+        "error, finished_at FROM v_results WHERE status IN ('failed', 'timeout') "
         "ORDER BY finished_at DESC LIMIT 8")

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from farm.errors import Busy
-from farm.results import Failure, Status
+from farm.results import FINAL, Failure, Status
 from farm.store.clock import utcnow
 from farm.store.schema import Attempt, Claims, Device, Job, Run, Sweep
 
@@ -153,6 +153,17 @@ class RunsMixin:
         if attempt is not None and attempt.status == Status.RUNNING:
             attempt.status, attempt.failure = outcome["status"], outcome.get("failure")
             attempt.error, attempt.finished_at = outcome.get("error"), now
+
+    def jobs_ended_now(self) -> int:
+        """The jobs this run took to a final end (done, oom, failed, timeout): not those it
+        cancelled, nor those it left queued (a finished job never runs again, so a final one
+        with an attempt of this run ended in it)."""
+        if self.run_id is None:
+            return 0
+        with self.session() as db:
+            return db.scalar(select(func.count(func.distinct(Job.id))).join(
+                Attempt, Attempt.job_id == Job.id).where(
+                Attempt.run_id == self.run_id, Job.status.in_(FINAL))) or 0
 
     def infra_attempts(self, job_id: int) -> int:
         with self.session() as db:

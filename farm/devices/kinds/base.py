@@ -2,47 +2,20 @@
 (DeviceDescription, with the inventory's names and memory sizes)."""
 from __future__ import annotations
 
-import re
 import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Callable
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from farm.config import Problem
-from farm.limits import MAX_MEMORY
+# Memory sizes are read, and bounded, with the inventory's other numbers.
+from farm.limits import MemorySize, parse_size  # noqa: F401
 
 if TYPE_CHECKING:
     from farm.devices import DeviceRunner
     from farm.devices.health import Check
     from farm.devices.ssh import Target
 
-_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*$", re.IGNORECASE)
-
-
-def parse_size(value) -> int:
-    """'2GiB' -> 2147483648. KiB/MiB/GiB are powers of 2; kB/MB/GB powers of 10; a bare number is bytes."""
-    if isinstance(value, bool):
-        raise Problem(f"{value!r} is not a memory size", "write a size like 2GiB or 512MiB")
-    if isinstance(value, int):
-        size = value
-    else:
-        match = _SIZE.match(str(value))
-        if not match:
-            raise Problem(f"{value!r} is not a memory size", "write a size like 2GiB or 512MiB")
-        size = int(float(match.group(1)) * _UNITS[(match.group(2) or "").lower()])
-    if size > MAX_MEMORY:
-        raise Problem(f"{value!r} is more memory than any machine has",
-                      "write a size like 2GiB or 512MiB")
-    if size < 16 * 2**20:
-        raise Problem(f"{value!r} is below 16 MiB, too small to start Python",
-                      "write a size like 2GiB or 512MiB")
-    return size
-
-
-MemorySize = Annotated[int, BeforeValidator(parse_size)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
 

@@ -1,0 +1,189 @@
+"""What every chart of `farm report` shares: its files (a PNG for the page and an SVG for a paper,
+named by pool or device), labels that never cover each other, and the little marks around them.
+
+A chart is a `Chart`: its file suffix, its caption, how to draw it and whether it has anything
+to show; a chart with nothing to show is not written at all.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+# No pyplot: it keeps every figure in a process-wide registry until plt.close, and choosing its
+# backend would change it for the whole process. A bare Figure on an Agg canvas renders without
+# a display and is freed like any other object once the chart is written.
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
+
+FILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+ALL_DEVICES = "*"  # the target of a sweep that names no devices: every device of the inventory
+POOL = "pool-"
+FIGSIZE, DPI = (9.0, 5.6), 150
+
+
+@dataclass(frozen=True)
+class Chart:
+    suffix: str                                       # the file is <stem>-<suffix>.png and .svg
+    caption: str
+    draw: Callable[[Axes, list[dict], str], None]     # (axes, rows, the pool or device)
+    shows: Callable[[list[dict], str], bool] = lambda rows, name: True
+
+
+def pool_file(pool: str) -> str:
+    return POOL + ("all" if pool == ALL_DEVICES else pool)
+
+
+def pool_name(pool: str) -> str:
+    return "all devices" if pool == ALL_DEVICES else f"pool {pool}"
+
+
+def file_safe(names: list[str], what: str) -> list[str]:
+    for name in names:
+        if not FILE_NAME.fullmatch(name):
+            raise ValueError(f"{what} name {name!r} cannot name a chart file: "
+                             "use letters, digits, '.', '_' and '-'")
+    return names
+
+
+def write_charts(charts: list[Chart], rows: list[dict], name: str, stem: str, out_dir: Path,
+                 title: str) -> list[tuple[Path, str]]:
+    """Each chart that has something to show, as stem-suffix.png and .svg in out_dir; returns
+    (the PNG's path, its caption) of those written."""
+    written = []
+    for chart in charts:
+        if not chart.shows(rows, name):
+            continue
+        fig = Figure(figsize=FIGSIZE, layout="constrained")
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        # The title first: a chart that places labels by measuring needs the final layout.
+        ax.set_title(f"{title}\n{chart.caption}", fontsize=10)
+        chart.draw(ax, rows, name)
+        path = out_dir / f"{stem}-{chart.suffix}.png"
+        fig.savefig(path, dpi=DPI)
+        # No date in the SVG: the same results give the same file.
+        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
+        written.append((path, chart.caption))
+    return written
+
+
+def legend_outside(ax: Axes, title: str | None = None) -> None:
+    """The legend right of the axes, where it covers no mark or label."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title=title, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0,
+                  fontsize=8, title_fontsize=8)
+
+
+def note_nothing(ax: Axes) -> None:
+    ax.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=ax.transAxes,
+            color="tab:gray")
+
+
+# Where a label may go, tried in this order: (offset in points, ha, va).
+PLACES = (((5, 3), "left", "bottom"), ((5, -3), "left", "top"), ((-5, 3), "right", "bottom"),
+          ((-5, -3), "right", "top"), ((0, 7), "center", "bottom"),
+          ((0, -7), "center", "top"), ((12, 10), "left", "bottom"),
+          ((12, -10), "left", "top"), ((-12, 10), "right", "bottom"),
+          ((-12, -10), "right", "top"))
+# Where the note of labels left out may go, in axes coordinates: (x, y, ha, va).
+CORNERS = ((0.01, 0.99, "left", "top"), (0.99, 0.99, "right", "top"),
+           (0.01, 0.01, "left", "bottom"), (0.99, 0.01, "right", "bottom"))
+
+
+def place_labels(ax: Axes, marks: list[tuple[float, float, str]],
+                 lines: list[tuple[list[float], list[float]]] = (), note: str = "") -> int:
+    """Label each mark at the first of PLACES that covers no other label, text, legend, mark or
+    line (lines: (xs, ys) in data coordinates) and stays inside the axes; marks given first are
+    placed first. A mark with no such place goes unlabelled, and the chart says how many did:
+    text over text is worse than a name left to the table. That count and `note` go in the
+    first free corner. Returns how many marks were left unlabelled."""
+    fig = ax.figure
+    if fig.get_layout_engine() is not None:
+        fig.get_layout_engine().execute(fig)  # measure where the marks will be drawn
+    ax.apply_aspect()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    half = renderer.points_to_pixels(4)
+    taken = [box for t in ax.texts for box in _text_boxes(t, renderer)]
+    if ax.get_legend() is not None:
+        taken.append(ax.get_legend().get_window_extent(renderer))
+    taken += [Bbox.from_extents(*(ax.transData.transform((x, y)) - half),
+                                *(ax.transData.transform((x, y)) + half)) for x, y, _ in marks]
+    taken += [box for xs, ys in lines
+              for box in _segment_boxes(ax.transData.transform(list(zip(xs, ys))))]
+    left_out = 0
+    for x, y, text in marks:
+        label = ax.annotate(text, (x, y), xytext=PLACES[0][0], textcoords="offset points",
+                            fontsize=8)
+        label.set_in_layout(False)
+        if not _first_free(label, PLACES, frame, taken, renderer):
+            label.remove()
+            left_out += 1
+    notes = [note] if note else []
+    if left_out:
+        notes.append(f"{left_out} of {len(marks)} points unlabelled: their labels would overlap")
+    if notes:
+        text = ax.text(*CORNERS[0][:2], "\n".join(notes), transform=ax.transAxes, fontsize=8,
+                       color="tab:gray")
+        text.set_in_layout(False)
+        _first_free(text, CORNERS, frame, taken, renderer, corner=True)
+    return left_out
+
+
+def _text_boxes(text, renderer) -> list[Bbox]:
+    """A text's room: its box, or for a slanted text a band along it (its box would be a square
+    over much of the chart)."""
+    box = text.get_window_extent(renderer)
+    angle = text.get_rotation() % 180
+    if angle in (0, 90):
+        return [box]
+    ends = ((box.x0, box.y0), (box.x1, box.y1)) if angle < 90 else ((box.x0, box.y1),
+                                                                      (box.x1, box.y0))
+    return _segment_boxes(ends, renderer.points_to_pixels(text.get_fontsize()) / 2)
+
+
+def _segment_boxes(points, pad: float = 1.0, step: float = 4.0) -> list[Bbox]:
+    """A polyline in pixels as small boxes, a few pixels each, so that a label may sit beside a
+    diagonal."""
+    boxes = []
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        pieces = max(1, int(max(abs(x1 - x0), abs(y1 - y0)) / step))
+        for i in range(pieces):
+            (ax0, ay0), (ax1, ay1) = [(x0 + f * (x1 - x0), y0 + f * (y1 - y0))
+                                      for f in (i / pieces, (i + 1) / pieces)]
+            boxes.append(Bbox.from_extents(min(ax0, ax1) - pad, min(ay0, ay1) - pad,
+                                           max(ax0, ax1) + pad, max(ay0, ay1) + pad))
+    return boxes
+
+
+def _first_free(text, places, frame: Bbox, taken: list[Bbox], renderer,
+                corner: bool = False) -> bool:
+    """Move text to the first of places where it covers nothing taken, inside frame; True if
+    one was found (then it is taken too), else it stays at the last place tried."""
+    for *where, ha, va in places:
+        if corner:
+            text.set_position(where)
+        else:
+            text.xyann = where[0]
+        text.set(ha=ha, va=va)
+        box = text.get_window_extent(renderer)
+        if overlap(box, frame) == area(box) and not any(overlap(box, t) for t in taken):
+            taken.append(box)
+            return True
+    if corner:
+        text.set_position(places[0][:2])
+        text.set(ha=places[0][2], va=places[0][3])
+    return False
+
+
+def area(box: Bbox) -> float:
+    return box.width * box.height
+
+
+def overlap(a: Bbox, b: Bbox) -> float:
+    return (max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) *
+            max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0)))
