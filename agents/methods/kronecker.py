@@ -21,6 +21,7 @@ matrix's (the bias, kept whole, aside). A Linear the shape does not divide, or w
 would hold as many weights as it, stays dense; the result says how many were replaced.
 """
 import json
+from functools import lru_cache
 
 from agents.methods import MethodError
 from agents.methods.low_rank import FACTOR_FIELDS
@@ -192,16 +193,12 @@ def fit_template(layer, tensors):
             setattr(owner, attr, kronecker_linear(1, 1, 1, 1, 1, False, name + ".bias" in names))
 
 
-_CLASS = []
-
-
 def kronecker_linear(m1, n1, m2, n2, terms, a_first, bias):
     """An unfilled KroneckerLinear (set_factors fills it)."""
-    if not _CLASS:
-        _CLASS.append(_define())
-    return _CLASS[0](m1, n1, m2, n2, terms, a_first, bias)
+    return _define()(m1, n1, m2, n2, terms, a_first, bias)
 
 
+@lru_cache(maxsize=None)  # the class, defined once on first use: torch is imported lazily
 def _define():
     import torch
 

@@ -19,6 +19,8 @@ torch has no CPU CSR matmul the weights stay dense, and the result's kernel says
 The sparse kernel runs fp32 weights: int8 (dynamic quantization of nn.Linear only) and fp16
 have no sparse kernel, and are refused with it.
 """
+from functools import lru_cache
+
 from agents.methods import MethodError
 
 NAME = "magnitude"
@@ -164,30 +166,26 @@ def _zero_smallest(weights, count):
             weight.view(-1)[equal] = 0.0
 
 
-_probe = []  # csr_problem's answer, once per process
-
-
+@lru_cache(maxsize=None)  # once per process
 def csr_problem():
     """Why this torch cannot run a CSR weight on the CPU (None: it can): a tiny matmul is tried
     the way SparseLinear computes."""
-    if not _probe:
-        import torch
+    import torch
 
-        problem = None
-        if not hasattr(torch, "sparse_csr_tensor"):
-            problem = "torch %s has no sparse CSR tensors" % torch.__version__
-        else:
-            try:
-                matrix = _csr(torch.tensor([0, 1, 2], dtype=torch.int32),
-                              torch.tensor([1, 0], dtype=torch.int32),
-                              torch.tensor([2.0, 3.0]), (2, 2))
-                product = torch.addmm(torch.ones(2, 1), matrix, torch.eye(2))
-                if not torch.equal(product, torch.tensor([[1.0, 3.0], [4.0, 1.0]])):
-                    problem = "torch %s's CPU sparse CSR matmul is wrong" % torch.__version__
-            except Exception:  # any refusal of this torch: then it has none to measure
-                problem = "torch %s has no CPU sparse CSR matmul" % torch.__version__
-        _probe.append(problem)
-    return _probe[0]
+    problem = None
+    if not hasattr(torch, "sparse_csr_tensor"):
+        problem = "torch %s has no sparse CSR tensors" % torch.__version__
+    else:
+        try:
+            matrix = _csr(torch.tensor([0, 1, 2], dtype=torch.int32),
+                          torch.tensor([1, 0], dtype=torch.int32),
+                          torch.tensor([2.0, 3.0]), (2, 2))
+            product = torch.addmm(torch.ones(2, 1), matrix, torch.eye(2))
+            if not torch.equal(product, torch.tensor([[1.0, 3.0], [4.0, 1.0]])):
+                problem = "torch %s's CPU sparse CSR matmul is wrong" % torch.__version__
+        except Exception:  # any refusal of this torch: then it has none to measure
+            problem = "torch %s has no CPU sparse CSR matmul" % torch.__version__
+    return problem
 
 
 _warned = []
@@ -209,13 +207,9 @@ def _csr(crow, col, values, size):
     return matrix
 
 
-_classes = []
-
-
+@lru_cache(maxsize=None)
 def sparse_linear_class():
     """The SparseLinear module class (made on first use: torch is imported lazily)."""
-    if _classes:
-        return _classes[0]
     import torch
 
     class SparseLinear(torch.nn.Module):
@@ -294,7 +288,6 @@ def sparse_linear_class():
                 self.in_features, self.out_features, self.values.numel(),
                 self.bias is not None)
 
-    _classes.append(SparseLinear)
     return SparseLinear
 
 
