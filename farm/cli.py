@@ -11,8 +11,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from typer._click.exceptions import (  # typer 0.29 carries its own click
+    NoArgsIsHelpError, NoSuchOption, UsageError)
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
+from agents.spelling import with_guess
 from farm import __version__
 from farm.console import SweepProgress, shown, visible
 from farm.errors import EXIT_JOBS_FAILED, DeviceError, FarmError
@@ -49,16 +52,43 @@ class _Command(_InWords, TyperCommand):
 
 
 class _Group(_InWords, TyperGroup):
+    """Command lines that farm cannot read (an unknown command or option, a value an option
+    does not take, one left out), found while reading them or raised by a command: one line and
+    exit 2, as for a bad sweep file, rather than typer's box."""
+
+    def parse_args(self, ctx, args):
+        with _usage(ctx):
+            return super().parse_args(ctx, args)
+
     def invoke(self, ctx):
-        """A value an option or argument does not take (or one left out), found while reading the
-        command line or raised by a command: one line and exit 2, as for a bad sweep file."""
-        try:
+        with _usage(ctx):
             return super().invoke(ctx)
-        except typer.BadParameter as error:
-            command = error.ctx.command_path if error.ctx else ctx.command_path
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            _fail(f"{ctx.command_path} has no command {name}",
+                  with_guess(name, self.list_commands(ctx),
+                             f"`{ctx.command_path} --help` lists its commands"), 2)
+        return super().resolve_command(ctx, args)
+
+
+@contextlib.contextmanager
+def _usage(ctx):
+    try:
+        yield
+    except NoArgsIsHelpError:
+        raise  # a group called bare: its help, as asked
+    except UsageError as error:
+        command = error.ctx.command_path if error.ctx else ctx.command_path
+        fix = f"`{command} --help` lists what it takes"
+        if isinstance(error, NoSuchOption):
+            message = f"{command} has no option {error.option_name}"
+            fix = with_guess(error.option_name, error.possibilities or (), fix)
+        else:
             # typer checks choices with pydantic, whose prefix says nothing to a user
-            _fail(error.format_message().replace("Value error, ", ""),
-                  f"`{command} --help` lists what it takes", error.exit_code)
+            message = error.format_message().replace("Value error, ", "")
+        _fail(message, fix, error.exit_code)
 
 
 class _App(typer.Typer):
@@ -215,12 +245,13 @@ def _finish(report) -> None:
 
     out.line()
     sweep = shown(report.sweep)
-    out.print(results_table(f"sweep {sweep}", report.results))
+    out.print(results_table(f"sweep {sweep}", report.results, report.baselines))
     if has_methods(report.results):
-        out.print(methods_table(f"sweep {sweep}: methods against eager fp32", report.results))
+        out.print(methods_table(f"sweep {sweep}: methods against eager fp32", report.results,
+                                report.baselines))
     if has_streams(report.results):
         out.print(streaming_table(f"sweep {sweep}: streamed layers against eager",
-                                  report.results))
+                                  report.results, report.baselines))
     _exits(f"sweep {sweep}", report.results)
     out.print(submit_summary(report), highlight=False)
     if report.cancelled:

@@ -1,7 +1,6 @@
 """Reading YAML files into validated specs, with errors that name the file, line, field and fix."""
 from __future__ import annotations
 
-import difflib
 import re
 import types
 import typing
@@ -11,21 +10,10 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from agents.spelling import guess
 from farm.errors import ConfigError
 
 Spec = TypeVar("Spec", bound=BaseModel)
-
-
-def guess(word, known) -> str | None:
-    """The known name a misspelt one most likely meant, or None."""
-    found = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
-    return found[0] if found else None
-
-
-def with_guess(word, known, fix: str) -> str:
-    """A fix led by the name the user probably meant: "did you mean sst2? Otherwise ..."."""
-    meant = guess(word, known)
-    return f"did you mean {meant}? Otherwise {fix}" if meant else fix
 
 
 class Problem(ValueError):

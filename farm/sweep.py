@@ -31,8 +31,9 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_serial
 
 from agents.catalog import CATALOG, SYNTHETIC
 from agents.methods import MethodError, Variant, expand_entry
+from agents.spelling import with_guess
 from farm.checkpoints import refuse_outside_links
-from farm.config import Problem, field_name, load_spec, with_guess
+from farm.config import Problem, field_name, load_spec
 from farm.errors import ConfigError
 from farm.glue.data import Examples, read_examples
 from farm.glue.labels import LabelMismatch, Outputs, outputs_for

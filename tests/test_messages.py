@@ -38,6 +38,13 @@ def test_a_tab_says_where_and_what_to_write(write_yaml, text, line, words):
     (SWEEP + "bogus: 1\n", "bogus", "remove this key, or use one of: name, devices, models"),
     ("name: s\nmodels: [bert-tiyn]\n", "models", "did you mean bert-tiny?"),
     (SWEEP + "tasks: [sst-2]\n", "tasks", "did you mean sst2?"),
+    (SWEEP + "variants: [int-8]\n", "variants[0]", "did you mean int8?"),
+    (SWEEP + "variants: [{name: h, prune_head: 0.5}]\n", "variants[0].prune_head",
+     "did you mean prune_heads?"),
+    (SWEEP + "variants: [{name: h, precision: fp61}]\n", "variants[0].precision",
+     "did you mean fp16?"),
+    (SWEEP + "variants: [{name: m, magnitude: {sparsty: 0.5}}]\n",
+     "variants[0].magnitude.sparsty", "did you mean sparsity?"),
 ])
 def test_a_misspelt_sweep_name_gets_a_guess(write_yaml, text, field, words):
     error = _refused(load_sweep, write_yaml("sweep.yaml", text))
@@ -109,3 +116,24 @@ def test_lowercase_decimal_units_are_refused_with_both_readings(write_yaml, size
         "inventory.yaml", f"devices:\n  - {{name: a, kind: cgroup, memory: {size}}}\n"))
     assert error.field == "devices[0].memory" and error.line == 2
     assert str(error).endswith(f": {size!r} could mean {readings} ({fix})")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["submti", "sweep.yaml"], ("farm has no command submti", "did you mean submit?")),
+    (["devices", "chek"], ("farm devices has no command chek", "did you mean check?")),
+    (["submit", "--inventroy", "x.yaml", "sweep.yaml"],
+     ("farm submit has no option --inventroy", "did you mean --inventory?")),
+    (["--bogus"], ("farm has no option --bogus", "`farm --help` lists what it takes")),
+])
+def test_a_command_line_farm_cannot_read_is_one_line_with_a_guess(argv, words):
+    from typer.testing import CliRunner
+
+    from farm.cli import app
+
+    result = CliRunner().invoke(app, argv, prog_name="farm")
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 2 and "╭" not in result.output, result.output
+    assert lines[0].startswith("error: ") and lines[1].startswith("hint: ")
+    for word in words:
+        assert word in result.output

@@ -54,6 +54,7 @@ import json
 import os
 
 from agents.methods import precision as precisions
+from agents.spelling import with_guess
 
 BUILTIN = ("prune_heads", "low_rank", "early_exit", "kronecker", "prune_ffn", "magnitude")
 PLUGINS_ENV = "FARM_METHODS"  # extra method modules: file paths, separated by os.pathsep
@@ -131,8 +132,9 @@ def _load_file(path):
 def method(name):
     methods = registry()
     if name not in methods:
-        raise MethodError("unknown method %r" % name, "use one of: %s (or %s)" % (
-            ", ".join(sorted(methods)), ", ".join(SETTINGS)), (name,))
+        raise MethodError("unknown method %r" % name, with_guess(
+            name, sorted(methods) + list(SETTINGS), "use one of: %s (or %s)" % (
+                ", ".join(sorted(methods)), ", ".join(SETTINGS))), (name,))
     return methods[name]
 
 
@@ -192,9 +194,9 @@ class Variant(object):
         {name: ..., precision: ..., execution: ..., <method>: <parameters>, ...}."""
         if isinstance(value, str):
             if value not in NAMED:
-                raise MethodError(
-                    "unknown variant %r" % value, "use one of: %s, or a mapping such as "
-                    "{name: heads-50, prune_heads: 0.5}" % ", ".join(NAMED))
+                raise MethodError("unknown variant %r" % value, with_guess(
+                    value, NAMED, "use one of: %s, or a mapping such as "
+                    "{name: heads-50, prune_heads: 0.5}" % ", ".join(NAMED)))
             precision, execution = NAMED[value]
             return cls(value, precision, execution)
         if not isinstance(value, dict):
@@ -204,12 +206,13 @@ class Variant(object):
         _check_name(name)
         precision = value.get("precision", "fp32")
         if precision not in precisions.PRECISIONS:
-            raise MethodError("unknown precision %r" % (precision,), "use one of: %s" % ", ".join(
-                precisions.PRECISIONS), ("precision",))
+            raise MethodError("unknown precision %r" % (precision,), with_guess(
+                precision, precisions.PRECISIONS,
+                "use one of: %s" % ", ".join(precisions.PRECISIONS)), ("precision",))
         execution = value.get("execution", "eager")
         if execution not in EXECUTIONS:
-            raise MethodError("unknown execution %r" % (execution,),
-                              "use one of: %s" % ", ".join(EXECUTIONS), ("execution",))
+            raise MethodError("unknown execution %r" % (execution,), with_guess(
+                execution, EXECUTIONS, "use one of: %s" % ", ".join(EXECUTIONS)), ("execution",))
         methods = []
         for key, given in value.items():
             if key in SETTINGS:

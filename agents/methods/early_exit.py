@@ -16,6 +16,7 @@ random ones, for the cost alone. Its cost depends on the input, so a job with ea
 timed per example (agents/exit_timing.py) beside the same backbone at full depth.
 """
 from agents.methods import MethodError
+from agents.spelling import with_guess
 
 NAME = "early_exit"
 SUMMARY = "stop at the first layer whose exit head is confident (DeeBERT, PABEE, exit_at)"
@@ -70,10 +71,11 @@ def _suffix(value):
 def parameters(value):
     if not isinstance(value, dict):
         raise MethodError("early_exit takes a mapping, not %r" % (value,), _FIX)
-    unknown = set(value) - {"policy", "threshold", "patience", "exit_at", "padding"}
+    known = ("policy", "threshold", "patience", "exit_at", "padding")
+    unknown = sorted(set(value) - set(known), key=str)
     if unknown:
-        raise MethodError("unknown parameter(s) %s" % ", ".join(sorted(unknown)), _FIX,
-                          (sorted(unknown)[0],))
+        raise MethodError("unknown parameter(s) %s" % ", ".join(map(str, unknown)),
+                          with_guess(unknown[0], known, _FIX), (unknown[0],))
     padding = value.get("padding", "none")
     if padding not in PADDINGS:
         raise MethodError("padding is %r" % (padding,), "write padding: none (each example at "

@@ -22,6 +22,7 @@ have no sparse kernel, and are refused with it.
 from functools import lru_cache
 
 from agents.methods import MethodError
+from agents.spelling import with_guess
 
 NAME = "magnitude"
 SUMMARY = "zero the share S of the encoder Linears' smallest weights (one-shot magnitude mask)"
@@ -50,9 +51,11 @@ def parameters(value):
     if not isinstance(value, dict):
         raise MethodError("magnitude takes {sparsity: S} or {mask: checkpoint}, not %r"
                           % (value,), _FORMS)
-    unknown = sorted(set(value) - {"sparsity", "scope", "kernel", "mask"}, key=str)
+    known = ("sparsity", "scope", "kernel", "mask")
+    unknown = sorted(set(value) - set(known), key=str)
     if unknown:
-        raise MethodError("magnitude has no parameter %r" % (unknown[0],), _FORMS, (unknown[0],))
+        raise MethodError("magnitude has no parameter %r" % (unknown[0],),
+                          with_guess(unknown[0], known, _FORMS), (unknown[0],))
     kernel = value.get("kernel", "dense")
     if kernel not in KERNELS:
         raise MethodError("kernel is %r" % (kernel,), "write kernel: dense (zeros in dense "
