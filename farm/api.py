@@ -34,6 +34,9 @@ class SubmitReport:
     results: list[dict]
     refused: dict[str, str] = field(default_factory=dict)  # device -> why it was not used
     cancelled: bool = False  # `farm cancel` stopped it
+    # Results of other sweeps that may stand in for the results' baselines, by (sweep, job key)
+    # (farm.store.queries.baselines_elsewhere)
+    baselines: dict[tuple, list[dict]] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -153,10 +156,13 @@ def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: st
         else:
             store.add_sweep(sweep, source, inventory, jobs)
         keys = {job.key for job in jobs}
+        results = [r for r in store.sweep_results(sweep.name) if r["job_key"] in keys]
+        with contextlib.closing(ReadOnly(store.url)) as reader:
+            baselines = queries.baselines_elsewhere(reader, results)
         return SubmitReport(sweep.name, len(jobs), ran,
-                            store.status_counts(store.sweep_id(sweep.name), keys),
-                            [r for r in store.sweep_results(sweep.name) if r["job_key"] in keys],
-                            {name: str(error) for name, error in refused.items()}, cancelled)
+                            store.status_counts(store.sweep_id(sweep.name), keys), results,
+                            {name: str(error) for name, error in refused.items()}, cancelled,
+                            baselines)
     finally:
         store.close()
 

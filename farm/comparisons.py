@@ -1,19 +1,23 @@
 """Variants beside their baselines: what a variant costs and saves against the eager fp32 model
 on the same work, and whether its outputs are still the model's.
 
-    compare(rows) -> [Compared]   every v_results row of a sweep, with its baselines
+    compare(rows, elsewhere) -> [Compared]   every v_results row of a sweep, with its baselines
 
 A row's baseline is the eager fp32 run (no methods) of the same model, task, batch size and
 sequence length: on the same device where it finished there, else on another device of the
-sweep (an fp32 run that ended oom in a small container is compared nowhere). Against it: time
-per sample, model memory, parameters and FLOPs as ratios, and Δlogit, the largest |logit −
-fp32's| on the first batch (catalog weights are seeded, so every variant of a catalog model
-starts from the same weights; a method's Δlogit is what it changed). A streamed variant also has
-a reference: the eager run of its own precision and methods, whose logits streaming must give.
+sweep, else one of `elsewhere`: the results of other sweeps that may stand in for the row's own
+(farm.store.queries.baselines_elsewhere: the same weights on the same kind of device), on the
+same device first. An fp32 run that ended oom in a small container is compared nowhere. Against
+it: time per sample, model memory, parameters and FLOPs as ratios, and Δlogit, the largest
+|logit − fp32's| on the first batch (catalog weights are seeded, so every variant of a catalog
+model starts from the same weights; a method's Δlogit is what it changed). A streamed variant
+also has a reference: the eager run of its own precision and methods, whose logits streaming
+must give.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from agents.methods import Variant
@@ -38,6 +42,15 @@ class Compared:
     @property
     def is_baseline(self) -> bool:
         return self.baseline is self.result
+
+    @property
+    def baseline_elsewhere(self) -> bool:
+        """The baseline ran in another sweep (one of compare's `elsewhere`)."""
+        return _other_sweep(self.result, self.baseline)
+
+    @property
+    def reference_elsewhere(self) -> bool:
+        return _other_sweep(self.result, self.reference)
 
     def _ratio(self, column: str) -> float | None:
         value, against = self.result.get(column), self.baseline and self.baseline.get(column)
@@ -74,6 +87,10 @@ class Compared:
         return logit_gap(self.result.get("logits_json"), self.reference.get("logits_json"))
 
 
+def _other_sweep(row: dict, other: dict | None) -> bool:
+    return other is not None and other.get("sweep") != row.get("sweep")
+
+
 def logit_gap(a: str | None, b: str | None) -> float | None:
     if not a or not b:
         return None
@@ -92,17 +109,29 @@ def has_methods(rows: list[dict]) -> bool:
     return any(variant_of(r).methods for r in rows)
 
 
-def compare(rows: list[dict]) -> list[Compared]:
-    """Every row of the sweep (the baselines too), with its baseline and reference."""
+def row_key(row: dict) -> tuple:
+    """What `elsewhere` is keyed by: a row's sweep and job."""
+    return row.get("sweep"), row.get("job_key")
+
+
+def compare(rows: list[dict], elsewhere: Mapping[tuple, list[dict]] | None = None
+            ) -> list[Compared]:
+    """Every row of the sweep (the baselines too), with its baseline and reference.
+    `elsewhere`: by row_key, results of other sweeps that may stand in for a row's own (newest
+    first), looked at only where the rows hold none."""
     variants = [variant_of(r) for r in rows]
+    elsewhere = elsewhere or {}
 
     def same_work(a: dict, b: dict) -> bool:
         return all(a[k] == b[k] for k in ("model", "task", "batch_size", "seq_len"))
 
     def eager(row: dict, precision: str, methods: tuple) -> dict | None:
-        done = [r for r, v in zip(rows, variants) if r["status"] == Status.DONE
-                and not v.streamed and v.precision == precision and v.methods == methods
-                and same_work(r, row)]
+        def fits(r: dict, v: Variant) -> bool:
+            return (r["status"] == Status.DONE and not v.streamed and v.precision == precision
+                    and v.methods == methods and same_work(r, row))
+
+        done = [r for r, v in zip(rows, variants) if fits(r, v)] or [
+            r for r in elsewhere.get(row_key(row), ()) if fits(r, variant_of(r))]
         here = [r for r in done if r["device"] == row["device"]]
         return (here or done or [None])[0]
 

@@ -6,15 +6,18 @@
 Each task's group holds the task's score (headed by its metric where known), the latency per
 sample and the peak memory, all three taken from one job: the cell's job at the batch size asked
 for, or by default at batch size 1, or where the cell has no batch-1 job at its smallest batch
-size (that figure is then marked "(bN)"). A cell whose job did not end `done` shows how it ended
-(`oom`, `timeout`, `failed`, ...) instead of numbers; a figure that was not measured is left empty
-("–"), never filled in.
+size (that figure is then marked "(bN)"). A sweep with `repeats: N` measured each job N times:
+the cell's figures are then the medians over the repeats that ended `done` (marked "(k of N)"
+where only k did). A cell whose job did not end `done` shows how it ended (`oom`, `timeout`,
+`failed`, ...) instead of numbers; a figure that was not measured is left empty ("–"), never
+filled in.
 """
 from __future__ import annotations
 
 import csv
 import io
 import re
+import statistics
 from dataclasses import dataclass
 
 from rich.table import Table
@@ -35,6 +38,9 @@ class Cell:
     score: float | None = None
     per_sample_ms: float | None = None
     peak_mem_mb: float | None = None
+    repeats: int = 1  # the job's repeats that ended done: the figures are their medians
+    of: int = 1  # the job's repeats
+    scores_differ: bool = False  # the repeats did not all score the same (the median is shown)
 
 
 @dataclass(frozen=True)
@@ -72,8 +78,10 @@ def research_table(rows, by_device: bool | None = None, *,
     table_rows = tuple((key, {task: _cell(cands, batch_size) for task, cands in cells.items()})
                        for key, cells in groups.items())
     metrics = {t: _metric(r.get("metric") for r in rows if r["task"] == t) for t in tasks}
+    differ = [" ".join(map(str, (*key, task))) for key, cells in table_rows
+              for task, cell in cells.items() if cell.scores_differ]
     return ResearchTable(keys, tasks, metrics, table_rows, batch_size or 1,
-                         _caption(rows, batch_size))
+                         _caption(rows, batch_size, differ))
 
 
 def _distinct(values) -> list:
@@ -85,25 +93,39 @@ def _metric(names) -> str | None:
     return known[0] if len(known) == 1 else ("score" if known else None)
 
 
+# A job's repeats differ in `repeat` (and their keys) alone.
+_SAME_JOB = ("sweep", "target", "model", "variant", "task", "batch_size", "seq_len")
+
+
 def _cell(candidates: list[dict], batch_size: int | None) -> Cell:
     sizes = {r["batch_size"] for r in candidates}
     wanted = batch_size if batch_size is not None else (1 if 1 in sizes else min(sizes))
     chosen = [r for r in candidates if r["batch_size"] == wanted]
     if not chosen:
         return Cell()
-    if len(chosen) > 1:
+    jobs = {tuple(r.get(k) for k in _SAME_JOB) for r in chosen}
+    if len(jobs) > 1 or len({r.get("repeat") for r in chosen}) < len(chosen):
         r = chosen[0]
         where = ", ".join(f"{c.get('device')} ({c.get('sweep')})" for c in chosen)
         raise ValueError(f"{len(chosen)} results for {r['model']} {r['variant']} {r['task']} "
                          f"batch {wanted} seq {r['seq_len']}, from {where}: pass by_device=True "
                          f"or the rows of one sweep")
-    r = chosen[0]
-    if r["status"] != Status.DONE:
-        return Cell(status=r["status"], batch_size=wanted)
-    return Cell(Status.DONE, wanted, r.get("score"), r.get("per_sample_ms"), r.get("peak_mem_mb"))
+    done = [r for r in chosen if r["status"] == Status.DONE]
+    if not done:
+        first = min(chosen, key=lambda r: r.get("repeat") or 1)
+        return Cell(status=first["status"], batch_size=wanted)
+    scores = {r.get("score") for r in done}
+    return Cell(Status.DONE, wanted, _median(done, "score"), _median(done, "per_sample_ms"),
+                _median(done, "peak_mem_mb"), len(done), len(chosen), len(scores) > 1)
 
 
-def _caption(rows: list[dict], batch_size: int | None) -> str:
+def _median(rows: list[dict], column: str) -> float | None:
+    """The median of a job's repeats' figure (None where no repeat measured it)."""
+    values = [r[column] for r in rows if r.get(column) is not None]
+    return statistics.median(values) if values else None
+
+
+def _caption(rows: list[dict], batch_size: int | None, scores_differ: list[str]) -> str:
     at = (f"batch size {batch_size}" if batch_size is not None else
           "batch size 1 (where a cell has no batch-1 job: its smallest batch size, marked (bN))")
     seq = _distinct(r["seq_len"] for r in rows)
@@ -111,9 +133,19 @@ def _caption(rows: list[dict], batch_size: int | None) -> str:
     unscored = " (a score also where the model cannot have one: random weights, or a checkpoint " \
         "not fine-tuned for the task; v_results.score_note says which)" if any(
             (r.get("score_note") or "").startswith("no score") for r in rows) else ""
-    return (f"{MS}: mean latency per sample at {at}{seq_text}; {MIB}: that job's peak memory; "
-            f"first column: the task's score (its metric named where known). {NOT_MEASURED}: "
-            f"not measured{unscored}; oom, timeout, failed: how the job ended.")
+    caption = (f"{MS}: mean latency per sample at {at}{seq_text}; {MIB}: that job's peak "
+               f"memory; first column: the task's score (its metric named where known). "
+               f"{NOT_MEASURED}: not measured{unscored}; oom, timeout, failed: how the job ended.")
+    repeats = max((r.get("repeat") or 1 for r in rows), default=1)
+    if repeats > 1:
+        caption += (f" Each figure: the median of {repeats} repeats of its job (each in a fresh "
+                    f"agent process); (k of {repeats}): of the k that ended done.")
+        if scores_differ:
+            caption += (" Scores differ between the repeats of " + ", ".join(scores_differ)
+                        + " (the median shown).")
+        elif any(r.get("score") is not None for r in rows):
+            caption += " Every repeat of a job scored the same."
+    return caption
 
 
 def _texts(table: ResearchTable, cell: Cell) -> tuple[str, str, str]:
@@ -123,6 +155,7 @@ def _texts(table: ResearchTable, cell: Cell) -> tuple[str, str, str]:
     if cell.status != Status.DONE:
         return (cell.status,) * 3
     mark = f" (b{cell.batch_size})" if cell.batch_size != table.batch_size else ""
+    mark += f" ({cell.repeats} of {cell.of})" if cell.repeats < cell.of else ""
     ms = _num(cell.per_sample_ms, ".2f")
     return (_num(cell.score, ".3f"), ms + mark if ms != NOT_MEASURED else ms,
             _num(cell.peak_mem_mb, ".0f"))

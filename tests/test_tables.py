@@ -171,3 +171,33 @@ def test_export_parquet_round_trips(rows, tmp_path):
 def test_export_refuses_an_unknown_format(rows, tmp_path):
     with pytest.raises(ValueError, match="csv, json, parquet"):
         export_rows(rows, {}, "xlsx", tmp_path / "results.xlsx")
+
+
+def _repeats(*figures, status=("done",) * 3, scores=(0.8125,) * 3):
+    """bert_tiny fp32 sst2 measured once per repeat (`repeats: 3`), each repeat its own job."""
+    return [result("bert_tiny", "fp32", "sst2", status=s, repeat=r, job_key=f"k{r}", score=score,
+                   per_sample_ms=ms, peak_mem_mb=mib)
+            for r, (ms, mib), s, score in zip((1, 2, 3), figures, status, scores)]
+
+
+def test_a_cell_of_a_sweep_with_repeats_is_the_median_over_them():
+    rows = _repeats((1.5, 300.0), (1.0, 310.0), (9.0, 305.0))
+    table = research_table(rows)
+    _, _, body = table_lines(to_markdown(table))
+    assert body[2:] == ["0.812", "1.50", "305"]
+    assert "median of 3 repeats" in table.caption
+    assert "Every repeat of a job scored the same" in table.caption
+    cells = dict(zip(*list(csv.reader(io.StringIO(to_csv(table))))))
+    assert (cells["sst2/ms_per_sample"], cells["sst2/peak_mib"]) == ("1.5", "305.0")
+
+
+def test_repeats_that_did_not_end_done_are_counted_and_differing_scores_named():
+    rows = _repeats((1.5, 300.0), (1.0, 310.0), (None, 512.0), status=("done", "done", "oom"),
+                    scores=(0.8, 0.9, None))
+    table = research_table(rows)
+    _, _, body = table_lines(to_markdown(table))
+    assert body[2:] == ["0.850", "1.25 (2 of 3)", "305"]
+    assert "Scores differ between the repeats of bert_tiny fp32 sst2" in table.caption
+    every_one = research_table(_repeats((1.0, 1.0), (1.0, 1.0), (1.0, 1.0), status=("oom",) * 3))
+    assert table_lines(to_markdown(every_one))[2][2:] == ["oom"] * 3
+

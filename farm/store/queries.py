@@ -4,6 +4,7 @@ reader and returning rows as dicts. Nothing here writes."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 from farm.store import SWEEP_RESULTS
 from farm.store.readonly import ReadOnly
@@ -61,24 +62,41 @@ def device_rows(reader: ReadOnly) -> list[dict]:
 
 
 def database_now(reader: ReadOnly) -> str:
-    """The database's clock (UTC), which every stored time was written by."""
-    return reader.rows("SELECT CURRENT_TIMESTAMP AS now")[0]["now"]
+    """The database's clock in UTC, as SQLite writes it ('YYYY-MM-DD HH:MM:SS'); PostgreSQL's
+    CURRENT_TIMESTAMP, which carries the server's time zone, is brought to the same."""
+    now = reader.rows("SELECT CURRENT_TIMESTAMP AS now")[0]["now"]
+    if isinstance(now, datetime):
+        return f"{now.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}"
+    return now
+
+
+def _before(now: str, **span: float) -> str:
+    """`now` less a span, as SQLite's datetime() writes it: compared as text with SQLite's
+    stored times, and read as a timestamp by PostgreSQL."""
+    return f"{datetime.fromisoformat(now) - timedelta(**span):%Y-%m-%d %H:%M:%S}"
+
+
+def _count(condition: str) -> str:
+    """How many of a group's rows meet `condition` (a SUM of comparisons is SQLite's alone)."""
+    return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
+
+_PROGRESS = (("done", "j.status = 'done'"), ("oom", "j.status = 'oom'"),
+             ("failed", "j.status IN ('failed', 'timeout')"), ("running", "j.status = 'running'"),
+             ("queued", "j.status = 'queued'"), ("cancelled", "j.status = 'cancelled'"))
 
 
 def recent_sweeps(reader: ReadOnly, now: str, recent_hours: float) -> list[dict]:
     """The sweeps running, or touched within the last hours, with their progress (up to 6)."""
+    counts = ", ".join(f"{_count(condition)} AS {name}" for name, condition in _PROGRESS)
     return reader.rows(
-        "SELECT s.id, s.name, s.updated_at, COUNT(j.id) AS total, "
-        "SUM(j.status = 'done') AS done, SUM(j.status = 'oom') AS oom, "
-        "SUM(j.status IN ('failed', 'timeout')) AS failed, "
-        "SUM(j.status = 'running') AS running, SUM(j.status = 'queued') AS queued, "
-        "SUM(j.status = 'cancelled') AS cancelled, MIN(j.started_at) AS first_started, "
-        "MAX(j.finished_at) AS last_finished, "
-        "SUM(j.finished_at >= datetime(:now, '-10 minutes')) AS finished_10min "
-        "FROM sweeps s JOIN jobs j ON j.sweep_id = s.id GROUP BY s.id "
-        "HAVING running > 0 OR s.updated_at >= datetime(:now, :recent) "
-        "OR MAX(j.finished_at) >= datetime(:now, :recent) ORDER BY s.updated_at DESC LIMIT 6",
-        {"now": now, "recent": f"-{recent_hours} hours"})
+        f"SELECT s.id, s.name, s.updated_at, COUNT(j.id) AS total, {counts}, "
+        "MIN(j.started_at) AS first_started, MAX(j.finished_at) AS last_finished, "
+        f"{_count('j.finished_at >= :ten_minutes_ago')} AS finished_10min "
+        "FROM sweeps s JOIN jobs j ON j.sweep_id = s.id GROUP BY s.id, s.name, s.updated_at "
+        f"HAVING {_count(dict(_PROGRESS)['running'])} > 0 OR s.updated_at >= :recent "
+        "OR MAX(j.finished_at) >= :recent ORDER BY s.updated_at DESC LIMIT 6",
+        {"ten_minutes_ago": _before(now, minutes=10), "recent": _before(now, hours=recent_hours)})
 
 
 def latest_results(reader: ReadOnly) -> list[dict]:
@@ -96,3 +114,61 @@ def latest_failures(reader: ReadOnly) -> list[dict]:
         "SELECT sweep, device, model, variant, task, batch_size, seq_len, status, failure, "
         "error, finished_at FROM v_results WHERE status IN ('failed', 'timeout') "
         "ORDER BY finished_at DESC LIMIT 8")
+
+
+# What a result of another sweep is read with to stand in as a baseline (farm.comparisons).
+_BASELINE_COLUMNS = ("sweep", "job_key", "device", "model", "variant", "variant_spec", "task",
+                     "batch_size", "seq_len", "status", "finished_at", "per_sample_ms",
+                     "model_memory_mb", "params", "flops", "logits_json")
+_JOB_FACTS = ("SELECT j.key AS job_key, j.model_path, j.spec_json, d.kind AS device_kind "
+              "FROM jobs j JOIN sweeps s ON s.id = j.sweep_id "
+              "LEFT JOIN devices d ON d.name = j.device WHERE s.name = :sweep")
+_DONE_ELSEWHERE = (
+    "SELECT " + ", ".join(f"v.{c}" for c in _BASELINE_COLUMNS) + ", j.spec_json, "
+    "d.kind AS device_kind FROM v_results v JOIN sweeps s ON s.name = v.sweep "
+    "JOIN jobs j ON j.sweep_id = s.id AND j.key = v.job_key "
+    "LEFT JOIN devices d ON d.name = v.device "
+    "WHERE v.model = :model AND v.status = 'done' AND j.model_path IS NULL "
+    "ORDER BY v.finished_at DESC")
+
+
+def baselines_elsewhere(reader: ReadOnly, rows: list[dict]) -> dict[tuple, list[dict]]:
+    """For each row, by (sweep, job key), the results of other sweeps that may stand in for its
+    own baselines (farm.comparisons.compare): done, of the same catalog model, task, batch
+    size, sequence length and data, on a device of the same kind (which computes the same
+    logits); newest first, those with logits before those without.
+
+    A catalog model's weights are seeded (agents.catalog.CATALOG_SEED): one name is one set of
+    weights in every sweep. A checkpoint (path: or hub:) is stored by its path alone, which
+    says nothing of what its files held when it ran, so a checkpoint's rows get none here:
+    their baselines come from their own sweep only."""
+    sweeps = {r.get("sweep") for r in rows}
+    facts = {(sweep, j["job_key"]): j for sweep in sweeps
+             for j in reader.rows(_JOB_FACTS, {"sweep": sweep})}
+    done: dict[str, list[tuple]] = {}  # model -> (device kind, data, row) of other sweeps
+    found: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = (r.get("sweep"), r.get("job_key"))
+        own = facts.get(key)
+        if own is None or own["model_path"] is not None or own["device_kind"] is None:
+            continue
+        if r["model"] not in done:
+            done[r["model"]] = _done_elsewhere(reader, r["model"], sweeps)
+        mine = (own["device_kind"], _data_identity(own["spec_json"]))
+        found[key] = [c for kind, data, c in done[r["model"]] if (kind, data) == mine
+                      and all(c[k] == r[k] for k in ("task", "batch_size", "seq_len"))]
+    return found
+
+
+def _done_elsewhere(reader: ReadOnly, model: str, sweeps: set) -> list[tuple]:
+    """A catalog model's done results outside `sweeps`, each with its device's kind and data."""
+    rows = [r for r in reader.rows(_DONE_ELSEWHERE, {"model": model}) if r["sweep"] not in sweeps]
+    rows.sort(key=lambda r: r["logits_json"] is None)  # stable: newest first within each
+    return [(r["device_kind"], _data_identity(r["spec_json"]),
+             {k: r[k] for k in _BASELINE_COLUMNS}) for r in rows]
+
+
+def _data_identity(spec_json: str | None):
+    """A GLUE job's examples (their digest and count); None for synthetic inputs, which are
+    seeded (agents.models.synthetic_inputs)."""
+    return json.loads(spec_json or "{}").get("data")

@@ -1,0 +1,218 @@
+"""The end-of-run table of `farm submit` (farm.console.results_table): an oom row shows the
+memory its container reached when the kernel killed the job, and every variant its Δlogit
+against the same model's eager fp32 on the same work: from the sweep's own rows, else from
+another sweep of the database (farm.store.queries.baselines_elsewhere) where that one ran the
+same weights on the same kind of device."""
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+from rich.console import Console
+
+from farm.comparisons import compare
+from farm.console import methods_table, results_table
+from farm.results import V_RESULTS, Status
+from farm.store import Store, queries
+from farm.store.clock import utcnow
+from farm.store.readonly import ReadOnly
+from farm.store.schema import Job, Sweep
+
+FP32_LOGITS = [[0.125, -0.25]]
+INT8_LOGITS = [[0.1875, -0.25]]  # 0.0625 off fp32's: Δlogit 6.2e-02
+
+
+def v_result(variant: str, status: str = Status.DONE, **figures) -> dict:
+    """A v_results row as the view returns it: every column, None where not measured."""
+    row = dict.fromkeys(c.name for c in V_RESULTS)
+    row.update(sweep="s", job_key=f"s-{variant}", device="box-1", target="box-1",
+               model="bert-tiny", variant=variant, task="synthetic", batch_size=1, seq_len=128,
+               status=status, attempts=1, repeat=1)
+    if status == Status.DONE:
+        row.update(p50_ms=2.0, per_sample_ms=2.0, peak_mem_mb=420.0, memory_mb=400.0,
+                   memory_limit_mb=1024.0, headroom_mb=624.0, flops=117_000_000,
+                   params=4_390_000, logits_json=json.dumps(FP32_LOGITS))
+    row.update(figures)
+    return row
+
+
+def _oom(**figures) -> dict:
+    """What a real oom holds (bert-base fp32 in a 256 MiB cgroup): the container's peak and
+    limit, no memory of the job's own, no headroom."""
+    return v_result("fp32", Status.OOM, model="bert-base", job_key="s-oom", peak_mem_mb=256.0,
+                    container_peak_mb=256.0, memory_limit_mb=256.0, anon_mb=0.0,
+                    error="killed by the kernel's OOM killer at the 256 MiB limit (peak 256 MiB)",
+                    **figures)
+
+
+def _text(table) -> str:
+    """The table as printed, and its caption's words once more on one line (a caption wraps
+    at the table's width)."""
+    console = Console(width=250, record=True, color_system=None)
+    console.print(table)
+    text = console.export_text()
+    return text + " ".join(text.split("┘")[-1].split())
+
+
+def _cells(table, row: int) -> dict[str, str]:
+    """A row's cells as the table holds them (Rich markup), by column header."""
+    return {str(c.header): c._cells[row] for c in table.columns}
+
+
+def _line(text: str, *words: str) -> list[str]:
+    """The cells of the table's line holding every word."""
+    (line,) = [line.replace("┃", "│") for line in text.splitlines()
+               if line[:1] in "│┃" and all(w in line for w in words)]
+    return [cell.strip() for cell in line.strip("│").split("│")]
+
+
+# --- An oom row --------------------------------------------------------------------------------
+
+def test_an_oom_row_shows_the_peak_at_the_kill_in_red_and_no_headroom_left():
+    table = results_table("sweep s", [v_result("fp32"), _oom()])
+    oom = _cells(table, 1)
+    assert (oom["memory MiB"], oom["limit MiB"], oom["headroom MiB"]) == (
+        "[red]256[/]", "256", "[red]0[/]")
+    done = _cells(table, 0)
+    assert (done["memory MiB"], done["headroom MiB"]) == ("400", "624")
+    assert "container's peak when the kernel killed the job" in _text(table)
+
+
+def test_an_oom_row_is_red_where_the_table_shows_container_peaks_only():
+    """Rows from before 0012 have no memory of the job's own: the column is the peak."""
+    before = v_result("fp32", memory_mb=None, headroom_mb=None)
+    oom = _cells(results_table("sweep s", [before, _oom()]), 1)
+    assert (oom["peak MiB"], oom["headroom MiB"]) == ("[red]256[/]", "[red]0[/]")
+
+
+# --- Δlogit ------------------------------------------------------------------------------------
+
+def test_int8_has_its_delta_logit_against_fp32_of_the_same_sweep():
+    int8 = v_result("int8", logits_json=json.dumps(INT8_LOGITS))
+    text = _text(results_table("sweep s", [v_result("fp32"), int8]))
+    header = _line(text, "variant", "status")
+    assert "Δlogit" in header
+    gap = header.index("Δlogit")
+    assert _line(text, "int8")[gap] == "6.2e-02"
+    assert _line(text, " fp32 ")[gap] == ""  # the baseline itself
+    assert "†" not in text
+    assert "Δlogit" not in _text(results_table("sweep s", [int8, _oom()]))  # none to be against
+
+
+def test_a_baseline_of_the_sweep_comes_before_one_from_elsewhere():
+    fp32, int8 = v_result("fp32"), v_result("int8", logits_json=json.dumps(INT8_LOGITS))
+    other = v_result("fp32", sweep="old", logits_json=json.dumps(INT8_LOGITS))
+    elsewhere = {("s", "s-int8"): [other]}
+    by_variant = {c.result["variant"]: c for c in compare([fp32, int8], elsewhere)}
+    assert by_variant["int8"].baseline is fp32 and not by_variant["int8"].baseline_elsewhere
+    alone = compare([int8], elsewhere)[0]
+    assert alone.baseline is other and alone.baseline_elsewhere and alone.logit_gap == 0
+
+
+# --- Baselines from other sweeps, read from a real database -------------------------------------
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(str(tmp_path / "farm.db"))
+    yield store
+    store.close()
+
+
+def _ran(store: Store, sweep: str, variant: str, logits, *, device: str = "box-1",
+         kind: str = "cgroup", model: str = "bert-tiny", path: str | None = None,
+         data: dict | None = None, at: float = 1000.0) -> None:
+    """One job of `sweep`, stored as a submit stores it and finished done with these logits."""
+    now = utcnow()
+    key = f"{sweep}-{model}-{variant}-{device}"
+    spec = {"target": device, "model": {"name": model, "path": path}, "variant": variant,
+            "task": "synthetic", "batch_size": 1, "seq_len": 128, **({"data": data} if data else {})}
+    with store._write() as db:
+        row = db.query(Sweep).filter_by(name=sweep).one_or_none()
+        if row is None:
+            row = Sweep(name=sweep, source=f"{sweep}.yaml", spec_json="{}", inventory_json="{}",
+                        created_at=now, updated_at=now)
+            db.add(row)
+            db.flush()
+        db.add(Job(sweep_id=row.id, key=key, target=device, model=model, model_path=path,
+                   variant=variant, task="synthetic", batch_size=1, seq_len=128,
+                   spec_json=json.dumps(spec), status=Status.QUEUED, attempts=0, created_at=now))
+        sweep_id = row.id
+    store.device_state(device, kind, "idle")
+    (job,) = store.runnable_jobs(sweep_id, {key})
+    store.job_started(job.id, device)
+    store.job_finished(job.id, {
+        "status": Status.DONE, "device": device, "started_at": at, "finished_at": at + 1,
+        "error": None, "result": {"per_sample_ms": 2.0, "peak_mem_mb": 420.0, "memory_mb": 400.0,
+                                  "memory_limit_mb": 1024.0, "logits": logits}})
+
+
+def _table(store: Store, sweep: str):
+    """The sweep's rows, what other sweeps hold for them, and their end-of-run table's text."""
+    rows = store.sweep_results(sweep)
+    with contextlib.closing(ReadOnly(store.url)) as reader:
+        elsewhere = queries.baselines_elsewhere(reader, rows)
+    return rows, elsewhere, _text(results_table(f"sweep {sweep}", rows, elsewhere))
+
+
+def test_int8_of_a_later_sweep_is_against_the_fp32_of_an_earlier_one(store):
+    _ran(store, "fp32-first", "fp32", [[9.0, 9.0]], device="box-2", at=1000.0)
+    _ran(store, "fp32-then", "fp32", FP32_LOGITS, device="box-2", at=2000.0)  # the newest
+    _ran(store, "int8-later", "int8", INT8_LOGITS, at=3000.0)
+    rows, elsewhere, text = _table(store, "int8-later")
+    assert [c["sweep"] for c in elsewhere[rows[0]["sweep"], rows[0]["job_key"]]] == [
+        "fp32-then", "fp32-first"]
+    gap = _line(text, "variant", "status").index("Δlogit")
+    assert _line(text, "int8")[gap] == "6.2e-02†"
+    assert "†: compared with sweep fp32-then on box-2" in text
+
+
+def test_the_same_device_comes_before_a_newer_result_on_another(store):
+    _ran(store, "here", "fp32", FP32_LOGITS, at=1000.0)
+    _ran(store, "there", "fp32", [[9.0, 9.0]], device="box-2", at=2000.0)
+    _ran(store, "int8-later", "int8", INT8_LOGITS, at=3000.0)
+    rows, elsewhere, text = _table(store, "int8-later")
+    assert compare(rows, elsewhere)[0].baseline["sweep"] == "here"
+    assert "6.2e-02†" in text and "sweep here on box-1" in text
+
+
+def test_not_against_fp32_from_another_kind_of_device(store):
+    _ran(store, "on-a-board", "fp32", FP32_LOGITS, device="nano-1", kind="jetson")
+    _ran(store, "int8-later", "int8", INT8_LOGITS, at=2000.0)
+    rows, elsewhere, text = _table(store, "int8-later")
+    assert elsewhere.get((rows[0]["sweep"], rows[0]["job_key"]), []) == []
+    assert "Δlogit" not in text
+
+
+def test_not_against_a_checkpoint_which_may_hold_other_weights(store):
+    """A checkpoint is stored by its path alone: the same path in two sweeps may have held other
+    files, and a checkpoint named like a catalog model holds other weights than the catalog's."""
+    _ran(store, "tuned", "fp32", FP32_LOGITS, path="/ckpt/bert-tiny-sst2")
+    _ran(store, "tuned-int8", "int8", INT8_LOGITS, path="/ckpt/bert-tiny-sst2", at=2000.0)
+    _ran(store, "catalog-int8", "int8", INT8_LOGITS, at=3000.0)
+    for sweep in ("tuned-int8", "catalog-int8"):
+        _, elsewhere, text = _table(store, sweep)
+        assert not any(elsewhere.values()) and "Δlogit" not in text
+
+
+def test_not_against_fp32_of_other_examples(store):
+    _ran(store, "sst2-100", "fp32", FP32_LOGITS, data={"digest": "a1", "count": 100})
+    _ran(store, "sst2-all", "int8", INT8_LOGITS, data={"digest": "b2", "count": 872}, at=2000.0)
+    _, elsewhere, _ = _table(store, "sst2-all")
+    assert not any(elsewhere.values())
+
+
+def test_the_methods_table_marks_a_ratio_against_another_sweep(store):
+    _ran(store, "fp32-first", "fp32", FP32_LOGITS)
+    _ran(store, "heads", "heads-50", INT8_LOGITS, at=2000.0)
+    with store._write() as db:  # a variant with a method, as a submit stores its spec
+        db.query(Job).filter_by(variant="heads-50").update({"variant_spec": json.dumps(
+            {"execution": "eager", "methods": [["prune_heads", {"fraction": 0.5}]],
+             "precision": "fp32"}, sort_keys=True)})
+    rows = store.sweep_results("heads")
+    with contextlib.closing(ReadOnly(store.url)) as reader:
+        elsewhere = queries.baselines_elsewhere(reader, rows)
+    text = _text(methods_table("sweep heads: methods against eager fp32", rows, elsewhere))
+    cells = _line(text, "heads-50")
+    assert "1.00†" in cells and "6.2e-02†" in cells
+    assert "sweep fp32-first on box-1" in text
