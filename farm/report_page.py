@@ -50,12 +50,6 @@ def research_section(rows: list[dict]) -> str:
         mine = [r for r in rows if (r.get("target") or "") == target]
         if len(targets) > 1:
             parts.append(f"<h3>{esc(pool_name(target))}</h3>")
-        repeats = sorted({r.get("repeat") or 1 for r in mine})
-        if len(repeats) > 1:
-            # farm table takes one job per cell; the charts take medians over the repeats.
-            mine = [r for r in mine if (r.get("repeat") or 1) == repeats[0]]
-            parts.append(f"<p>Repeat {repeats[0]} of {len(repeats)}; the charts show medians "
-                         "over the repeats.</p>")
         try:
             parts.append(research_html(pooled_table(mine)))
         except ValueError as error:  # two results for one cell, even a row per device

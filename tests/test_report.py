@@ -208,10 +208,14 @@ def test_write_report_draws_pools_with_svgs_beside(tmp_path):
     assert research_section(pooled()).count("<tr><td>bert-tiny</td>") == 3
     assert research_section(pooled()[1:]).count("<tr><td>bert-tiny</td>") == 2
 
-    # Repeats: the table takes the first (farm table takes one job per cell) and says so.
-    again = [dict(r, repeat=2, per_sample_ms=99.0) for r in pooled()[1:]]
-    section = research_section(pooled()[1:] + again)
-    assert "Repeat 1 of 2" in section and "99.00" not in section
+    # Repeats: each cell is the median over its job's repeats, as in farm table, and says so.
+    first = pooled()[1:]
+    again = [dict(r, repeat=2, per_sample_ms=r["per_sample_ms"] + 2.0) for r in first]
+    section = research_section(first + again)
+    assert "median of 2 repeats" in section
+    for r in first:
+        if r["batch_size"] == 1:  # the table's cells are at batch size 1
+            assert f'<td class="n">{r["per_sample_ms"] + 1.0:.2f}</td>' in section
 
 
 def test_charts_per_device_only_when_asked(tmp_path):
