@@ -175,10 +175,19 @@ def submit(
     inventory: Path = INVENTORY_OPTION,
     db: Optional[str] = DB_OPTION,
     ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and expand the sweep, and "
+                                 "print the jobs per target, those already done, the model "
+                                 "groups and an estimate from earlier results; write nothing, "
+                                 "start nothing."),
 ):
     """Run a sweep: expand it into jobs, run them on the devices, store every figure."""
     from farm.api import submit as run_sweep
 
+    if dry_run:
+        from farm.plan import dry_run as plan, to_rich
+
+        out.print(to_rich(plan(sweep, inventory, db)))
+        return
     with _progress() as progress:
         report = run_sweep(sweep, inventory, db=db, ray_address=ray_address, observer=progress)
     _finish(report)
