@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 JETSON_STACK ?= $(HOME)/.cache/farm/jetson-py36
 PY36 := $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)/versions/3.6.15/bin/python3.6
 
-.PHONY: install demo demo-stream demo-methods test clean jetson-stack sshd uml-kernel
+.PHONY: install demo demo-stream demo-methods test clean jetson-stack sshd uml-kernel postgres
 
 install: $(STAMP)
 
@@ -33,7 +33,7 @@ demo-stream: install
 demo-methods: install
 	$(BIN)/farm submit examples/methods.yaml --inventory inventory.yaml
 
-test: install jetson-stack sshd uml-kernel
+test: install jetson-stack sshd uml-kernel postgres
 	FARM_JETSON_PYTHON=$(JETSON_STACK)/bin/python $(BIN)/python -m pytest
 
 # The cgroup v2 tests' kernel: user-mode Linux 6.1, built once from Debian's linux-source-6.1
@@ -52,6 +52,19 @@ sshd:
 	  { apt-get update -q >/dev/null && apt-get install -y -q openssh-server tmux >/dev/null; }; \
 	else \
 	  echo "note: no sshd or tmux here (apt-get install openssh-server tmux); those tests will not run"; \
+	fi
+
+# The PostgreSQL tests start their own server (Debian's postgresql, installed here) on 127.0.0.1
+# in a temporary data directory; the package's own cluster is never used.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+	  echo "postgres: $$(ls /usr/lib/postgresql/*/bin/postgres | tail -1)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }; \
+	else \
+	  echo "note: no PostgreSQL here (apt-get install postgresql); its tests will not run"; \
 	fi
 
 jetson-stack:

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from farm.cluster import use_token
 from farm.controller import (DEVICE_RESOURCE, Observer, Scheduler, close_workers,
                              prepare_workers, start_workers)
 from farm.devices.kinds import kind_of
@@ -17,7 +18,7 @@ from farm.errors import (Busy, ConfigError, DeviceError, DeviceUnreachable, Farm
                          HostKeyRefused, QueryError)
 from farm.inventory import Inventory, load_inventory
 from farm.results import Status
-from farm.store import Store, queries, resolve_url
+from farm.store import Store, queries, resolve_url, url_shown
 from farm.store.readonly import QUERY_TIMEOUT_S, ReadOnly, database_exists
 from farm.store.runs import HEARTBEAT_S
 from farm.sweep import Sweep, expand, load_sweep, read_data, resolve_targets
@@ -61,6 +62,7 @@ def ray_connection(address: str | None, inventory: Inventory):
         return
     try:
         if address:
+            use_token()  # this user's token, as Ray uses it for a cluster it finds
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         else:
             # address="local": a private instance, never a cluster `ray start` left running.
@@ -118,7 +120,7 @@ def _stored_sweep(name: str, db: str | None) -> tuple[str, str, str]:
     with contextlib.closing(ReadOnly(db)) as reader:
         stored = queries.stored_sweep(reader, name)
     if stored is None:
-        raise QueryError(f"no sweep named {name!r} in {resolve_url(db)}",
+        raise QueryError(f"no sweep named {name!r} in {url_shown(resolve_url(db))}",
                          "`farm status` lists the sweeps; check --db / FARM_DB")
     return stored["source"], stored["spec_json"], stored["inventory_json"]
 
@@ -301,7 +303,7 @@ def remove_sweep(name: str, db: str | None = None) -> int:
     finally:
         store.close()
     if removed is None:  # removed by someone else since
-        raise QueryError(f"no sweep named {name!r} in {resolve_url(db)}",
+        raise QueryError(f"no sweep named {name!r} in {url_shown(resolve_url(db))}",
                          "`farm status` lists the sweeps; check --db / FARM_DB")
     return removed
 
@@ -419,11 +421,16 @@ RECENT_HOURS = 24
 
 def status_snapshot(db: str | None = None, recent_hours: float = RECENT_HOURS) -> dict:
     """What `farm status` shows, read from the database alone (never Ray, never a device): the
-    active and recent sweeps with their progress, the devices, the latest results, failures."""
+    database's time (UTC); the active and recent sweeps with their progress, state and pace
+    (farm.store.queries.recent_sweeps); the devices, each with its pool (a tag of its, else
+    its kind); the latest results; the latest failures."""
     with contextlib.closing(ReadOnly(db)) as reader:
         now = queries.database_now(reader)
+        pools = queries.device_pools(reader)
+        devices = [{**{k: v for k, v in d.items() if k != "facts_json"},
+                    "pool": pools.get(d["name"], d["kind"])} for d in queries.device_rows(reader)]
         return {"now": now, "sweeps": queries.recent_sweeps(reader, now, recent_hours),
-                "devices": queries.device_rows(reader), "latest": queries.latest_results(reader),
+                "devices": devices, "latest": queries.latest_results(reader),
                 "failures": queries.latest_failures(reader)}
 
 
@@ -440,7 +447,7 @@ def _require_sweeps(reader: ReadOnly, *names: str) -> None:
     known = queries.sweep_names(reader)
     for name in names:
         if name not in known:
-            raise QueryError(f"no sweep named {name!r} in {reader.url}",
+            raise QueryError(f"no sweep named {name!r} in {url_shown(reader.url)}",
                              f"known sweeps: {', '.join(known) or 'none yet'}")
 
 

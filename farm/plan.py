@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from farm.devices import group_key
 from farm.inventory import load_inventory
-from farm.store import resolve_url
+from farm.store import resolve_url, url_shown
 from farm.store.readonly import ReadOnly, database_exists
 from farm.store.sweeps import refuse_other_file
 from farm.sweep import JobSpec, expand, load_sweep, read_data, resolve_targets
@@ -75,7 +75,7 @@ def dry_run(sweep_file: str | Path, inventory_file: str | Path, db: str | None =
     targets = tuple(_target_plan(target, pools[target], [j for j in jobs if j.target == target],
                                  finished, earlier, loads) for target in pools)
     groups = dict.fromkeys(_group_name(j) for j in jobs if j.key not in finished)
-    return Plan(sweep.name, resolve_url(db), targets, tuple(groups))
+    return Plan(sweep.name, url_shown(resolve_url(db)), targets, tuple(groups))
 
 
 def _earlier_times(reader: ReadOnly, jobs: list[JobSpec]) -> tuple[dict, dict]:

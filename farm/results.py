@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy import Column, Float, Integer, String, Text
+from sqlalchemy import BigInteger, Column, Float, Integer, String, Text
 from sqlalchemy.types import TypeEngine
 
 
@@ -78,6 +78,9 @@ class ViewColumn:
 
 
 _F, _I, _T = Float(), Integer(), Text()
+# Counts past 2**31 (a BERT-base pass is ~22 GFLOPs): PostgreSQL's INTEGER is 32 bits, SQLite's
+# holds 64 (there BIGINT would only rename the type).
+_BIG = Integer().with_variant(BigInteger(), "postgresql")
 _METHOD_TYPES = {"int": _I, "float": _F, "text": _T}
 
 # The migration that added each built-in method's figure as a column of results and v_results.
@@ -110,8 +113,8 @@ _RESULT = (  # name, type, unit, what, since
     ("container_peak_mb", _F, "MiB", "the cgroup's peak during the job", "0001"),
     ("process_peak_mb", _F, "MiB", "the agent's VmHWM", "0001"),
     ("memory_limit_mb", _F, "MiB", "the container's memory limit", "0001"),
-    ("flops", _I, "FLOPs", "one sample's forward pass", "0001"),
-    ("params", _I, "", "parameter count", "0001"),
+    ("flops", _BIG, "FLOPs", "one sample's forward pass", "0001"),
+    ("params", _BIG, "", "parameter count", "0001"),
     ("energy_mj", _F, "mJ", "energy per sample over the timed window", "0001"),
     ("metric", String(32), "", "the task's main metric (all of them: table metrics)", "0001"),
     ("score", _F, "", "the main metric's value", "0001"),
@@ -186,9 +189,9 @@ _RESULT = (  # name, type, unit, what, since
     ("temp_source", String(64), "", "which sensor the temperature is (tegrastats CPU, a "
                                     "thermal zone's type)", "0012", "temp from"),
     # 0013: compression methods (agents/methods: kronecker, prune_ffn, magnitude)
-    ("nonzero_params", _I, "", "parameters that are not zero (a masked model stores as many "
-                               "parameters as the dense one, fewer of them nonzero)", "0013",
-     "nonzero params"),
+    ("nonzero_params", _BIG, "", "parameters that are not zero (a masked model stores as "
+                                 "many parameters as the dense one, fewer of them nonzero)",
+     "0013", "nonzero params"),
 )
 _RESULT_JSON = (  # name, the agent result's key, what, since
     ("latencies_json", "latencies_ms", "every timed call, in ms", "0001"),
@@ -202,11 +205,11 @@ _LOAD = (
     ("load_peak_mb", _F, "MiB", "the process peak (VmHWM) after loading", "0002"),
     ("load_container_peak_mb", _F, "MiB", "the container's peak after loading", "0002"),
     ("cuda_load_peak_mb", _F, "MiB", "the CUDA peak after loading", "0002"),
-    ("params", _I, "", "parameter count", "0002"),
+    ("params", _BIG, "", "parameter count", "0002"),
     ("agent", String(32), "", "the agent's content hash", "0002"),
     ("baseline_mb", _F, "MiB", "the agent idle: torch imported, no model", "0007"),
     ("layer_store", String(32), "", "streamed: the layer store's hash", "0007"),
-    ("layer_store_bytes", _I, "bytes", "streamed: the layer store's size", "0007"),
+    ("layer_store_bytes", _BIG, "bytes", "streamed: the layer store's size", "0007"),
     ("layer_store_prepare_s", _F, "s", "streamed: making the store (NULL: cached)", "0007"),
     ("load_container_peak_method", String(16), "", "how load_container_peak_mb was taken",
      "0010"),

@@ -42,6 +42,15 @@ def resolve_url(value: str | None, default: str = DEFAULT_DB) -> str:
     return URL.create("sqlite", database=path).render_as_string(hide_password=False)
 
 
+def driver_url(url: str) -> URL:
+    """A URL with its driver named: a bare postgresql:// is psycopg 3's, the driver farm
+    installs (SQLAlchemy before 2.1 would look for psycopg2)."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -105,12 +114,12 @@ class Store(RunsMixin, SweepsMixin):
     def __init__(self, url: str | None = None):
         self.url = resolve_url(url)
         try:
-            self.engine = create_engine(self.url)
+            self.engine = create_engine(driver_url(self.url))
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             self._migrate()
         except SQLAlchemyError as error:
-            raise StoreError(f"cannot open database {self.url}: {_reason(error)}",
+            raise StoreError(f"cannot open database {url_shown(self.url)}: {_reason(error)}",
                              "check --db / FARM_DB and that the file is writable") from None
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -148,7 +157,7 @@ class Store(RunsMixin, SweepsMixin):
         known = {script.revision for script in scripts.walk_revisions()}
         for revision in MigrationContext.configure(connection).get_current_heads():
             if revision not in known:
-                raise StoreError(f"the database at {_shown(self.url)} was written by a newer "
+                raise StoreError(f"the database at {url_shown(self.url)} was written by a newer "
                                  f"farm (revision {revision})", "upgrade farm")
 
     def _write(self):
@@ -331,7 +340,7 @@ class _Transaction:
         return False
 
 
-def _shown(url: str) -> str:
+def url_shown(url: str) -> str:
     """A URL as a person wrote it: an SQLite file's path, or the URL without its password."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:

@@ -5,7 +5,8 @@ SQLite is opened read-only by the driver (a `mode=ro` URI) and with `PRAGMA quer
 write statement fails inside SQLite itself and changes nothing; ATTACH (and VACUUM INTO, which
 attaches its target) is refused by a limit of no attached databases, before SQLite opens, or
 creates, any other file. Other databases run every query in a READ ONLY transaction that is
-rolled back. Nothing here migrates: reading never writes.
+rolled back; on PostgreSQL (psycopg) every query is prepared, so it is one statement that cannot
+end that transaction and write after it. Nothing here migrates: reading never writes.
 
 A user's query has a time limit and stops at Ctrl-C: SQLite runs it in C, where Python's signal
 handling cannot reach, so a progress handler polled by SQLite itself ends it.
@@ -25,7 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from farm.errors import Interrupted, QueryError, StoreError
-from farm.store import BUSY_TIMEOUT_MS, _reason, resolve_url
+from farm.store import BUSY_TIMEOUT_MS, _reason, driver_url, resolve_url, url_shown
 
 QUERY_TIMEOUT_S = 60.0
 _POLL_EVERY = 10_000  # SQLite virtual-machine steps between two looks at the clock and Ctrl-C
@@ -47,7 +48,7 @@ def database_exists(url: str | None) -> bool:
 def _engine(url: str):
     path = _sqlite_path(url)
     if path is None:
-        return create_engine(url)
+        return create_engine(driver_url(url), connect_args=_one_statement(url))
     if not path.exists():
         raise StoreError(f"no database at {path}", "run `farm submit` first, or point --db / "
                          "FARM_DB at the results database")
@@ -58,6 +59,13 @@ def _engine(url: str):
         uri, uri=True, check_same_thread=False))
     event.listen(engine, "connect", _sqlite_read_only)
     return engine
+
+
+def _one_statement(url: str) -> dict:
+    """psycopg sends a query without parameters as a simple query, which may hold several
+    statements: "COMMIT; DELETE ..." would end the READ ONLY transaction and write. Prepared,
+    every query is one statement, or the server refuses it."""
+    return {"prepare_threshold": 0} if driver_url(url).get_driver_name() == "psycopg" else {}
 
 
 class ReadOnly:
@@ -77,7 +85,7 @@ class ReadOnly:
                 finally:
                     connection.rollback()  # never commit: nothing here may change the database
         except SQLAlchemyError as error:
-            raise StoreError(f"cannot read {self.url}: {_reason(error)}") from None
+            raise StoreError(f"cannot read {url_shown(self.url)}: {_reason(error)}") from None
 
     def query(self, sql: str, params: dict | None = None,
               timeout_s: float = QUERY_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
@@ -111,6 +119,9 @@ def _query_error(reason: str, why: dict, timeout_s: float) -> Exception:
         return QueryError("farm sql is read-only: ATTACH and VACUUM are refused (they would "
                           "create or write another file); nothing was changed",
                           "query the results database itself; copy it with sqlite3's .backup")
+    if "one statement at a time" in lowered or "multiple commands" in lowered:
+        return QueryError(f"farm sql is read-only and runs one statement at a time: {reason}; "
+                          "nothing was changed", "run each statement on its own")
     if "readonly" in lowered.replace(" ", "") or "read-only" in lowered or "query_only" in lowered:
         return QueryError(f"farm sql is read-only: {reason}; nothing was changed",
                           "use SELECT (and the views v_results, v_latest, v_devices); results "

@@ -12,6 +12,10 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
+# Counts past 2**31 are BIGINT on PostgreSQL; SQLite's INTEGER already holds 64 bits, and its
+# schema stays as it was.
+_BIG = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
+
 JOB_STATUSES = ("queued", "running", "done", "oom", "failed", "timeout", "cancelled")
 
 # v_results: one row per job; outside tools rely on these column names. Extend, never rename.
@@ -85,8 +89,8 @@ def upgrade() -> None:
         sa.Column("device", sa.String(64), nullable=False),
         sa.Column("iters", sa.Integer(), nullable=True),
         *[sa.Column(name, sa.Float(), nullable=True) for name in floats],
-        sa.Column("flops", sa.Integer(), nullable=True),
-        sa.Column("params", sa.Integer(), nullable=True),
+        sa.Column("flops", _BIG, nullable=True),
+        sa.Column("params", _BIG, nullable=True),
         sa.Column("energy_mj", sa.Float(), nullable=True),
         sa.Column("metric", sa.String(32), nullable=True),
         sa.Column("score", sa.Float(), nullable=True),

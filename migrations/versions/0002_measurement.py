@@ -12,6 +12,10 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
+# Counts past 2**31 are BIGINT on PostgreSQL; SQLite's INTEGER already holds 64 bits, and its
+# schema stays as it was.
+_BIG = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
+
 # v_results keeps every column of 0001 (names other tools rely on) and adds new ones at the end.
 V_RESULTS = """
 CREATE VIEW v_results AS
@@ -50,7 +54,7 @@ def upgrade() -> None:
         sa.Column("variant", sa.String(32), nullable=False),
         *[sa.Column(c, sa.Float(), nullable=True) for c in (
             "load_s", "load_peak_mb", "load_container_peak_mb", "cuda_load_peak_mb")],
-        sa.Column("params", sa.Integer(), nullable=True),
+        sa.Column("params", _BIG, nullable=True),
         sa.Column("agent", sa.String(32), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),

@@ -15,12 +15,16 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
+# Counts past 2**31 are BIGINT on PostgreSQL; SQLite's INTEGER already holds 64 bits, and its
+# schema stays as it was.
+_BIG = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
+
 _NEW_RESULT_COLUMNS = (
     ("baseline_mb", sa.Float()), ("bytes_read", sa.Float()), ("storage_read_bytes", sa.Float()),
     ("read_ms", sa.Float()), ("read_wait_ms", sa.Float()), ("logits_json", sa.Text()))
 _NEW_LOAD_COLUMNS = (
     ("baseline_mb", sa.Float()), ("layer_store", sa.String(32)),
-    ("layer_store_bytes", sa.Integer()), ("layer_store_prepare_s", sa.Float()))
+    ("layer_store_bytes", _BIG), ("layer_store_prepare_s", sa.Float()))
 
 
 def _module(revision: str):

@@ -16,9 +16,16 @@ down_revision = "0012"
 branch_labels = None
 depends_on = None
 
+
+def _big():
+    """Counts past 2**31 are BIGINT on PostgreSQL; SQLite's INTEGER already holds 64 bits, and
+    its schema stays as it was."""
+    return sa.Integer().with_variant(sa.BigInteger(), "postgresql")
+
+
 # Written out rather than read from the declaration: a migration adds what it added, forever.
 _NEW_RESULT_COLUMNS = (
-    ("nonzero_params", sa.Integer), ("layer_errors", sa.Text), ("kronecker_shapes", sa.Text),
+    ("nonzero_params", _big), ("layer_errors", sa.Text), ("kronecker_shapes", sa.Text),
     ("neurons_pruned", sa.Integer), ("sparsity", sa.Float), ("kernel", sa.Text))
 
 
