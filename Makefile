@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 JETSON_STACK ?= $(HOME)/.cache/farm/jetson-py36
 PY36 := $(or $(shell pyenv root 2>/dev/null),$(HOME)/.pyenv)/versions/3.6.15/bin/python3.6
 
-.PHONY: install demo demo-stream demo-methods test clean jetson-stack sshd uml-kernel postgres
+.PHONY: install demo demo-stream demo-methods demo-glue test clean jetson-stack sshd uml-kernel postgres
 
 install: $(STAMP)
 
@@ -32,6 +32,13 @@ demo-stream: install
 # Pruned heads and low-rank factorization against eager fp32 (README: "Variants and methods").
 demo-methods: install
 	$(BIN)/farm submit examples/methods.yaml --inventory inventory.yaml
+
+# The GLUE baselines sweep on a toy GLUE sample written here (dev files in GLUE's layout, a tiny
+# BERT per task trained in seconds): its scores prove the pipeline, not a model (README: "GLUE
+# accuracy").
+demo-glue: install
+	$(BIN)/python examples/glue_sample.py
+	$(BIN)/farm submit examples/glue-baselines.yaml --inventory inventory.yaml
 
 test: install jetson-stack sshd uml-kernel postgres
 	FARM_JETSON_PYTHON=$(JETSON_STACK)/bin/python $(BIN)/python -m pytest

@@ -51,19 +51,10 @@ def research_section(rows: list[dict]) -> str:
         if len(targets) > 1:
             parts.append(f"<h3>{esc(pool_name(target))}</h3>")
         try:
-            parts.append(research_html(pooled_table(mine)))
+            parts.append(research_html(research_table(mine)))
         except ValueError as error:  # two results for one cell, even a row per device
             parts.append(f"<p>No table: {esc(error)}</p>")
     return "\n".join(parts) + "\n"
-
-
-def pooled_table(rows: list[dict]) -> ResearchTable:
-    """One row per model and variant over the pool's devices; a row per device where two of
-    them ran the same work."""
-    try:
-        return research_table(rows, by_device=False)
-    except ValueError:
-        return research_table(rows, by_device=True)
 
 
 def research_html(table: ResearchTable) -> str:

@@ -60,15 +60,19 @@ def research_table(rows, by_device: bool | None = None, *,
                    batch_size: int | None = None) -> ResearchTable:
     """Lay v_results rows out for a paper: see the module docstring for what each cell holds.
 
-    by_device: one row per device too (default: only when the rows span several devices); with
-    False, rows of several devices are merged, and two results for one cell raise ValueError.
+    by_device: one row per device too. By default the rows of a pool's devices are merged (a
+    pooled sweep spreads one variant's jobs over them, and a row per device would split it),
+    and only where two devices ran the same work is there a row per device. With False, two
+    results for one cell raise ValueError.
     batch_size: take figures at this batch size (default: 1, else the cell's smallest).
     Rows of several sequence lengths get a `seq_len` key column rather than being mixed.
     """
     rows = list(rows)
-    devices = _distinct(r.get("device") for r in rows)
     if by_device is None:
-        by_device = len(devices) > 1
+        try:
+            return research_table(rows, False, batch_size=batch_size)
+        except ValueError:
+            by_device = True
     keys = ("model", "variant") + (("device",) if by_device else ()) \
         + (("seq_len",) if len(_distinct(r["seq_len"] for r in rows)) > 1 else ())
     tasks = tuple(_distinct(r["task"] for r in rows))

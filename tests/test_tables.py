@@ -120,7 +120,12 @@ def test_rich_table_renders_task_groups(rows):
     assert text.index("sst2") < text.index("mnli")
 
 
-def test_device_column_when_rows_span_devices(rows):
+def test_a_pools_devices_share_a_row_unless_two_ran_the_same_work(rows):
+    """A pooled sweep spreads one variant's jobs over the pool: one row per variant, however
+    the jobs fell; a row per device only where two devices ran the same work."""
+    spread = [dict(r, device=f"nano-0{i % 2 + 1}") for i, r in enumerate(rows)]
+    assert research_table(spread).keys == ("model", "variant")
+    assert len(research_table(spread).rows) == len({(r["model"], r["variant"]) for r in rows})
     rows.append(result("bert_tiny", "fp32", "sst2", device="nano-01", score=0.8125,
                        per_sample_ms=4.0, peak_mem_mb=310.0))
     table = research_table(rows)
