@@ -288,33 +288,50 @@ def cancel(sweep: str = SWEEP_ARGUMENT, db: Optional[str] = DB_OPTION):
     out.print(f"sweep {shown(sweep)}: {listed}", highlight=False)
 
 
+STATUS_JSON_HELP = (
+    "Print one snapshot as a JSON document and exit, for scripts. Keys: now (the database's "
+    "UTC time); sweeps (each: name, state running|incomplete|finished, total, done, oom, failed, "
+    "running, queued, cancelled, last_finished, run_started, run_ended, finished_in_run, "
+    "rate_per_min and eta_s of its newest run, null until it has finished two jobs); devices "
+    "(each: name, kind, pool, state, last_seen, last_error, the current job's model, variant, "
+    "task, batch_size, seq_len, phase, started_at, and the board's power_mw, board_ram_mb, "
+    "temp_c, throttled); latest (the 8 newest results); failures (the 8 newest failed jobs). "
+    "Times are UTC text, 'YYYY-MM-DD HH:MM:SS' (stored ones with microseconds).")
+
+
 @app.command()
 @boundary
 def status(once: bool = typer.Option(False, "--once", help="Print one snapshot and exit (for "
                                      "scripts and non-terminals)."),
+           json_out: bool = typer.Option(False, "--json", help=STATUS_JSON_HELP),
            interval: float = typer.Option(1.0, "--interval", min=0.2, metavar="SECONDS",
                                           help="Seconds between refreshes."),
            db: Optional[str] = DB_OPTION):
-    """Live view of sweeps, devices, latest results and failures; reads only the database, so it
-    never slows a sweep and works with no Ray running. Ctrl-C leaves it."""
+    """Live view of sweeps (progress, jobs per minute and ETA of the run under way), devices
+    (a line per pool and state when there are many), latest results and failures, fitted to
+    the terminal's width; reads only the database, so it never slows a sweep and works with no
+    Ray running. Ctrl-C leaves it."""
+    import json
     import time
 
     from rich.live import Live
 
     from farm.api import status_snapshot
-    from farm.console import status_view
+    from farm.status_view import StatusView
 
-    if once or not sys.stdout.isatty():
-        out.print(status_view(status_snapshot(db)))
-        return
-    with Live(status_view(status_snapshot(db)), console=out, auto_refresh=False,
-              screen=False) as live:
-        try:
-            while True:
-                time.sleep(interval)
-                live.update(status_view(status_snapshot(db)), refresh=True)
-        except KeyboardInterrupt:
-            pass
+    if json_out:
+        sys.stdout.write(json.dumps(status_snapshot(db), default=str, indent=2) + "\n")
+    elif once or not sys.stdout.isatty():
+        out.print(StatusView(status_snapshot(db)))
+    else:
+        with Live(StatusView(status_snapshot(db)), console=out, auto_refresh=False,
+                  screen=False) as live:
+            try:
+                while True:
+                    time.sleep(interval)
+                    live.update(StatusView(status_snapshot(db)), refresh=True)
+            except KeyboardInterrupt:
+                pass
 
 
 @app.command("sql")
@@ -386,8 +403,8 @@ def table(sweep: str = SWEEP_ARGUMENT,
                                                    help="Figures at this batch size (default: "
                                                    "1, else the smallest)."),
           by_device: Optional[bool] = typer.Option(None, "--by-device/--no-by-device",
-                                                   help="A row per device too (default: when "
-                                                   "the sweep used several)."),
+                                                   help="A row per device too (default: only "
+                                                   "where two devices ran the same work)."),
           db: Optional[str] = DB_OPTION):
     """The researchers' table: a row per model variant, a column group per task with accuracy,
     latency per sample and peak memory."""

@@ -460,101 +460,12 @@ def _age(then, now=None) -> str:
     return f"{seconds:.0f}s ago"
 
 
-def _bar(done: int, total: int, width: int = 24) -> str:
-    filled = int(round(width * done / total)) if total else 0
-    return "[green]" + "━" * filled + "[/][dim]" + "━" * (width - filled) + "[/]"
-
-
-def _sweep_line(sweep: dict, now) -> tuple:
-    total = sweep["total"] or 0
-    finished = sum(sweep[k] or 0 for k in ("done", "oom", "failed"))
-    running, queued = sweep["running"] or 0, sweep["queued"] or 0
-    if running:
-        state = "[cyan]running[/]"
-    elif queued or sweep["cancelled"]:
-        state = "[magenta]incomplete[/]"
-    else:
-        state = "[green]finished[/]"
-    rate = (sweep["finished_10min"] or 0) / 10.0  # jobs per minute, over the last ten minutes
-    left = total - finished
-    eta = f"{left / rate:.0f} min" if running and rate > 0 else ""
-    failures, cancelled = sweep["failed"] or 0, sweep["cancelled"] or 0
-    return (f"[bold]{shown(sweep['name'])}[/]", state, _bar(finished, total), f"{finished}/{total}",
-            f"[green]{sweep['done'] or 0} done[/]",
-            f"[yellow]{sweep['oom']} oom[/]" if sweep["oom"] else "",
-            f"[red]{failures} failed[/]" if failures else "",
-            f"[magenta]{cancelled} cancelled[/]" if cancelled else "",
-            f"{rate:.1f}/min" if running else "", eta, _age(sweep["last_finished"], now))
-
-
 def status_view(snapshot: dict):
-    """`farm status`: sweeps, devices, latest results and failures, from one database read."""
-    now = _when(snapshot["now"])
-    sweeps = Table(title="sweeps", header_style="bold", pad_edge=False, expand=False)
-    for name in ("sweep", "state", "progress", "", "", "", "", "", "rate", "ETA",
-                 "last result"):
-        sweeps.add_column(name, no_wrap=True)
-    for sweep in snapshot["sweeps"]:
-        sweeps.add_row(*_sweep_line(sweep, now))
-    if not snapshot["sweeps"]:
-        sweeps.add_row("[dim]no sweep in the last day[/]", *[""] * 10)
+    """`farm status`'s view of a snapshot (farm.api.status_snapshot), drawn at the console's
+    width (farm.status_view)."""
+    from farm.status_view import StatusView
 
-    devices = Table(title="devices", header_style="bold", pad_edge=False)
-    heat = any(d.get("temp_c") is not None for d in snapshot["devices"])
-    for name in ("device", "kind", "state", "current job", "phase", "heartbeat",
-                 "board W", "board RAM", *("temp",) * heat, "last error"):
-        devices.add_column(name, no_wrap=name not in ("last error", "current job"),
-                           justify="right" if name.startswith("board") or name == "temp"
-                           else "left")
-    for d in snapshot["devices"]:
-        busy = d["state"] == "busy" and d["model"]
-        job = (shown(f"{d['model']} {d['variant']} {d['task']} b{d['batch_size']} "
-                     f"s{d['seq_len']}") if busy else "")
-        style = DEVICE_STATE_STYLE.get(d["state"], "")
-        devices.add_row(shown(d["name"]), shown(d["kind"]), f"[{style}]{shown(d['state'])}[/]",
-                        job, f"[cyan]{shown(d['phase'])}[/]" if busy else "",
-                        _age(d["last_seen"], now),
-                        _num(d["power_mw"] and d["power_mw"] / 1000, ".2f"),
-                        f"{d['board_ram_mb']:.0f} MiB" if d["board_ram_mb"] else "",
-                        *[_temperature(d)] * heat,
-                        f"[red]{shown(d['last_error'])}[/]" if d["last_error"] else "")
-
-    parts = [sweeps, devices, _latest_table(snapshot["latest"], now)]
-    if snapshot["failures"]:
-        failed = Table(title="failed jobs", header_style="bold", pad_edge=False)
-        for name in ("sweep", "device", "job", "status", "class", "reason"):
-            failed.add_column(name, no_wrap=name != "reason")
-        for r in snapshot["failures"]:
-            style = STATUS_STYLE.get(r["status"], "red")
-            failed.add_row(shown(r["sweep"]), shown(r["device"]), shown(
-                           f"{r['model']} {r['variant']} {r['task']} b{r['batch_size']} "
-                           f"s{r['seq_len']}"), f"[{style}]{r['status']}[/]",
-                           shown(r["failure"]), shown(r["error"]))
-        parts.append(failed)
-    return Group(*parts)
-
-
-def _latest_table(rows: list[dict], now) -> Table:
-    """The newest results: done, and oom (a model that does not fit is a finding, shown with
-    the peak it reached and why it ended, never among the failed jobs)."""
-    latest = Table(title="latest results", header_style="bold", pad_edge=False)
-    figures = ("p50_ms", "per_sample_ms", "peak_mem_mb", "energy_mj")
-    oom = any(r["status"] == Status.OOM for r in rows)
-    for name in ("sweep", "device", "job", "status", *figures, "when"):
-        latest.add_column(label(name), no_wrap=True,
-                          justify="right" if name in figures else "left")
-    if oom:
-        latest.add_column("why it ended")
-    for r in rows:
-        style = STATUS_STYLE.get(r["status"], "")
-        latest.add_row(shown(r["sweep"]), shown(r["device"]), shown(
-                       f"{r['model']} {r['variant']} {r['task']} b{r['batch_size']} "
-                       f"s{r['seq_len']}"), f"[{style}]{r['status']}[/]",
-                       _num(r["p50_ms"], ".2f"), _num(r["per_sample_ms"], ".2f"),
-                       _num(r["peak_mem_mb"], ".0f"), _num(r["energy_mj"], ".2f"),
-                       _age(r["finished_at"], now),
-                       *[shown(r["error"]) if r["status"] == Status.OOM else ""] * oom)
-    return latest
+    return StatusView(snapshot)
 
 
 class FitProgress:

@@ -1,7 +1,11 @@
-"""`farm status` in a real terminal (tmux) beside a running sweep, and `farm sql`'s read-only
-guarantee, through the real `farm` command."""
+"""`farm status`: its view at a terminal's width (figures whole at 80 columns, many devices a
+line per pool and state, power columns only with readings), the pace of a sweep's run, its
+JSON; in a real terminal (tmux) beside a running sweep; and `farm sql`'s read-only guarantee,
+through the real `farm` command."""
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import shutil
@@ -10,11 +14,23 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+from sqlalchemy import update
+from typer.testing import CliRunner
 
 from conftest import QUICK
+from farm.api import status_snapshot
+from farm.cli import app
+from farm.console import status_view
+from farm.inventory import Inventory
+from farm.store import Store
+from farm.store.clock import utcnow
+from farm.store.schema import Run
+from farm.sweep import Sweep, expand, resolve_targets
 
 FARM = str(Path(sys.executable).parent / "farm")
 
@@ -142,6 +158,216 @@ def test_status_once_and_read_only_sql(cgroups, write_yaml, db_url, device_names
     exported = _farm("export", "once", "-f", "json", "-o", str(Path(db).parent / "once.json"),
                      "--db", db)
     assert exported.returncode == 0
-    import json
     records = json.loads((Path(db).parent / "once.json").read_text())
     assert len(records) == 2 and all(len(r["latencies_ms"]) == r["iters"] for r in records)
+
+
+# --- The view at a terminal's width, from a real store --------------------------------------
+
+OOM = "killed by the kernel's OOM killer at the 2048 MiB limit (peak 2101 MiB)"
+HUNG = ("timeout: no event from the agent for 600 s while measuring; the board stopped "
+        "answering pings at 12:04:31 UTC and came back after a power cycle")
+
+
+def _sweep(store: Store, name: str, pools: dict[str, list[str]], **spec) -> list:
+    """A sweep over these pools (tag -> device names, local devices), stored as a submit
+    stores it; its jobs, queued."""
+    inventory = Inventory.model_validate({"devices": [
+        {"name": device, "kind": "local", "cpus": 1, "tags": [tag]}
+        for tag, devices in pools.items() for device in devices]})
+    sweep = Sweep.model_validate({"name": name, "devices": list(pools), "seq_lens": [128],
+                                  "measure": QUICK, **spec}, context={"base_dir": "/"})
+    jobs = expand(sweep, list(resolve_targets(sweep, inventory, "sweep.yaml", "inventory.yaml")))
+    submitted = store.add_sweep(sweep, f"/sweeps/{name}.yaml", inventory, jobs)
+    return store.runnable_jobs(submitted.id, {j.key for j in jobs})
+
+
+def _run(store: Store, sweep: str, devices: list[str], minutes_ago: float) -> float:
+    """A run of the sweep holding these devices, started that long ago; its start (epoch)."""
+    store.begin_run(sweep, dict.fromkeys(devices, "local"))
+    started = utcnow() - timedelta(minutes=minutes_ago)
+    with store._write() as db:
+        db.execute(update(Run).where(Run.id == store.run_id).values(started_at=started))
+    return started.replace(tzinfo=timezone.utc).timestamp()
+
+
+def _finish(store: Store, job, device: str, at: float, status: str = "done",
+            error: str | None = None, **figures) -> None:
+    """A job run on `device`, ended at `at` (epoch) with these figures."""
+    store.job_started(job.id, device)
+    store.job_finished(job.id, {"status": status, "device": device, "started_at": at - 30,
+                                "finished_at": at, "error": error,
+                                "failure": None if status == "done" else "job",
+                                "result": figures})
+
+
+def _busy(store: Store, job, device: str, phase: str = "measure") -> None:
+    store.job_started(job.id, device)
+    store.job_phase(job.id, phase)
+    store.device_state(device, "local", "busy", job_id=job.id)
+
+
+def _text(snapshot: dict, width: int) -> str:
+    console = Console(width=width, record=True, color_system=None, file=io.StringIO())
+    console.print(status_view(snapshot))
+    return console.export_text()
+
+
+NANOS = [f"nano-emu-{i:02d}" for i in range(1, 4)]
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    """A sweep under way on four devices (three busy, one in error), its figures wide, beside
+    an earlier one that ended with oom, a timeout and cancelled jobs."""
+    store = Store(str(tmp_path / "farm.db"))
+    now = time.time()
+    old = _sweep(store, "glue-baseline-fp32", {"nano-2gb": NANOS}, models=["bert-large"],
+                 batch_sizes=[1, 8, 32, 64])
+    _finish(store, old[0], NANOS[0], now - 7200, "oom", OOM, peak_mem_mb=2101.0)
+    _finish(store, old[1], NANOS[1], now - 7100, "timeout", HUNG)
+    _finish(store, old[2], NANOS[2], now - 7000, per_sample_ms=4321.09, p50_ms=8642.18,
+            peak_mem_mb=1987.0, energy_mj=98765.4)
+    store.cancel_queued(store.sweep_id("glue-baseline-fp32"), "cancelled by `farm cancel`")
+    jobs = _sweep(store, "glue-nano-int8-long-name", {"nano-2gb": NANOS, "orin": ["orin-agx-01"]},
+                  models=["bert-base", "bert-mini"], variants=["fp32", "int8"],
+                  batch_sizes=[1, 8, 32])
+    started = _run(store, "glue-nano-int8-long-name", [*NANOS, "orin-agx-01"], minutes_ago=20)
+    for i, job in enumerate(jobs[:10]):
+        _finish(store, job, NANOS[i % 3], started + 60 * (i + 1), per_sample_ms=123.45 + i,
+                p50_ms=1234.56 + i, peak_mem_mb=1873.0 + i, energy_mj=5678.91 + i)
+    for job, device in zip(jobs[10:13], NANOS):
+        _busy(store, job, device)
+    store.device_state("orin-agx-01", "local", "error", error=HUNG)
+    yield store
+    store.close()
+
+
+def _figures(r: dict) -> list[str]:
+    return [f"{r['per_sample_ms']:.2f}" if r["per_sample_ms"] else "", f"{r['peak_mem_mb']:.0f}"]
+
+
+def test_at_80_columns_every_figure_and_name_is_whole(fleet):
+    snapshot = status_snapshot(fleet.url)
+    text = _text(snapshot, 80)
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80, text
+    assert not re.search(r"\d…|…\d", text), text  # no figure cut short
+    latest = text[text.index("latest results"):text.index("failed jobs")]
+    for r in snapshot["latest"]:
+        job = f"{r['model']} {r['variant']} {r['task']} b{r['batch_size']} s{r['seq_len']}"
+        line = next(line for line in latest.splitlines() if f"{r['device']}  {job} " in line)
+        assert all(figure in line for figure in _figures(r)), (r, line)
+    for name in [*NANOS, "orin-agx-01"]:
+        assert re.search(rf"(^|\s){name}(\s|$)", text, re.M), name
+    running = next(s for s in snapshot["sweeps"] if s["state"] == "running")
+    sweep_line = next(line for line in text.splitlines() if "running" in line)
+    assert "10/24" in sweep_line and f"{running['rate_per_min']:.1f}" in sweep_line
+    assert re.search(r"\b28 min\b", sweep_line), sweep_line  # 14 left at 10 in 20 min
+    busy = [line for line in text.splitlines() if " busy " in line]
+    assert len(busy) == 3, busy  # each busy device's job on its one line, whole
+    assert all(re.search(r"bert-\w+ (fp32|int8) synthetic b\d+ s128 ", line) for line in busy)
+
+
+def test_wider_terminals_get_the_columns_80_leaves_out(fleet):
+    snapshot = status_snapshot(fleet.url)
+    narrow, wide = _text(snapshot, 80), _text(snapshot, 160)
+    assert max(len(line.rstrip()) for line in wide.splitlines()) <= 160
+    for heading in ("mJ/sample", "p50 ms", "progress", "phase", "pool"):
+        assert heading not in narrow and heading in wide, heading
+    assert "5687.91" in wide and "1243.56" in wide  # the newest result's energy and p50
+    assert "ms/sample" in narrow and "peak MiB" in narrow
+
+
+def test_board_power_columns_only_once_a_device_has_a_reading(fleet):
+    without = _text(status_snapshot(fleet.url), 160)
+    assert "board W" not in without and "board RAM" not in without and "temp" not in without
+    (job,) = _sweep(fleet, "on-a-board", {"orin": ["orin-agx-01"]}, models=["bert-tiny"])
+    _finish(fleet, job, "orin-agx-01", time.time(), per_sample_ms=3.0, peak_mem_mb=300.0,
+            avg_power_mw=4321.0, board_ram_peak_mb=1234.0, temp_c_end=45.5)
+    board = next(line for line in _text(status_snapshot(fleet.url), 160).splitlines()
+                 if line.startswith("orin-agx-01 "))
+    assert "4.32" in board and "1234 MiB" in board and "45.5 °C" in board, board
+
+
+def test_many_devices_are_a_line_per_pool_and_state(tmp_path):
+    store = Store(str(tmp_path / "farm.db"))
+    nanos, orins = [f"nano-{i:02d}" for i in range(1, 41)], [f"orin-{i:02d}" for i in range(1, 25)]
+    jobs = _sweep(store, "wide", {"nano-2gb": nanos, "orin": orins},
+                  models=["bert-tiny", "bert-mini"], batch_sizes=[1, 2, 4, 8, 16, 32])
+    nano_jobs = [j for j in jobs if j.target == "nano-2gb"]
+    for i, name in enumerate(nanos):
+        if i < 12:
+            _busy(store, nano_jobs[i], name)
+        else:
+            store.device_state(name, "local", "quarantined" if i >= 38 else "idle",
+                               error="3 infra failures in a row" if i >= 38 else None)
+    for name in orins:
+        store.device_state(name, "local", "offline" if name == "orin-24" else "idle")
+    snapshot = status_snapshot(store.url)
+    store.close()
+    assert len(snapshot["devices"]) == 64
+    text = _text(snapshot, 80)
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80, text
+    devices = text[text.index("devices (64"):text.index("latest results")]
+    lines = {tuple(line.split()[:3]): line for line in devices.splitlines()[3:]
+             if line[:1].strip()}  # a group's first line; its others are indented
+    assert set(lines) == {("nano-2gb", "busy", "12"), ("nano-2gb", "idle", "26"),
+                          ("nano-2gb", "quarantined", "2"), ("orin", "idle", "23"),
+                          ("orin", "offline", "1")}, devices
+    assert "nano-[01-12]" in lines["nano-2gb", "busy", "12"]
+    assert "bert-tiny fp32 synthetic b1 s128" in devices and "+10 more" in devices  # their jobs
+    assert "nano-[13-38]" in lines["nano-2gb", "idle", "26"]
+    assert "nano-[39-40]" in lines["nano-2gb", "quarantined", "2"]
+    assert "3 infra failures in a row ×2" in lines["nano-2gb", "quarantined", "2"]
+    assert "orin-[01-23]" in lines["orin", "idle", "23"] and "orin-24" in devices
+
+
+def test_pace_and_eta_are_of_the_live_runs_own_finished_jobs(tmp_path):
+    store = Store(str(tmp_path / "farm.db"))
+    jobs = _sweep(store, "paced", {"nano-2gb": NANOS}, models=["bert-tiny", "bert-mini"],
+                  batch_sizes=[1, 2, 4, 8, 16, 32])
+    earlier = _run(store, "paced", NANOS, minutes_ago=180)
+    for i, job in enumerate(jobs[:3]):  # an earlier run's, fast: not this run's pace
+        _finish(store, job, NANOS[0], earlier + 10 * (i + 1))
+    store.end_run("interrupted")
+
+    started = _run(store, "paced", NANOS, minutes_ago=25)
+    _finish(store, jobs[3], NANOS[0], started + 60)
+    (sweep,) = status_snapshot(store.url)["sweeps"]
+    assert sweep["state"] == "running" and sweep["finished_in_run"] == 1
+    assert sweep["rate_per_min"] is None and sweep["eta_s"] is None  # one finish: no guess
+    line = next(line for line in _text(status_snapshot(store.url), 80).splitlines()
+                if line.startswith("paced "))
+    assert re.search(r" 4/12 .* — +— ", line), line  # neither rate nor ETA
+
+    for minute, job in zip((2, 3, 4, 20), jobs[4:8]):
+        _finish(store, job, NANOS[1], started + 60 * minute)
+    _busy(store, jobs[8], NANOS[2])
+    (sweep,) = status_snapshot(store.url)["sweeps"]
+    store.close()
+    assert sweep["finished_in_run"] == 5 and sweep["running"] == 1 and sweep["queued"] == 3
+    assert sweep["rate_per_min"] == pytest.approx(5 / 25, rel=0.01)  # 5 in its 25 minutes
+    assert sweep["eta_s"] == pytest.approx(4 / 0.2 * 60, rel=0.01)  # 4 left at 0.2 a minute
+    line = next(line for line in _text(status_snapshot(store.url), 80).splitlines()
+                if line.startswith("paced "))
+    assert re.search(r" 8/12 .* 0\.2 +20 min ", line), line
+
+
+def test_status_json_holds_the_snapshot_for_scripts(fleet):
+    done = CliRunner().invoke(app, ["status", "--json", "--db", fleet.url])
+    assert done.exit_code == 0, done.output
+    document = json.loads(done.stdout)
+    assert list(document) == ["now", "sweeps", "devices", "latest", "failures"]
+    sweeps = {s["name"]: s for s in document["sweeps"]}
+    running = sweeps["glue-nano-int8-long-name"]
+    assert {k: running[k] for k in ("state", "total", "done", "running", "queued")} == {
+        "state": "running", "total": 24, "done": 10, "running": 3, "queued": 11}
+    assert running["rate_per_min"] == pytest.approx(0.5, rel=0.01)
+    assert running["eta_s"] == pytest.approx(28 * 60, rel=0.01)
+    assert {k: sweeps["glue-baseline-fp32"][k] for k in ("oom", "failed", "cancelled")} == {
+        "oom": 1, "failed": 1, "cancelled": 1}
+    devices = {d["name"]: d for d in document["devices"]}
+    assert devices["orin-agx-01"]["pool"] == "orin" and devices["orin-agx-01"]["state"] == "error"
+    assert devices["nano-emu-01"]["model"] == "bert-mini" and len(document["latest"]) == 8
+    assert [f["status"] for f in document["failures"]] == ["timeout"]
+    assert "--json" in CliRunner().invoke(app, ["status", "--help"]).stdout

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
+from farm.results import FINAL
 from farm.store import SWEEP_RESULTS
 from farm.store.readonly import ReadOnly
+from farm.store.runs import STALE_S
 
 
 def stored_sweep(reader: ReadOnly, name: str) -> dict | None:
@@ -61,6 +63,22 @@ def device_rows(reader: ReadOnly) -> list[dict]:
         "FROM devices d LEFT JOIN jobs j ON j.id = d.job_id ORDER BY d.name")
 
 
+def device_pools(reader: ReadOnly, sweeps: int = 20) -> dict[str, str]:
+    """Each device's pool, by name: the tag by which the newest of the last sweeps that listed
+    it in its inventory named it as a target; else its first tag there. A device in no
+    sweep's inventory, or with no tags, is in none."""
+    pools: dict[str, str] = {}
+    for r in reader.rows("SELECT spec_json, inventory_json FROM sweeps "
+                         "ORDER BY updated_at DESC LIMIT :n", {"n": sweeps}):
+        targets = json.loads(r["spec_json"] or "{}").get("devices") or ()
+        for device in json.loads(r["inventory_json"] or "{}").get("devices", ()):
+            tags = device.get("tags") or ()
+            named = [t for t in targets if t in tags]
+            if device["name"] not in pools and (named or tags):
+                pools[device["name"]] = (named or tags)[0]
+    return pools
+
+
 def database_now(reader: ReadOnly) -> str:
     """The database's clock in UTC, as SQLite writes it ('YYYY-MM-DD HH:MM:SS'); PostgreSQL's
     CURRENT_TIMESTAMP, which carries the server's time zone, is brought to the same."""
@@ -86,17 +104,53 @@ _PROGRESS = (("done", "j.status = 'done'"), ("oom", "j.status = 'oom'"),
              ("queued", "j.status = 'queued'"), ("cancelled", "j.status = 'cancelled'"))
 
 
+_FINISHED = f"j.status IN ({', '.join(repr(status.value) for status in FINAL)})"
+
+
 def recent_sweeps(reader: ReadOnly, now: str, recent_hours: float) -> list[dict]:
-    """The sweeps running, or touched within the last hours, with their progress (up to 6)."""
+    """The sweeps running, or touched within the last hours (up to 6), with their progress,
+    their state (running, incomplete, finished) and the pace of their newest run (_pace)."""
     counts = ", ".join(f"{_count(condition)} AS {name}" for name, condition in _PROGRESS)
-    return reader.rows(
+    rows = reader.rows(
         f"SELECT s.id, s.name, s.updated_at, COUNT(j.id) AS total, {counts}, "
-        "MIN(j.started_at) AS first_started, MAX(j.finished_at) AS last_finished, "
-        f"{_count('j.finished_at >= :ten_minutes_ago')} AS finished_10min "
-        "FROM sweeps s JOIN jobs j ON j.sweep_id = s.id GROUP BY s.id, s.name, s.updated_at "
+        "MIN(j.started_at) AS first_started, "
+        f"MAX(CASE WHEN {_FINISHED} THEN j.finished_at END) AS last_finished, "
+        "r.started_at AS run_started, r.heartbeat_at AS run_heartbeat, r.ended_at AS run_ended, "
+        f"{_count(f'j.finished_at >= r.started_at AND {_FINISHED}')} AS finished_in_run "
+        "FROM sweeps s JOIN jobs j ON j.sweep_id = s.id "
+        "LEFT JOIN runs r ON r.id = (SELECT MAX(n.id) FROM runs n WHERE n.sweep = s.name) "
+        "GROUP BY s.id, s.name, s.updated_at, r.started_at, r.heartbeat_at, r.ended_at "
         f"HAVING {_count(dict(_PROGRESS)['running'])} > 0 OR s.updated_at >= :recent "
         "OR MAX(j.finished_at) >= :recent ORDER BY s.updated_at DESC LIMIT 6",
-        {"ten_minutes_ago": _before(now, minutes=10), "recent": _before(now, hours=recent_hours)})
+        {"recent": _before(now, hours=recent_hours)})
+    return [{**row, **_pace(row, now)} for row in rows]
+
+
+def _pace(sweep: dict, now: str) -> dict:
+    """A sweep's state (running: jobs are, or a live run drives it); the jobs per minute its
+    newest run took to a final end, over the time it has run (none before two); and, while
+    that run is alive, the seconds the jobs queued and running need at that rate."""
+    started, now = _time(sweep["run_started"]), _time(now)
+    beat = _time(sweep["run_heartbeat"])
+    live = sweep["run_ended"] is None and beat is not None and \
+        (now - beat).total_seconds() <= STALE_S
+    left = (sweep["queued"] or 0) + (sweep["running"] or 0)
+    state = ("running" if sweep["running"] or (live and left) else
+             "incomplete" if left or sweep["cancelled"] else "finished")
+    end = now if live else _time(sweep["run_ended"]) or beat
+    ran = (end - started).total_seconds() if started else 0
+    finished = sweep["finished_in_run"] or 0
+    rate = round(60 * finished / ran, 3) if finished >= 2 and ran > 0 else None
+    return {"state": state, "rate_per_min": rate,
+            "eta_s": round(60 * left / rate) if rate and live and left else None}
+
+
+def _time(value) -> datetime | None:
+    """A stored time as a naive UTC datetime: SQLite gives text, PostgreSQL a datetime."""
+    if value is None:
+        return None
+    when = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return when.astimezone(timezone.utc).replace(tzinfo=None) if when.tzinfo else when
 
 
 def latest_results(reader: ReadOnly) -> list[dict]:
