@@ -9,9 +9,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from farm.cluster import use_token
-from farm.controller import (DEVICE_RESOURCE, Observer, Scheduler, close_workers,
-                             prepare_workers, start_workers)
+from farm.cluster import (DEVICE_RESOURCE, TOKEN_HINT, close_workers, prepare_workers,
+                          start_workers, use_token)
+from farm.controller import Observer, Scheduler
 from farm.devices.kinds import kind_of
 from farm.devices.lock import Owner, held_here, lock_path, refusal
 from farm.errors import (Busy, ConfigError, DeviceError, DeviceUnreachable, FarmError,
@@ -73,8 +73,7 @@ def ray_connection(address: str | None, inventory: Inventory):
     except (ConnectionError, RuntimeError, ValueError) as error:
         hint = "check --ray-address (HOST:PORT of `ray start --head`)"
         if "auth" in repr(error.__cause__ or error).lower() or "token" in str(error).lower():
-            hint = ("the cluster uses token authentication: run farm with RAY_AUTH_MODE=token "
-                    "and the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN)")
+            hint = TOKEN_HINT
         raise DeviceError(f"cannot start or join Ray{' at ' + address if address else ''}: "
                           f"{str(error).splitlines()[0]}", hint) from None
     try:

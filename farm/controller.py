@@ -1,10 +1,10 @@
 """Scheduling a sweep's jobs over devices with Ray.
 
-One Ray actor per device runs that device's jobs one at a time; where the Ray instance declares a
-`farm_device:<name>` resource (the private local instance always does), the actor holds it, so
-no second actor for that device can be placed. The controller (this process) hands each idle
-device its next job, preferring the (model, variant) it already has loaded, and is the only
-writer of the database: outcomes are stored as they arrive.
+Each device's worker (farm.cluster: one Ray actor per device) runs its jobs one at a time. The
+controller (this process) hands each idle device its next job, preferring the (model, variant)
+it already has loaded, and is the only writer of the database: outcomes are stored as they
+arrive. A device whose worker dies is out of the run, its job retried elsewhere; where its Ray
+node is gone, every device of that node goes `offline`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import random
 import signal
 import threading
 import time
-from collections import deque
 from typing import Protocol
 
 import ray
@@ -20,50 +19,18 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from agents.catalog import CATALOG
 from agents.methods import Variant
+from farm.cluster import first_line, node_gone
 from farm.devices import group_key
-from farm.devices.lock import Owner
-from farm.errors import Busy, DeviceError, FarmError
+from farm.errors import FarmError
 from farm.glue.data import Examples
 from farm.glue.scoring import score
 from farm.policy import RetryPolicy
 from farm.results import Failure, Status
 from farm.store import QueuedJob, Store
 
-DEVICE_RESOURCE = "farm_device:{}"
 POLL_S = 0.5
 HEARTBEAT_S = 5.0  # how often a busy device's "last seen" is written while it answers
 CANCEL_POLL_S = 1.0  # how often the database is asked whether `farm cancel` was run
-
-
-@ray.remote(num_cpus=0, max_concurrency=2)  # a second thread answers events() and cancel()
-class DeviceWorker:
-    def __init__(self, device):
-        from farm.devices import runner_for
-        self.device = device
-        self.runner = runner_for(device)
-        self.pending_events = deque()
-
-    def prepare(self, owner: Owner | None = None) -> dict:
-        import socket
-        return self.runner.prepare(owner, host=socket.gethostname(),
-                                   ray_node=ray.get_runtime_context().get_node_id())
-
-    def run_job(self, job: dict, texts: list | None = None) -> dict:
-        if texts is not None:  # a task's examples travel once per task, as a Ray object
-            job = dict(job, texts=texts)
-        return self.runner.run(job, self.pending_events.append)
-
-    def events(self) -> list[dict]:
-        drained = []
-        while self.pending_events:
-            drained.append(self.pending_events.popleft())
-        return drained
-
-    def cancel(self) -> None:
-        self.runner.cancel()
-
-    def close(self) -> None:
-        self.runner.close()
 
 
 class Observer(Protocol):
@@ -131,64 +98,6 @@ def interleaved(jobs: list[QueuedJob], seed: str) -> list[QueuedJob]:
     return ordered
 
 
-def start_workers(devices: list) -> dict[str, object]:
-    """One actor per device, pinned to its node where the inventory names one."""
-    available = ray.cluster_resources()
-    workers = {}
-    for device in devices:
-        options = {}
-        resource = DEVICE_RESOURCE.format(device.name)
-        if available.get(resource, 0) >= 1:
-            options["resources"] = {resource: 1}
-        if device.node:
-            options.update(_placement(device.node))
-        workers[device.name] = DeviceWorker.options(**options).remote(device)
-    return workers
-
-
-def _placement(node: str) -> dict:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-    for entry in ray.nodes():
-        if entry["Alive"] and node in (entry["NodeID"], entry["NodeManagerAddress"],
-                                       entry.get("NodeName")):
-            return {"scheduling_strategy": NodeAffinitySchedulingStrategy(entry["NodeID"], soft=False)}
-    raise DeviceError(f"no live Ray node {node!r} for a device's node:",
-                      "use a node's IP or id from `ray status`, or remove node:")
-
-
-def prepare_workers(workers: dict[str, object], owner: Owner | None = None
-                    ) -> tuple[dict[str, dict], dict[str, FarmError]]:
-    """Ready every device (in parallel) before anything is written: the facts of those that are
-    ready, and farm's own error for each that is not. Raises Busy, once every device has
-    answered, if another farm holds one of them: the run stops there, as when its database
-    says so, and no device is marked broken for being in use."""
-    refs = {name: worker.prepare.remote(owner) for name, worker in workers.items()}
-    ready, refused = {}, {}
-    for name, ref in refs.items():
-        try:
-            ready[name] = ray.get(ref)
-        except RayTaskError as error:
-            cause = error.cause
-            refused[name] = cause if isinstance(cause, FarmError) else DeviceError(
-                f"device {name!r} failed to prepare: {cause}")
-        except RayActorError as error:
-            refused[name] = DeviceError(f"device {name!r}: its worker died: {_first_line(error)}")
-    busy = [error for error in refused.values() if isinstance(error, Busy)]
-    if busy:
-        raise busy[0]
-    return ready, refused
-
-
-def close_workers(workers: dict[str, object]) -> None:
-    refs = [w.close.remote() for w in workers.values()]
-    try:
-        ray.get(refs, timeout=60)
-    except RayError:
-        pass
-    for worker in workers.values():
-        ray.kill(worker)
-
-
 class Scheduler:
     def __init__(self, store: Store, workers: dict[str, object], pools: dict[str, list[str]],
                  observer: Observer, kinds: dict[str, str],
@@ -206,6 +115,7 @@ class Scheduler:
         self.pending: list[QueuedJob] = []
         self.stranded: list[QueuedJob] = []
         self.heartbeats: dict[str, float] = {}  # device -> when its last heartbeat was written
+        self.nodes: dict[str, str] = {}  # device -> the id of the Ray node its worker runs on
         self.cancelled = False
         self._cancel_checked = 0.0
 
@@ -213,6 +123,7 @@ class Scheduler:
         repeated = any(repeat_of(j) > 1 for j in jobs)
         self.pending = interleaved(jobs, self.sweep[1] if self.sweep else "") if repeated \
             else longest_first(jobs)
+        self.nodes = self._nodes()
         with _CtrlC() as ctrl_c:
             try:
                 while self.pending or self.running:
@@ -241,6 +152,17 @@ class Scheduler:
                     self.observer.cancelling("interrupted", len(self.running))
                 self._cancel_all("cancelled: farm submit was interrupted")
                 raise
+
+    def _nodes(self) -> dict[str, str]:
+        """Each device's Ray node, asked now: a worker that has died cannot tell."""
+        refs = {device: worker.node.remote() for device, worker in self.workers.items()}
+        nodes = {}
+        for device, ref in refs.items():
+            try:
+                nodes[device] = ray.get(ref, timeout=30)
+            except RayError:
+                pass
+        return nodes
 
     def _check_cancel(self) -> None:
         if self.sweep is None or time.monotonic() - self._cancel_checked < CANCEL_POLL_S:
@@ -302,9 +224,11 @@ class Scheduler:
         return self.texts[task]
 
     def _forward_events(self) -> None:
-        for job, device in list(self.running.values()):
+        asked = {self.workers[device].events.remote(): (job, device)
+                 for job, device in self.running.values()}
+        for ref, (job, device) in asked.items():  # asked all at once: one slow answer delays none
             try:
-                events = ray.get(self.workers[device].events.remote(), timeout=10)
+                events = ray.get(ref, timeout=10)
             except RayError:
                 continue
             if time.monotonic() - self.heartbeats.get(device, 0.0) > HEARTBEAT_S:
@@ -318,16 +242,11 @@ class Scheduler:
     def _collect(self, ref) -> set[str]:
         """Store one finished job; return the devices that can no longer be used."""
         job, device = self.running.pop(ref)
-        lost = set()
+        lost: dict[str, tuple[str, str | None]] = {}  # device -> (its state, why)
         try:
             outcome = ray.get(ref)
         except (RayActorError, RayTaskError) as error:
-            now = time.time()
-            outcome = {"status": Status.FAILED, "failure": Failure.INFRA, "device": device,
-                       "started_at": now, "finished_at": now, "result": {},
-                       "error": f"device worker for {device!r} failed: {_first_line(error)}"}
-            lost.add(device)
-            self.loaded.pop(device, None)
+            outcome, lost = self._worker_failed(device, error)
         score(job.spec, self.data.get(job.spec["task"]), outcome)
         infra = outcome.get("failure") == Failure.INFRA
         verdict = self.policy.attempt_ended(job.id, device, infra, outcome.get("error"),
@@ -335,24 +254,43 @@ class Scheduler:
         if infra:
             outcome["error"] = verdict.error
         self.store.job_finished(job.id, outcome, retry=verdict.retry)
-        if device in lost:
-            self.store.device_state(device, self.kinds[device], "error", error=outcome["error"],
-                                    seen=False)
-        elif infra:
+        for name, (state, why) in lost.items():
+            self.loaded.pop(name, None)
+            self.store.device_state(name, self.kinds[name], state,
+                                    error=why or outcome["error"], seen=False)
+        if infra and device not in lost:
             self.store.device_state(device, self.kinds[device], "idle", error=outcome["error"],
                                     seen=False)
-        else:
+        elif device not in lost:
             self.store.device_state(device, self.kinds[device], "idle")
         if verdict.quarantine and device not in lost:
             self.store.quarantine(device, verdict.quarantine)
             self.observer.device_quarantined(device, verdict.quarantine)
-            lost.add(device)
+            lost[device] = ("quarantined", verdict.quarantine)
         if verdict.retry:
             self.pending.insert(0, job)
             self.observer.job_retried(job, outcome, verdict.attempt)
         else:
             self.observer.job_finished(job, outcome)
-        return lost
+        return set(lost)
+
+    def _worker_failed(self, device: str, error: Exception
+                       ) -> tuple[dict, dict[str, tuple[str, str | None]]]:
+        """The outcome of a job whose device's worker died, and the devices lost with it: the
+        device alone (`error`), or, where its Ray node is gone, every device of that node
+        (`offline`, with why; None: the job's error says it)."""
+        node = self.nodes.get(device)
+        gone = node_gone(node) if node and isinstance(error, RayActorError) else None
+        now = time.time()
+        outcome = {"status": Status.FAILED, "failure": Failure.INFRA, "device": device,
+                   "started_at": now, "finished_at": now, "result": {},
+                   "error": f"device {device!r} went offline: {gone}" if gone else
+                   f"device worker for {device!r} failed: {first_line(error)}"}
+        if not gone:
+            return outcome, {device: ("error", None)}
+        return outcome, {name: ("offline", None if name == device else
+                                f"device {name!r} went offline: {gone}")
+                         for name, at in self.nodes.items() if at == node}
 
     def _cancel_all(self, reason: str) -> None:
         """Stop what runs and what waits: both end `cancelled`; done results stay as they are."""
@@ -399,7 +337,3 @@ class _CtrlC:
         if self.installed:  # a handler set outside Python reads as None: Python's default then
             signal.signal(signal.SIGINT, self.previous if self.previous is not None
                           else signal.default_int_handler)
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[-1][:300]

@@ -6,7 +6,7 @@
         memory: 2GiB          # memory limit of the container; swap off inside it
         cpus: 1               # CPU allowance (CFS quota); torch threads follow it
         cores: null           # pinned to these CPUs (cpuset); default: cores of its own
-        node: null            # optional Ray node (IP or node id) to place the device on
+        node: null            # optional Ray node (id, name or IP) to place the device on
         cuda: false           # whether jobs may use a CUDA GPU here (fp16 needs one)
         python: null          # the interpreter that runs the agent (default: farm's own)
         tags: [nano-2gb, emulated]

@@ -25,13 +25,14 @@ class DeviceDescription(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: Name
     tags: tuple[Name, ...] = ()
-    node: str | None = None  # the Ray node (IP or node id) that hosts the device
+    # The Ray node that hosts the device: its id, its name (ray start --node-name) or its IP
+    node: str | None = None
     cuda: bool = False  # jobs may use a CUDA GPU here
     python: str | None = None  # the interpreter that runs the agent
 
 
-def on_this_host(_device) -> str:
-    return "this host"
+def here_or_its_node(device) -> str:
+    return f"Ray node {device.node}" if device.node else "this host"
 
 
 def unless_pinned(device) -> bool:
@@ -49,7 +50,7 @@ class Kind:
     # `farm devices check`: what the device offers, read from the device itself.
     check: Callable[[Any], list[Check]]
     # The "where" of `farm devices`: a host name, a serial number...
-    where: Callable[[Any], str] = on_this_host
+    where: Callable[[Any], str] = here_or_its_node
     # For a device reached over SSH: its farm.devices.ssh.Target, whose host key `farm devices
     # trust` pins. None: trust does not apply.
     ssh_target: Callable[[Any], Target] | None = None

@@ -1,0 +1,307 @@
+"""farm on a Ray cluster of two nodes on this machine, started as a user starts one: a head
+(`ray start --head`: token authentication is on because this user keeps a token in
+~/.ray/auth_token) and a second node (`RAY_AUTH_MODE=token ray start --address ...`, as Ray asks
+of a node that joins), each with its own name, a device pinned to each with `node:`. farm joins
+with `--ray-address` and no RAY_AUTH_* variable. The last test kills the second node's raylet
+mid-job. Both nodes are stopped by the pids of their `ray start --block` (never `ray stop`,
+which would stop every cluster of this machine).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import FARM, QUICK, farm_cli
+
+RAY = str(Path(sys.executable).parent / "ray")
+STARTED_S = 90  # a node's start on a loaded machine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Node:
+    name: str
+    process: subprocess.Popen  # its `ray start --block`, which stops what it started
+    log: Path
+    raylet: int = 0  # pid
+    node_id: str = ""
+
+
+def _children(parent: int) -> dict[int, list[bytes]]:
+    """The processes whose parent is `parent`, with their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found[int(entry.name)] = argv
+    return found
+
+
+def _descendants(pid: int) -> dict[int, list[bytes]]:
+    found, todo = {}, [pid]
+    while todo:
+        children = _children(todo.pop())
+        found.update(children)
+        todo += children
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _raylet_of(parent: int) -> tuple[int, str]:
+    """The raylet `ray start` started (its child), and the node id on its command line."""
+    for pid, argv in _children(parent).items():
+        if argv[0].endswith(b"raylet/raylet"):
+            node_id = next(a for a in argv if a.startswith(b"--node_id=")).split(b"=", 1)[1]
+            return pid, node_id.decode()
+    raise AssertionError(f"no raylet started by pid {parent}")
+
+
+def _start_node(name: str, args: list[str], env: dict, folder: Path) -> Node:
+    log = folder / f"{name}.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [RAY, "start", "--block", f"--node-name={name}", "--num-cpus=1",
+             "--disable-usage-stats", f"--object-store-memory={128 * 2**20}",
+             f"--dashboard-agent-listen-port={_free_port()}", *args],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    node = Node(name, process, log)
+    try:
+        deadline = time.monotonic() + STARTED_S
+        while "Ray runtime started" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, \
+                log.read_text()[-3000:]
+            time.sleep(0.3)
+        node.raylet, node.node_id = _raylet_of(process.pid)
+    except BaseException:
+        _stop_node(node)
+        raise
+    return node
+
+
+def _stop_node(node: Node) -> None:
+    if node.process.poll() is None:
+        node.process.send_signal(signal.SIGTERM)
+        try:
+            node.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+    try:  # whatever it left in the session it ran in
+        os.killpg(node.process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    node.process.wait()
+
+
+@dataclass
+class Cluster:
+    address: str
+    head: Node
+    second: Node
+    home: Path  # a user's home with Ray's token in .ray/auth_token
+    token: str
+    devices: tuple[str, str]  # one pinned to the head, one to the second node
+
+    def env(self, **extra) -> dict:
+        """A farm user's environment: no RAY_AUTH_* variable, unless given."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+        return {**env, "HOME": str(self.home), **extra}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    folder = tmp_path_factory.mktemp("nodes")
+    temp_dir = tempfile.mkdtemp(prefix="farm-ray-", dir="/tmp")  # short: Ray's socket paths
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(home)
+    made = subprocess.run([RAY, "get-auth-token", "--generate"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    tag = uuid.uuid4().hex[:6]
+    devices = (f"rc{tag}-h", f"rc{tag}-s")
+    port, nodes = _free_port(), []
+    try:
+        nodes.append(_start_node("head", [
+            "--head", f"--port={port}", f"--temp-dir={temp_dir}", "--include-dashboard=false",
+            f"--dashboard-port={_free_port()}",
+            f"--resources={json.dumps({f'farm_device:{devices[0]}': 1})}"], env, folder))
+        assert "Token authentication is enabled" in nodes[0].log.read_text()
+        nodes.append(_start_node("second", [
+            f"--address=127.0.0.1:{port}",
+            f"--resources={json.dumps({f'farm_device:{devices[1]}': 1})}"],
+            dict(env, RAY_AUTH_MODE="token"), folder))
+        yield Cluster(f"127.0.0.1:{port}", *nodes, home,
+                      (home / ".ray" / "auth_token").read_text().strip(), devices)
+    finally:
+        for node in reversed(nodes):
+            _stop_node(node)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _write_sweep(folder: Path, cluster: Cluster, sweep: dict, more: tuple = ()) -> None:
+    """A pool of a device on each node (and `more`), and a sweep of two models over it."""
+    on_head, on_second = cluster.devices
+    devices = [{"name": on_head, "kind": "local", "cpus": 1, "node": "head", "tags": ["pool"]},
+               {"name": on_second, "kind": "local", "cpus": 1, "node": "second",
+                "tags": ["pool"]}, *more]
+    (folder / "inventory.yaml").write_text(json.dumps({"devices": devices}))
+    (folder / "sweep.yaml").write_text(json.dumps({
+        "models": ["bert-tiny", "bert-mini"], "batch_sizes": [1], "devices": ["pool"],
+        **sweep}))
+
+
+def _rows(folder: Path, sql: str, *args) -> list[dict]:
+    try:
+        with sqlite3.connect(folder / "farm.db") as db:
+            db.row_factory = sqlite3.Row
+            return [dict(r) for r in db.execute(sql, args)]
+    except sqlite3.OperationalError:  # not made yet
+        return []
+
+
+def _ran_on(folder: Path) -> set[tuple[str, str]]:
+    """(device, Ray node id) of every result."""
+    return {(r["device"], json.loads(r["env_json"])["ray_node"]) for r in _rows(
+        folder, "select j.device, r.env_json from results r join jobs j on j.id = r.job_id")}
+
+
+def test_a_sweep_runs_on_both_nodes_with_the_users_token_and_no_ray_variables(
+        cluster, tmp_path):
+    _write_sweep(tmp_path, cluster, {"name": "two-nodes", "seq_lens": [16], "measure": QUICK})
+    done = farm_cli("submit", "sweep.yaml", "-i", "inventory.yaml", "--ray-address",
+                    cluster.address, cwd=tmp_path, env=cluster.env())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [j["status"] for j in _rows(tmp_path, "select status from jobs")] == ["done"] * 2
+    on_head, on_second = cluster.devices
+    assert _ran_on(tmp_path) == {(on_head, cluster.head.node_id),
+                                 (on_second, cluster.second.node_id)}
+
+
+PLACE = """
+import json, logging, sys
+import ray
+from farm.cluster import placement, use_token
+from farm.errors import FarmError
+use_token()
+ray.init(address=sys.argv[1], logging_level=logging.ERROR, log_to_driver=False)
+ip = ray.nodes()[0]["NodeManagerAddress"]
+placed = {}
+for node in sys.argv[2:] + [ip]:
+    try:
+        placed[node] = placement(node)["scheduling_strategy"].node_id
+    except FarmError as error:
+        placed[node] = [type(error).__name__, error.message, error.hint]
+print(json.dumps({"ip": ip, "placed": placed}))
+"""
+
+
+def test_node_names_a_node_by_id_name_or_ip_and_an_ip_of_two_nodes_is_refused(cluster):
+    head, second = cluster.head, cluster.second
+    done = subprocess.run([sys.executable, "-c", PLACE, cluster.address, "head", "second",
+                           head.node_id, "nowhere"], capture_output=True, text=True,
+                          env=cluster.env(), timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ip, placed = json.loads(done.stdout.splitlines()[-1]).values()
+    assert placed["head"] == placed[head.node_id] == head.node_id
+    assert placed["second"] == second.node_id
+    assert placed["nowhere"][:2] == ["DeviceUnreachable", "no live Ray node 'nowhere' for a "
+                                                          "device's node:"]
+    kind, message, hint = placed[ip]
+    assert kind == "DeviceError" and message.startswith(f"2 live Ray nodes answer to node: {ip!r}")
+    assert "'head'" in message and "'second'" in message and "--node-name" in hint
+
+
+@pytest.mark.parametrize("mode", [{}, {"RAY_AUTH_MODE": "token"}], ids=["as-is", "token-mode"])
+def test_without_the_token_the_cluster_refuses_farm_with_a_hint(cluster, tmp_path, mode):
+    _write_sweep(tmp_path, cluster, {"name": "no-token", "seq_lens": [16], "measure": QUICK})
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    # Ray's own wait for the GCS, shortened: it retries a refused connection for 20 s.
+    done = farm_cli("submit", "sweep.yaml", "-i", "inventory.yaml", "--ray-address",
+                    cluster.address, cwd=tmp_path, env=cluster.env(
+                        HOME=str(stranger), RAY_gcs_server_port_wait_time_s="2", **mode))
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "token authentication" in done.stderr and "~/.ray/auth_token" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _rows(tmp_path, "select * from jobs") == []
+
+
+def test_a_node_killed_mid_job_sends_its_job_to_the_other_node_and_its_device_offline(
+        cluster, tmp_path):
+    """Run last: the second node does not come back."""
+    on_head, on_second = cluster.devices
+    # A third device's node left before the sweep: that device alone is refused.
+    gone = {"name": f"{on_head[:-2]}-g", "kind": "local", "node": "gone", "tags": ["pool"]}
+    _write_sweep(tmp_path, cluster, {"name": "lost-node", "seq_lens": [32], "measure": {
+        "warmup": 1, "min_iters": 3, "min_seconds": 3.0}}, more=[gone])
+    # The token from RAY_AUTH_TOKEN this time, with no ~/.ray/auth_token.
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    farm = subprocess.Popen(
+        [FARM, "submit", "sweep.yaml", "-i", "inventory.yaml", "--ray-address", cluster.address],
+        cwd=tmp_path, env=cluster.env(HOME=str(stranger), RAY_AUTH_TOKEN=cluster.token),
+        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _rows(tmp_path, "select key from jobs where status = 'running' and "
+                                  "phase = 'timing' and device = ?", on_second):
+            assert farm.poll() is None, farm.communicate()
+            assert time.monotonic() < deadline, "no job reached its timing on the second node"
+            time.sleep(0.2)
+        killed = _rows(tmp_path, "select id, key from jobs where device = ?", on_second)[0]
+        agents = [pid for pid, argv in _descendants(cluster.second.raylet).items()
+                  if argv[1:3] == [b"-m", b"agents"]]
+        assert len(agents) == 1
+        os.kill(cluster.second.raylet, signal.SIGKILL)
+        stdout, stderr = farm.communicate(timeout=180)
+    finally:
+        if farm.poll() is None:
+            os.killpg(farm.pid, signal.SIGKILL)
+            farm.wait()
+    assert farm.returncode == 0, stdout + stderr
+    assert not _running(agents[0]), "the lost node's agent still runs"
+    assert [j["status"] for j in _rows(tmp_path, "select status from jobs")] == ["done"] * 2
+    attempts = _rows(tmp_path, "select * from attempts where job_id = ? order by attempt",
+                     killed["id"])
+    assert [(a["device"], a["status"], a["failure"]) for a in attempts] == [
+        (on_second, "failed", "infra"), (on_head, "done", None)]
+    assert "Ray node 'second'" in attempts[0]["error"], attempts[0]["error"]
+    device = _rows(tmp_path, "select * from v_devices where device = ?", on_second)[0]
+    assert device["state"] == "offline", device
+    assert f"device {on_second!r} went offline: Ray node 'second'" in device["last_error"]
+    assert _ran_on(tmp_path) == {(on_head, cluster.head.node_id)}
+    refused = _rows(tmp_path, "select * from v_devices where device = ?", gone["name"])[0]
+    assert refused["state"] == "offline" and "no live Ray node 'gone'" in refused["last_error"]
+    listed = farm_cli("devices", "-i", "inventory.yaml", cwd=tmp_path,
+                      env=cluster.env(COLUMNS="200"))
+    line = next(line for line in listed.stdout.splitlines() if on_second in line)
+    assert "Ray node second" in line and "offline" in line, listed.stdout
