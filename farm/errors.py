@@ -5,7 +5,7 @@
     ├── DeviceError                a device could not be used
     │   ├── ContainerError         cgroups are missing, read-only or refused a setting
     │   ├── AgentCrashed           the agent process died outside a job's own failure (with its stderr tail)
-    │   ├── DeviceUnreachable      (SSH devices) the board could not be reached, or the connection dropped
+    │   ├── DeviceUnreachable      the board could not be reached, the connection dropped, or its Ray node is missing
     │   └── HostKeyRefused         (SSH devices) the board's host key is unknown or changed: never auto-accepted
     ├── Busy                       another live farm run drives this sweep or holds this device
     ├── StoreError                 the database could not be opened, migrated or written

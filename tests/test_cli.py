@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -150,64 +147,6 @@ def test_resubmitting_a_finished_sweep_writes_no_rows(tmp_path):
         assert db.execute("select count(*), sum(attempts) from jobs").fetchone() == (1, 1)
         assert db.execute("select memory_limit_mb, container_peak_mb, process_peak_mb > 0 "
                           "from results").fetchone() == (None, None, 1)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def ray_cluster(tmp_path, device_names):
-    """A Ray head started apart from farm (`ray start --head --block`), stopped by its pid."""
-    port, name = _free_port(), device_names(1)[0]
-    env = dict(os.environ, RAY_AUTH_MODE="token")
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
-         "--block", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
-         f"--resources={json.dumps({f'farm_device:{name}': 1})}"],
-        stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, env=env,
-        start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while "Ray runtime started" not in (tmp_path / "head.log").read_text():
-            assert head.poll() is None and time.monotonic() < deadline, (
-                (tmp_path / "head.log").read_text())
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}", name, env
-    finally:
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-
-
-def _node_ids(address: str, env: dict) -> list[str]:
-    script = (f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
-              "print(' '.join(n['NodeID'] for n in ray.nodes()))")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=120)
-    return done.stdout.split()
-
-
-def test_ray_address_drives_a_separately_started_cluster(cgroups, tmp_path, ray_cluster):
-    address, name, env = ray_cluster
-    [node] = _node_ids(address, env)
-    (tmp_path / "inventory.yaml").write_text(
-        f"devices:\n  - {{name: {name}, kind: cgroup, memory: 1GiB, cpus: 1, node: {node}}}\n")
-    (tmp_path / "sweep.yaml").write_text(json.dumps(
-        {"name": "cluster", "models": ["bert-tiny"], "batch_sizes": [1, 2], "seq_lens": [16],
-         "measure": QUICK}))
-    done = farm_cli("submit", "sweep.yaml", "--ray-address", address, env=env, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
-    with sqlite3.connect(tmp_path / "farm.db") as db:
-        statuses = db.execute("select status from jobs").fetchall()
-        envs = [json.loads(e) for (e,) in db.execute("select env_json from results")]
-    assert statuses == [("done",), ("done",)]
-    assert [e["ray_node"] for e in envs] == [node, node]
 
 
 def test_ctrl_c_says_so_then_cancels_running_and_queued_jobs(cgroups, tmp_path,
