@@ -8,6 +8,7 @@ node is gone, every device of that node goes `offline`.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import threading
@@ -21,6 +22,7 @@ from agents.catalog import CATALOG
 from agents.methods import Variant
 from farm.cluster import first_line, node_gone
 from farm.devices import group_key
+from farm.dispatch import PendingJobs, repeat_of
 from farm.errors import FarmError
 from farm.glue.data import Examples
 from farm.glue.scoring import score
@@ -77,11 +79,6 @@ def longest_first(jobs: list[QueuedJob]) -> list[QueuedJob]:
     return sorted(jobs, key=lambda j: (-totals[group_of(j)], group_of(j), -work_estimate(j)))
 
 
-def repeat_of(job: QueuedJob) -> int:
-    """Which of the sweep's `repeats` a job is (1 without repeats)."""
-    return job.spec.get("repeat", 1)
-
-
 def interleaved(jobs: list[QueuedJob], seed: str) -> list[QueuedJob]:
     """Repeats in rounds: round r holds every job's repeat r, rounds in order, and within a
     round the groups in a shuffled order drawn afresh each round from `seed` (the sweep's name:
@@ -112,46 +109,75 @@ class Scheduler:
         self.loaded: dict[str, str] = {}  # device -> group it has loaded
         self.live: set[str] = set(workers)  # devices still usable
         self.running: dict[object, tuple[QueuedJob, str]] = {}  # ObjectRef -> (job, device)
-        self.pending: list[QueuedJob] = []
+        self.pending = PendingJobs()
         self.stranded: list[QueuedJob] = []
         self.heartbeats: dict[str, float] = {}  # device -> when its last heartbeat was written
         self.nodes: dict[str, str] = {}  # device -> the id of the Ray node its worker runs on
         self.cancelled = False
-        self._cancel_checked = 0.0
+        self._cancel_checked = self._events_asked = 0.0
 
     def run(self, jobs: list[QueuedJob]) -> None:
+        """Each turn: wait for outcomes (one call for all running devices), then store them,
+        the phases the devices report and the next jobs handed out, all in one transaction
+        (a job's outcome and its figures are never split; a failed write undoes the turn)."""
         repeated = any(repeat_of(j) > 1 for j in jobs)
-        self.pending = interleaved(jobs, self.sweep[1] if self.sweep else "") if repeated \
-            else longest_first(jobs)
+        self.pending = PendingJobs(interleaved(jobs, self.sweep[1] if self.sweep else "")
+                                   if repeated else longest_first(jobs))
         self.nodes = self._nodes()
         with _CtrlC() as ctrl_c:
             try:
-                while self.pending or self.running:
-                    busy = {device for _, device in self.running.values()}
-                    for device in sorted(self.live - busy):
-                        job = self._pick(device, self.pending)
-                        if job is not None:
-                            self.pending.remove(job)
-                            self._dispatch(job, device)
-                    if not self.running:
-                        self.stranded = self.pending  # no usable device left: they stay queued
-                        return
+                with self._turn():
+                    self._dispatch_idle()
+                while self.running:
                     ctrl_c.check()
-                    ready, _ = ray.wait(list(self.running), num_returns=1, timeout=POLL_S)
-                    self._forward_events()
-                    for ref in ready:
-                        self.live -= self._collect(ref)
+                    ready = self._ready()
+                    with self._turn():
+                        self._forward_events()
+                        for ref in ready:
+                            self.live -= self._collect(ref)
+                        self._dispatch_idle()
                     ctrl_c.check()
                     self._check_cancel()
+                self.stranded = self.pending.jobs()  # no usable device left: they stay queued
             except Cancelled:
                 self.observer.cancelling("farm cancel was run", len(self.running))
                 self._cancel_all("cancelled by `farm cancel`")
                 self.cancelled = True
             except BaseException:
-                if self.running or self.pending:
+                if self.running or len(self.pending):
                     self.observer.cancelling("interrupted", len(self.running))
                 self._cancel_all("cancelled: farm submit was interrupted")
                 raise
+
+    @contextlib.contextmanager
+    def _turn(self):
+        """One transaction for the turn's writes; the observer is told of them once they are
+        committed (a result shown is stored, and an observer that writes itself, as `farm
+        cancel` does, never waits on the turn's lock). A turn undone is told nothing."""
+        observer, self.observer = self.observer, _Deferred(self.observer)
+        try:
+            with self.store.turn():
+                yield
+        finally:
+            told, self.observer = self.observer, observer
+        told.flush()
+
+    def _dispatch_idle(self) -> None:
+        busy = {device for _, device in self.running.values()}
+        for device in sorted(self.live - busy):
+            job = self._choose(device, self.pending)
+            if job is not None:
+                self.pending.take(job)
+                self._dispatch(job, device)
+
+    def _ready(self) -> list:
+        """The jobs that have ended: wait for one (up to POLL_S), then take every other one
+        that has ended meanwhile."""
+        refs = list(self.running)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=POLL_S)
+        if ready and len(refs) > 1:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        return ready
 
     def _nodes(self) -> dict[str, str]:
         """Each device's Ray node, asked now: a worker that has died cannot tell."""
@@ -177,30 +203,15 @@ class Scheduler:
         Within a round: the device's loaded group first (no reload); else a group no device
         holds; else, so that no device idles while another has a queue, a group that still
         has several jobs waiting elsewhere (paying one more load)."""
-        eligible = [j for j in pending if device in self.pools[j.target]
-                    and not self._avoid(j, device)]
-        for r in sorted({repeat_of(j) for j in eligible}):
-            job = self._pick_in_round(device, [j for j in eligible if repeat_of(j) == r])
-            if job is not None:
-                return job
-        return None
+        return self._choose(device, PendingJobs(pending))
 
-    def _pick_in_round(self, device: str, eligible: list[QueuedJob]) -> QueuedJob | None:
-        mine = self.loaded.get(device)
-
-        def held_elsewhere(job: QueuedJob) -> bool:  # by a live device that may also run it
-            return any(self.loaded.get(d) == group_of(job) for d in self.pools[job.target]
+    def _choose(self, device: str, pending: PendingJobs) -> QueuedJob | None:
+        def held_elsewhere(target: str, group: str) -> bool:  # by a live device that may run it
+            return any(self.loaded.get(d) == group for d in self.pools[target]
                        if d != device and d in self.live)
 
-        waiting: dict[str, int] = {}
-        for job in eligible:
-            waiting[group_of(job)] = waiting.get(group_of(job), 0) + 1
-        for prefer in (lambda j: group_of(j) == mine, lambda j: not held_elsewhere(j),
-                       lambda j: waiting[group_of(j)] >= 2):
-            for job in eligible:
-                if prefer(job):
-                    return job
-        return None
+        return pending.pick(device, self.pools, self.loaded.get(device), held_elsewhere,
+                            self._avoid)
 
     def _avoid(self, job: QueuedJob, device: str) -> bool:
         """A retry goes to another device of its pool while one is usable."""
@@ -224,11 +235,18 @@ class Scheduler:
         return self.texts[task]
 
     def _forward_events(self) -> None:
+        """The running jobs' phases, asked of every busy device at once, every POLL_S (not at
+        every outcome: with short jobs that was a call per device per job)."""
+        if not self.running or time.monotonic() - self._events_asked < POLL_S:
+            return
+        self._events_asked = time.monotonic()
         asked = {self.workers[device].events.remote(): (job, device)
                  for job, device in self.running.values()}
-        for ref, (job, device) in asked.items():  # asked all at once: one slow answer delays none
+        answered, _ = ray.wait(list(asked), num_returns=len(asked), timeout=10)
+        for ref in answered:  # one slow or dead worker delays the others by 10 s at most
+            job, device = asked[ref]
             try:
-                events = ray.get(ref, timeout=10)
+                events = ray.get(ref)
             except RayError:
                 continue
             if time.monotonic() - self.heartbeats.get(device, 0.0) > HEARTBEAT_S:
@@ -268,7 +286,7 @@ class Scheduler:
             self.observer.device_quarantined(device, verdict.quarantine)
             lost[device] = ("quarantined", verdict.quarantine)
         if verdict.retry:
-            self.pending.insert(0, job)
+            self.pending.put_back(job)
             self.observer.job_retried(job, outcome, verdict.attempt)
         else:
             self.observer.job_finished(job, outcome)
@@ -307,7 +325,21 @@ class Scheduler:
         self.running.clear()
         if self.sweep is not None:
             self.store.cancel_queued(self.sweep[0], reason)
-        self.pending = []
+        self.pending = PendingJobs()
+
+
+class _Deferred:
+    """An observer's calls, kept to be made later (flush)."""
+
+    def __init__(self, observer: Observer):
+        self.observer, self.calls = observer, []
+
+    def __getattr__(self, name: str):
+        return lambda *args: self.calls.append((getattr(self.observer, name), args))
+
+    def flush(self) -> None:
+        for call, args in self.calls:
+            call(*args)
 
 
 class _CtrlC:

@@ -1,13 +1,18 @@
 """The results database: SQLite by default (any SQLAlchemy URL works), migrated on open.
 
-The controller is the only writer; every write is its own short transaction, so a crash loses
-nothing already measured, and readers (farm status, farm sql, sqlite3) never wait on a sweep.
+The controller is the only writer, in short transactions: each write its own, or the writes of
+one scheduler turn together (Store.turn: what a turn collected, dispatched and heard, some
+milliseconds' worth). A job's outcome and its figures are never split, a crash loses at most the
+turn under way (its jobs, still `running`, are requeued by the next run), and readers (farm
+status, farm sql, sqlite3) never wait on a sweep.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -122,6 +127,7 @@ class Store(RunsMixin, SweepsMixin):
             raise StoreError(f"cannot open database {url_shown(self.url)}: {_reason(error)}",
                              "check --db / FARM_DB and that the file is writable") from None
         self.session = sessionmaker(self.engine, expire_on_commit=False)
+        self._turn = threading.local()  # the session of this thread's turn, while one is open
 
     def _migrate(self) -> None:
         """Bring the schema to head in one transaction that holds the database's write lock
@@ -161,7 +167,24 @@ class Store(RunsMixin, SweepsMixin):
                                  f"farm (revision {revision})", "upgrade farm")
 
     def _write(self):
-        return _Transaction(self.session)
+        """A transaction of its own, or, inside this thread's turn, the turn's."""
+        db = getattr(self._turn, "db", None)
+        return contextlib.nullcontext(db) if db is not None else _Transaction(self.session)
+
+    @contextlib.contextmanager
+    def turn(self):
+        """Every write this thread makes inside (job_started, job_phase, job_finished,
+        device_state, ...) commits in one transaction, or none does: a failing write undoes the
+        whole turn and raises StoreError. Other threads (the run's heartbeat) write apart."""
+        if getattr(self._turn, "db", None) is not None:  # nested: the outer turn commits
+            yield
+            return
+        with _Transaction(self.session) as db:
+            self._turn.db = db
+            try:
+                yield
+            finally:
+                self._turn.db = None
 
     def add_sweep(self, sweep, source: str, inventory, jobs) -> SubmittedSweep:
         """Record a sweep from its file (`source`: farm.store.sweeps) and its jobs in one
