@@ -99,3 +99,48 @@ def test_a_hub_id_must_already_be_in_the_local_cache(write_yaml, tmp_path, monke
     with pytest.raises(ConfigError) as caught:
         load_sweep(_sweep(write_yaml, models=[{"name": "m", "hub": "someone/bert"}]))
     assert "not in the local Hugging Face cache" in str(caught.value)
+
+
+def test_the_readmes_sweep_key_table_is_the_sweep_files_keys_and_defaults():
+    """The README's reference table (key, required, default) against the Sweep model itself:
+    every key listed once, required where the model requires it, each default as written."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from farm.sweep import Measure, Sweep
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("| key | required | default | meaning |\n|---|---|---|---|\n")[1]
+    rows = [line.split(" | ") for line in table.split("\n\n")[0].splitlines()]
+    listed = {row[0].strip("| `"): (row[1], row[2]) for row in rows}
+    fields = {f"measure.{k}": f for k, f in Measure.model_fields.items()}
+    fields |= {k: f for k, f in Sweep.model_fields.items() if k != "measure"}
+    assert sorted(listed) == sorted(fields)
+    for key, (required, default) in listed.items():
+        field = fields[key]
+        assert (required == "yes") == field.is_required(), key
+        if field.is_required():
+            continue
+        written = re.fullmatch(r"`(.*)`", default)
+        expected = field.get_default()
+        expected = list(expected) if isinstance(expected, tuple) else expected
+        if isinstance(expected, list) and expected and not isinstance(expected[0], (int, str)):
+            expected = [str(v) for v in expected]  # variants: parsed Variant objects
+        # A default in words (the whole inventory, every example, none) is "not set".
+        assert (yaml.safe_load(written.group(1)) if written else None) == expected, key
+
+
+@pytest.mark.parametrize("example", ["glue-baselines.yaml", "first-sweep.yaml"])
+def test_the_readme_shows_the_example_sweeps_as_shipped(example):
+    """What the README shows of an example is the file (its header comment aside), and the file
+    loads: a newcomer copying either gets the same sweep."""
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    text = (root / "examples" / example).read_text()
+    body = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("#")
+                   or text.index(line) > text.index("name:"))
+    assert body in (root / "README.md").read_text()
+    assert load_sweep(root / "examples" / example).name
