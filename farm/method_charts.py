@@ -118,15 +118,21 @@ def ratio_range(values: list[float]) -> tuple[float, float]:
             2 ** math.ceil(math.log2(max(values + [1.0])) + 0.25))
 
 
-def has_points(rows: list[dict], pool: str) -> bool:
-    return bool(method_points(rows, pool))
+def reduces(x: str):
+    """Whether the chart of savings in x has something to show: a variant that saved some (int8
+    and streaming keep fp32's FLOPs and parameters; a chart of them all at 1x says nothing)."""
+    def test(rows: list[dict], pool: str) -> bool:
+        return any(abs(p[x] - 1) > 1e-9 for p in method_points(rows, pool))
+    return test
 
 
 METHOD_CHARTS = (
     Chart("methods-flops", "speed-up against FLOPs reduction, medians over devices and "
           "repeats;\nbelow the diagonal: the method saved more FLOPs than time",
-          lambda ax, rows, pool: draw_methods(ax, rows, pool, "flops_reduction"), has_points),
+          lambda ax, rows, pool: draw_methods(ax, rows, pool, "flops_reduction"),
+          reduces("flops_reduction")),
     Chart("methods-params", "speed-up against parameter reduction, medians over devices and "
           "repeats;\nbelow the diagonal: the method saved more parameters than time",
-          lambda ax, rows, pool: draw_methods(ax, rows, pool, "params_reduction"), has_points),
+          lambda ax, rows, pool: draw_methods(ax, rows, pool, "params_reduction"),
+          reduces("params_reduction")),
 )

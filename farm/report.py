@@ -23,19 +23,19 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from farm.charts import (Chart, file_safe, legend_outside, note_nothing,
                          place_labels, pool_file, pool_name, write_charts)
-from farm.results import Status
+from farm.results import Status, job_memory
 
-LABELS = {"per_sample_ms": "latency per sample (ms)", "peak_mem_mb": "peak memory (MiB)"}
+LABELS = {"per_sample_ms": "latency per sample (ms)", "memory": "memory (MiB)"}
 FRONT_COLOUR = "tab:red"
 OOM_COLOUR = "tab:red"
 # A log axis only pays off once values spread wider than these (1..8 reads fine as is).
 LOG_BATCH_SPAN, LOG_SPAN = 8, 20
 WORK = ("model", "variant", "task", "batch_size", "seq_len")
-FIGURES = ("per_sample_ms", "peak_mem_mb", "score", "flops")
+FIGURES = ("per_sample_ms", "memory", "score", "flops")
 # kind: (x, y, whether more y is better); smaller x is always better.
 FRONTS = {"front-latency": ("per_sample_ms", "score", True),
-          "front-memory": ("peak_mem_mb", "score", True),
-          "front-latency-memory": ("peak_mem_mb", "per_sample_ms", False)}
+          "front-memory": ("memory", "score", True),
+          "front-latency-memory": ("memory", "per_sample_ms", False)}
 
 
 def pareto_front(points: list[dict], x: str, y: str, maximize_y: bool = True) -> list[dict]:
@@ -71,7 +71,8 @@ def work_points(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r.get("status") == Status.DONE:
-            groups.setdefault(tuple(r.get(k) for k in WORK), []).append(r)
+            groups.setdefault(tuple(r.get(k) for k in WORK), []).append(
+                dict(r, memory=job_memory(r)))
     points = []
     for key, jobs in sorted(groups.items(), key=lambda g: [(v is None, v) for v in g[0]]):
         figures = {f: [j[f] for j in jobs if j.get(f) is not None] for f in FIGURES}
@@ -144,7 +145,7 @@ def memory_bars(rows: list[dict]) -> dict[str, dict]:
     limit = memory_limit(rows)
     bars: dict[str, dict] = {}
     for r in rows:
-        peak = r.get("peak_mem_mb")
+        peak = job_memory(r)
         if not (r.get("status") == Status.OOM or (r.get("status") == Status.DONE
                                                    and peak is not None)):
             continue
@@ -297,7 +298,7 @@ def main_charts(rows: list[dict]) -> list[Chart]:
             x, y, _ = FRONTS[kind]
             caption = (f"Pareto front{f' on {task}' if task else ''}: "
                        f"{'score' if y == 'score' else 'latency'} against "
-                       f"{'memory' if x == 'peak_mem_mb' else 'latency'}, "
+                       f"{'memory' if x == 'memory' else 'latency'}, "
                        f"{'up' if y == 'score' else 'down'} and left is better; "
                        "medians over the devices and repeats")
             charts.append(Chart(f"{task}-{kind}" if task else kind, caption,

@@ -14,7 +14,7 @@ from farm.tables import Cell, ResearchTable, _key_text, _texts, research_table
 
 TABLE_HEADERS = tuple(map(label, (
     "model", "variant", "task", "batch_size", "seq_len", "device", "status", "p50_ms",
-    "per_sample_ms", "peak_mem_mb", "flops", "params", "score")))
+    "per_sample_ms", "memory_mb", "peak_mem_mb", "flops", "params", "score")))
 # What the rows say about where they ran, per device: v_results has no env column (env_json
 # stays in results), so these are the columns that describe the device and the run.
 ENVIRONMENT = ("memory_limit_mb", "cpu_list", "clock_source", "temp_source", "energy_source",
@@ -140,7 +140,8 @@ def job_row(r: dict) -> str:
     text = [r.get("model"), r.get("variant"), r.get("task"), r.get("batch_size"),
             r.get("seq_len"), r.get("device")]
     figures = [number(r.get("p50_ms"), ".2f"), number(r.get("per_sample_ms"), ".2f"),
-               number(r.get("peak_mem_mb"), ".0f"), number(r.get("flops"), ".3f", 1e9),
+               number(r.get("memory_mb"), ".0f"), number(r.get("peak_mem_mb"), ".0f"),
+               number(r.get("flops"), ".3f", 1e9),
                number(r.get("params"), ".2f", 1e6), number(r.get("score"), ".4g")]
     status = esc(r.get("status") or "")
     cells = [f"<td>{esc(v)}</td>" for v in text]

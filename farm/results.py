@@ -330,6 +330,14 @@ def v_results_sql(revision: str) -> str:
     return f"\nCREATE VIEW v_results AS\nSELECT {columns}\n{V_RESULTS_FROM}"
 
 
+def job_memory(row: dict) -> float | None:
+    """A result's memory as every table and chart shows it: the job's own resident peak
+    (`memory_mb`, 0012 on: the same whichever cgroup read the page cache first), else the
+    container's peak (results from before it, and oom jobs, which end at their limit)."""
+    own = row.get("memory_mb")
+    return own if own is not None else row.get("peak_mem_mb")
+
+
 def measured(result: dict) -> bool:
     """Whether an agent's result holds any figure (else no results row is stored)."""
     return any(result.get(name) is not None for name in _MEASURED)

@@ -4,7 +4,7 @@
     to_markdown / to_csv / to_latex / to_rich  how it is written down
 
 Each task's group holds the task's score (headed by its metric where known), the latency per
-sample and the peak memory, all three taken from one job: the cell's job at the batch size asked
+sample and the job's memory (farm.results.job_memory), all three taken from one job: the cell's job at the batch size asked
 for, or by default at batch size 1, or where the cell has no batch-1 job at its smallest batch
 size (that figure is then marked "(bN)"). A sweep with `repeats: N` measured each job N times:
 the cell's figures are then the medians over the repeats that ended `done` (marked "(k of N)"
@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from farm.console import STATUS_STYLE, shown, visible
-from farm.results import Status, label
+from farm.results import Status, job_memory, label
 
 NOT_MEASURED = "–"
 MS, MIB = label("per_sample_ms"), "MiB"
@@ -37,7 +37,7 @@ class Cell:
     batch_size: int | None = None
     score: float | None = None
     per_sample_ms: float | None = None
-    peak_mem_mb: float | None = None
+    memory_mb: float | None = None  # farm.results.job_memory
     repeats: int = 1  # the job's repeats that ended done: the figures are their medians
     of: int = 1  # the job's repeats
     scores_differ: bool = False  # the repeats did not all score the same (the median is shown)
@@ -120,7 +120,8 @@ def _cell(candidates: list[dict], batch_size: int | None) -> Cell:
         return Cell(status=first["status"], batch_size=wanted)
     scores = {r.get("score") for r in done}
     return Cell(Status.DONE, wanted, _median(done, "score"), _median(done, "per_sample_ms"),
-                _median(done, "peak_mem_mb"), len(done), len(chosen), len(scores) > 1)
+                _median([{"memory": job_memory(r)} for r in done], "memory"), len(done),
+                len(chosen), len(scores) > 1)
 
 
 def _median(rows: list[dict], column: str) -> float | None:
@@ -137,8 +138,9 @@ def _caption(rows: list[dict], batch_size: int | None, scores_differ: list[str])
     unscored = " (a score also where the model cannot have one: random weights, or a checkpoint " \
         "not fine-tuned for the task; v_results.score_note says which)" if any(
             (r.get("score_note") or "").startswith("no score") for r in rows) else ""
-    caption = (f"{MS}: mean latency per sample at {at}{seq_text}; {MIB}: that job's peak "
-               f"memory; first column: the task's score (its metric named where known). "
+    caption = (f"{MS}: mean latency per sample at {at}{seq_text}; {MIB}: that job's memory "
+               f"(its resident peak; the container's peak for results before farm measured "
+               f"that); first column: the task's score (its metric named where known). "
                f"{NOT_MEASURED}: not measured{unscored}; oom, timeout, failed: how the job ended.")
     repeats = max((r.get("repeat") or 1 for r in rows), default=1)
     if repeats > 1:
@@ -162,7 +164,7 @@ def _texts(table: ResearchTable, cell: Cell) -> tuple[str, str, str]:
     mark += f" ({cell.repeats} of {cell.of})" if cell.repeats < cell.of else ""
     ms = _num(cell.per_sample_ms, ".2f")
     return (_num(cell.score, ".3f"), ms + mark if ms != NOT_MEASURED else ms,
-            _num(cell.peak_mem_mb, ".0f"))
+            _num(cell.memory_mb, ".0f"))
 
 
 def _num(value, fmt: str) -> str:
@@ -206,7 +208,7 @@ def _csv_cell(cell: Cell) -> tuple:
     if cell.status != Status.DONE:
         return (cell.status,) * 3 + (cell.batch_size,)
     return tuple("" if v is None else v
-                 for v in (cell.score, cell.per_sample_ms, cell.peak_mem_mb, cell.batch_size))
+                 for v in (cell.score, cell.per_sample_ms, cell.memory_mb, cell.batch_size))
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",

@@ -400,3 +400,19 @@ def test_write_report_draws_each_pools_methods_against_fp32(tmp_path):
     (section,) = re.findall(r"<section><h2>all devices</h2>.*?</section>", page, re.DOTALL)
     assert re.findall(r'<img src="([^"]+)"', section) == charts
     assert "below the diagonal: the method saved more FLOPs than time" in section
+
+
+def test_the_methods_charts_need_a_variant_that_saved_flops_or_parameters(tmp_path):
+    """int8 and streaming keep fp32's FLOPs and parameters: a chart of their speed-up against a
+    reduction that is 1x for all of them says nothing, and is not drawn; one pruned variant
+    draws both."""
+    rows = [dict(r, flops=2e9, params=4e6) for r in pooled()]
+    names = [p.name for p in write_report(rows, tmp_path / "plain", "plain")]
+    assert not [n for n in names if "methods" in n]
+    pruned = job("nano-1", "bert-tiny", 1, target="nanos", variant="heads-50",
+                 variant_spec='{"execution": "eager", "methods": [["prune_heads", '
+                              '{"fraction": 0.5}]], "precision": "fp32"}',
+                 per_sample_ms=9.0, peak_mem_mb=380.0, score=0.8, metric="accuracy",
+                 flops=1.5e9, params=3.5e6)
+    names = [p.name for p in write_report(rows + [pruned], tmp_path / "pruned", "pruned")]
+    assert {"pool-nanos-methods-flops.png", "pool-nanos-methods-params.png"} <= set(names)

@@ -206,3 +206,16 @@ def test_repeats_that_did_not_end_done_are_counted_and_differing_scores_named():
     every_one = research_table(_repeats((1.0, 1.0), (1.0, 1.0), (1.0, 1.0), status=("oom",) * 3))
     assert table_lines(to_markdown(every_one))[2][2:] == ["oom"] * 3
 
+
+
+def test_memory_is_the_jobs_own_as_in_the_results_table_else_the_containers():
+    """One memory figure everywhere: the job's resident peak (memory_mb) where measured, the
+    container's peak for older results; farm report's points take the same."""
+    from farm.report import work_points
+
+    rows = [result("bert_base", "fp32", "synthetic", per_sample_ms=228.0, memory_mb=818.0,
+                   peak_mem_mb=703.0),
+            result("bert_base", "int8", "synthetic", per_sample_ms=89.0, peak_mem_mb=469.0)]
+    cells = [cells["synthetic"] for _, cells in research_table(rows).rows]
+    assert [c.memory_mb for c in cells] == [818.0, 469.0]
+    assert [p["memory"] for p in work_points(rows)] == [818.0, 469.0]
