@@ -416,3 +416,19 @@ def test_the_methods_charts_need_a_variant_that_saved_flops_or_parameters(tmp_pa
                  flops=1.5e9, params=3.5e6)
     names = [p.name for p in write_report(rows + [pruned], tmp_path / "pruned", "pruned")]
     assert {"pool-nanos-methods-flops.png", "pool-nanos-methods-params.png"} <= set(names)
+
+
+def test_a_sweep_of_two_tasks_has_fronts_per_task_with_that_tasks_points_only(tmp_path):
+    """A score means nothing across tasks: each task its own fronts, drawn from its own jobs."""
+    from farm.report import main_charts, of_task
+
+    rows = pooled() + [dict(r, task="mnli-m", score=r["score"] - 0.1,
+                            job_key=r["job_key"] + "-mnli") for r in pooled()[:3]]
+    kinds = [c.suffix for c in main_charts(rows) if "front" in c.suffix]
+    assert kinds == ["mnli-m-front-latency", "mnli-m-front-memory",
+                     "synthetic-front-latency", "synthetic-front-memory"]
+    names = [p.name for p in write_report(rows, tmp_path, "tasks")]
+    assert {f"pool-nanos-{k}.png" for k in kinds} <= set(names)
+    on_mnli = front_points(of_task("mnli-m", in_pool(rows, "nanos")), "front-latency")
+    assert {p["task"] for p in on_mnli} == {"mnli-m"} and {p["variant"] for p in on_mnli} == {
+        "fp32"}
