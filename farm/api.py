@@ -476,7 +476,7 @@ def compare(sweep: str, other_sweep: str | None = None, by: str = "variant",
     With other_sweep: the same jobs of two sweeps, the first as baseline. Else, within one
     sweep, by variant (baseline: a variant's name, fp32 unless given) or by device (baseline: a
     device's name)."""
-    from farm.comparisons import MIN_CHANGE, difference, pairs, sweep_pairs
+    from farm.comparisons import MIN_CHANGE, differences, pairs, sweep_pairs
 
     if by not in COMPARE_BY:
         raise QueryError(f"--by {by!r} is not a way to compare", "use --by variant or --by device")
@@ -505,4 +505,4 @@ def compare(sweep: str, other_sweep: str | None = None, by: str = "variant",
                                  + (f" ({baseline!r})" if baseline else ""),
                                  f"its {by}s: {', '.join(values) or 'none done'}")
             found = pairs(rows, by, baseline)
-    return [difference(bases, others, latencies, scored, min_change) for bases, others in found]
+    return differences(found, latencies, scored, min_change)

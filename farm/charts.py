@@ -106,21 +106,25 @@ def place_labels(ax: Axes, marks: list[tuple[float, float, str]],
         fig.get_layout_engine().execute(fig)  # measure where the marks will be drawn
     ax.apply_aspect()
     renderer = fig.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
+    frame = _extents(ax.get_window_extent(renderer))
     half = renderer.points_to_pixels(4)
-    taken = [box for t in ax.texts for box in _text_boxes(t, renderer)]
+    room = _Room(frame)
+    for box in [box for t in ax.texts for box in _text_boxes(t, renderer)]:
+        room.add(_extents(box))
     if ax.get_legend() is not None:
-        taken.append(ax.get_legend().get_window_extent(renderer))
-    taken += [Bbox.from_extents(*(ax.transData.transform((x, y)) - half),
-                                *(ax.transData.transform((x, y)) + half)) for x, y, _ in marks]
-    taken += [box for xs, ys in lines
-              for box in _segment_boxes(ax.transData.transform(list(zip(xs, ys))))]
+        room.add(_extents(ax.get_legend().get_window_extent(renderer)))
+    points = ax.transData.transform([(x, y) for x, y, _ in marks]) if marks else []
+    for px, py in points:
+        room.add((px - half, py - half, px + half, py + half))
+    for xs, ys in lines:
+        for box in _segment_boxes(ax.transData.transform(list(zip(xs, ys)))):
+            room.add(_extents(box))
     left_out = 0
-    for x, y, text in marks:
+    for (x, y, text), point in zip(marks, points):
         label = ax.annotate(text, (x, y), xytext=PLACES[0][0], textcoords="offset points",
                             fontsize=8)
         label.set_in_layout(False)
-        if not _first_free(label, PLACES, frame, taken, renderer):
+        if not _place_label(label, point, frame, room, renderer):
             label.remove()
             left_out += 1
     notes = [note] if note else []
@@ -130,8 +134,85 @@ def place_labels(ax: Axes, marks: list[tuple[float, float, str]],
         text = ax.text(*CORNERS[0][:2], "\n".join(notes), transform=ax.transAxes, fontsize=8,
                        color="tab:gray")
         text.set_in_layout(False)
-        _first_free(text, CORNERS, frame, taken, renderer, corner=True)
+        _place_note(text, frame, room, renderer)
     return left_out
+
+
+def _place_label(label, point, frame: tuple, room: _Room, renderer) -> bool:
+    """Move a label to the first of PLACES where it covers nothing taken, inside frame; True if
+    one was found (then it is taken too). Its size is measured once: at each place its box is
+    that size, set against the mark as the place aligns it (matplotlib's own layout of an
+    unrotated line of text), which is what measuring it there would give."""
+    box = label.get_window_extent(renderer)
+    width, height = box.width, box.height
+    for (dx, dy), ha, va in PLACES:
+        x = point[0] + renderer.points_to_pixels(dx)
+        y = point[1] + renderer.points_to_pixels(dy)
+        x0 = x if ha == "left" else x - width if ha == "right" else x - width / 2
+        y0 = y if va == "bottom" else y - height if va == "top" else y - height / 2
+        where = (x0, y0, x0 + width, y0 + height)
+        if _inside(where, frame) and room.free(where):
+            label.xyann = (dx, dy)
+            label.set(ha=ha, va=va)
+            room.add(where)
+            return True
+    return False
+
+
+def _place_note(text, frame: tuple, room: _Room, renderer) -> None:
+    """The note in the first corner where it covers nothing taken, else in the first corner."""
+    for x, y, ha, va in CORNERS:
+        text.set_position((x, y))
+        text.set(ha=ha, va=va)
+        where = _extents(text.get_window_extent(renderer))
+        if _inside(where, frame) and room.free(where):
+            room.add(where)
+            return
+    text.set_position(CORNERS[0][:2])
+    text.set(ha=CORNERS[0][2], va=CORNERS[0][3])
+
+
+class _Room:
+    """The boxes taken inside a chart's frame (x0, y0, x1, y1 in pixels), filed by the cells of
+    a coarse grid they cover: a label is checked against its neighbours, not against every box
+    (a chart of thousands of points took minutes). A label must lie inside the frame, so what
+    lies outside it (the legend) is never in its way."""
+    CELL = 40.0
+
+    def __init__(self, frame: tuple):
+        self.frame = frame
+        self.cells: dict[tuple[int, int], list[tuple]] = {}
+
+    def _cells(self, box: tuple):
+        (x0, y0, x1, y1), (f0, g0, f1, g1) = box, self.frame
+        x0, y0, x1, y1 = max(x0, f0), max(y0, g0), min(x1, f1), min(y1, g1)
+        if not (x0 <= x1 and y0 <= y1):  # outside the frame, or not a number
+            return ()
+        x0, y0, x1, y1 = (int((v - f) // self.CELL) for v, f in ((x0, f0), (y0, g0), (x1, f0),
+                                                                  (y1, g0)))
+        return ((i, j) for i in range(x0, x1 + 1) for j in range(y0, y1 + 1))
+
+    def add(self, box: tuple) -> None:
+        for cell in self._cells(box):
+            self.cells.setdefault(cell, []).append(box)
+
+    def free(self, box: tuple) -> bool:
+        return not any(_overlaps(box, other) for cell in self._cells(box)
+                       for other in self.cells.get(cell, ()))
+
+
+def _extents(box: Bbox) -> tuple:
+    return box.x0, box.y0, box.x1, box.y1
+
+
+def _overlaps(a: tuple, b: tuple) -> bool:
+    """Whether two boxes share any area (touching edges do not)."""
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def _inside(box: tuple, frame: tuple) -> bool:
+    return (box[0] >= frame[0] and box[1] >= frame[1] and box[2] <= frame[2]
+            and box[3] <= frame[3])
 
 
 def _text_boxes(text, renderer) -> list[Bbox]:
@@ -158,32 +239,3 @@ def _segment_boxes(points, pad: float = 1.0, step: float = 4.0) -> list[Bbox]:
             boxes.append(Bbox.from_extents(min(ax0, ax1) - pad, min(ay0, ay1) - pad,
                                            max(ax0, ax1) + pad, max(ay0, ay1) + pad))
     return boxes
-
-
-def _first_free(text, places, frame: Bbox, taken: list[Bbox], renderer,
-                corner: bool = False) -> bool:
-    """Move text to the first of places where it covers nothing taken, inside frame; True if
-    one was found (then it is taken too), else it stays at the last place tried."""
-    for *where, ha, va in places:
-        if corner:
-            text.set_position(where)
-        else:
-            text.xyann = where[0]
-        text.set(ha=ha, va=va)
-        box = text.get_window_extent(renderer)
-        if overlap(box, frame) == area(box) and not any(overlap(box, t) for t in taken):
-            taken.append(box)
-            return True
-    if corner:
-        text.set_position(places[0][:2])
-        text.set(ha=places[0][2], va=places[0][3])
-    return False
-
-
-def area(box: Bbox) -> float:
-    return box.width * box.height
-
-
-def overlap(a: Bbox, b: Bbox) -> float:
-    return (max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0)) *
-            max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0)))

@@ -17,6 +17,8 @@ must give.
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -125,13 +127,24 @@ def compare(rows: list[dict], elsewhere: Mapping[tuple, list[dict]] | None = Non
     def same_work(a: dict, b: dict) -> bool:
         return all(a[k] == b[k] for k in ("model", "task", "batch_size", "seq_len"))
 
+    def near(row: dict, precision: str, methods: tuple) -> tuple:
+        """What a row's candidates share (a coarser key than fits(): looked up, not scanned for,
+        so that a sweep of thousands of rows is not compared with itself row by row)."""
+        return (precision, tuple(m for m, _ in methods),
+                *(row[k] for k in ("model", "task", "batch_size", "seq_len")))
+
+    candidates: dict[tuple, list[tuple[dict, Variant]]] = {}
+    for r, v in zip(rows, variants):
+        if r["status"] == Status.DONE and not v.streamed:
+            candidates.setdefault(near(r, v.precision, v.methods), []).append((r, v))
+
     def eager(row: dict, precision: str, methods: tuple) -> dict | None:
         def fits(r: dict, v: Variant) -> bool:
             return (r["status"] == Status.DONE and not v.streamed and v.precision == precision
                     and v.methods == methods and same_work(r, row))
 
-        done = [r for r, v in zip(rows, variants) if fits(r, v)] or [
-            r for r in elsewhere.get(row_key(row), ()) if fits(r, variant_of(r))]
+        done = [r for r, v in candidates.get(near(row, precision, methods), ()) if fits(r, v)] \
+            or [r for r in elsewhere.get(row_key(row), ()) if fits(r, variant_of(r))]
         here = [r for r in done if r["device"] == row["device"]]
         return (here or done or [None])[0]
 
@@ -212,52 +225,57 @@ def difference(baselines: list[dict], others: list[dict], latencies: dict[str, l
                scored: dict[str, list], min_change: float = MIN_CHANGE) -> Difference:
     """One side's repeats (v_results rows) against the other's, given each job's raw
     latencies and predictions by job key."""
-    import numpy as np
+    return differences([(baselines, others)], latencies, scored, min_change)[0]
 
-    a = [latencies[r["job_key"]] for r in baselines if latencies.get(r["job_key"])]
-    b = [latencies[r["job_key"]] for r in others if latencies.get(r["job_key"])]
-    base, other = baselines[0], others[0]
-    score = (None, None, None)
-    if base["job_key"] in scored and other["job_key"] in scored:
-        score = score_difference(base["task"], scored[base["job_key"]], scored[other["job_key"]])
-    values = judged_values(a, b)
-    medians = tuple(float(np.median(v)) if v else None for v in values)
-    return Difference(base, other, *latency_difference(*values),
-                      (sum(map(len, a)), sum(map(len, b))), *score, repeats=(len(a), len(b)),
-                      min_change=min_change, medians=medians)
+
+def differences(found: list[tuple[list[dict], list[dict]]], latencies: dict[str, list[float]],
+                scored: dict[str, list], min_change: float = MIN_CHANGE) -> list[Difference]:
+    """difference() of each (baselines, others) in found, the latencies of them all judged
+    together (latency_differences: the same figures, in a few calls into scipy)."""
+    runs = [tuple([latencies[r["job_key"]] for r in side if latencies.get(r["job_key"])]
+                  for side in pair) for pair in found]
+    values = [judged_values(a, b) for a, b in runs]
+    judged = latency_differences(values)
+    made = []
+    for (bases, others), (a, b), (va, vb), latency in zip(found, runs, values, judged):
+        base, other = bases[0], others[0]
+        score = (None, None, None)
+        if base["job_key"] in scored and other["job_key"] in scored:
+            score = score_difference(base["task"], scored[base["job_key"]],
+                                     scored[other["job_key"]])
+        made.append(Difference(base, other, *latency, (sum(map(len, a)), sum(map(len, b))),
+                               *score, repeats=(len(a), len(b)), min_change=min_change,
+                               medians=(_median(va), _median(vb))))
+    return made
 
 
 def judged_values(baseline_runs: list[list[float]], other_runs: list[list[float]]):
     """What each side's latencies are judged on: each repeat's median where both sides have 2
     or more repeats, else every timed call (a side's repeats' calls together)."""
-    import numpy as np
-
     if len(baseline_runs) >= 2 and len(other_runs) >= 2:
-        return ([float(np.median(run)) for run in baseline_runs],
-                [float(np.median(run)) for run in other_runs])
+        return ([_median(run) for run in baseline_runs], [_median(run) for run in other_runs])
     return ([ms for run in baseline_runs for ms in run],
             [ms for run in other_runs for ms in run])
+
+
+def _median(values: list[float]) -> float | None:
+    """numpy's median of a short list (the same float: the middle value, or the two middle
+    ones' sum halved), without numpy's cost per call, which thousands of pairs add up."""
+    return float(statistics.median(values)) if values else None
 
 
 def latency_difference(baseline_ms: list[float], other_ms: list[float], seed: int = SEED):
     """(ratio of medians, its interval's low and high, Mann-Whitney p) of other against
     baseline; Nones where either side has fewer than 2 calls."""
-    import numpy as np
-    from scipy import stats
+    return latency_differences([(baseline_ms, other_ms)], seed)[0]
 
-    if len(baseline_ms) < 2 or len(other_ms) < 2:
-        return None, None, None, None
-    base, other = np.asarray(baseline_ms, float), np.asarray(other_ms, float)
 
-    def ratio(b, o, axis=-1):
-        return np.median(o, axis=axis) / np.median(b, axis=axis)
+def latency_differences(pairs: list[tuple[list[float], list[float]]], seed: int = SEED):
+    """latency_difference() of each (baseline ms, other ms), all pairs at once
+    (farm.resampling: the figures scipy gives each pair alone)."""
+    from farm.resampling import ratio_of_medians
 
-    interval = stats.bootstrap((base, other), ratio, n_resamples=RESAMPLES, vectorized=True,
-                               paired=False, confidence_level=CONFIDENCE, method="percentile",
-                               rng=np.random.default_rng(seed)).confidence_interval
-    p_value = stats.mannwhitneyu(other, base, alternative="two-sided").pvalue
-    return (float(ratio(base, other)), _finite(interval.low), _finite(interval.high),
-            _finite(p_value))
+    return ratio_of_medians(pairs, RESAMPLES, CONFIDENCE, seed)
 
 
 def score_difference(task: str, baseline: list[tuple[str, str]], other: list[tuple[str, str]],
@@ -296,7 +314,6 @@ def score_difference(task: str, baseline: list[tuple[str, str]], other: list[tup
 
 
 def _finite(value) -> float | None:
-    import math
     return float(value) if value is not None and math.isfinite(value) else None
 
 

@@ -66,19 +66,25 @@ def method_points(rows: list[dict], pool: str) -> list[dict]:
             for (model, variant, task, batch, seq), pairs in sorted(groups.items())]
 
 
-def method_label(point: dict, points: list[dict]) -> str:
-    """The variant, with the model, task, sequence length and batch size where points differ."""
-    differing = [c for c in ("model", "task", "seq_len", "batch_size")
-                 if len({p[c] for p in points}) > 1]
+def method_label(point: dict, points: list[dict], differing: list[str] | None = None) -> str:
+    """The variant, with the model, task, sequence length and batch size where points differ
+    (`differing`: those columns, where the caller labelling every point has them already)."""
+    if differing is None:
+        differing = method_differing(points)
     extra = {"seq_len": f"s{point['seq_len']}", "batch_size": f"b{point['batch_size']}"}
     return " ".join([point["model"]] * ("model" in differing) + [point["variant"]] +
                     [extra.get(c, str(point[c])) for c in differing if c != "model"])
 
 
-def draw_methods(ax: Axes, rows: list[dict], pool: str, x: str) -> None:
-    """Speed-up against the saving in x, log-log on equal ranges, so that the diagonal (the
-    speed-up the saving would give if time followed it) runs at 45 degrees."""
-    points = method_points(rows, pool)
+def method_differing(points: list[dict]) -> list[str]:
+    return [c for c in ("model", "task", "seq_len", "batch_size")
+            if len({p[c] for p in points}) > 1]
+
+
+def draw_methods(ax: Axes, points: list[dict], x: str) -> None:
+    """Speed-up against the saving in x (points: method_points), log-log on equal ranges, so
+    that the diagonal (the speed-up the saving would give if time followed it) runs at 45
+    degrees."""
     saved, counted = REDUCTIONS[x]
     ax.set_xlabel(f"{saved} reduction (fp32's {counted} / the variant's)")
     ax.set_ylabel("measured speed-up (fp32's time per sample / the variant's)")
@@ -108,7 +114,8 @@ def draw_methods(ax: Axes, rows: list[dict], pool: str, x: str) -> None:
                    color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], label=family)
     legend_outside(ax, "first method")
     # Labels keep off the diagonal and the no-speed-up line, which the reader reads them against.
-    place_labels(ax, [(p[x], p["speedup"], method_label(p, points)) for p in points],
+    differing = method_differing(points)
+    place_labels(ax, [(p[x], p["speedup"], method_label(p, points, differing)) for p in points],
                  [([lo, hi], [lo, hi]), ([lo, hi], [1, 1])])
 
 
@@ -118,21 +125,30 @@ def ratio_range(values: list[float]) -> tuple[float, float]:
             2 ** math.ceil(math.log2(max(values + [1.0])) + 0.25))
 
 
-def reduces(x: str):
-    """Whether the chart of savings in x has something to show: a variant that saved some (int8
-    and streaming keep fp32's FLOPs and parameters; a chart of them all at 1x says nothing)."""
-    def test(rows: list[dict], pool: str) -> bool:
-        return any(abs(p[x] - 1) > 1e-9 for p in method_points(rows, pool))
-    return test
+def method_charts() -> tuple[Chart, ...]:
+    """The charts of a report, which share each pool's method_points: worked out once, not by
+    each chart's test and drawing again (a pool of thousands of results compares them all)."""
+    known: dict[tuple, tuple] = {}
 
+    def points(rows: list[dict], pool: str) -> list[dict]:
+        key = (id(rows), pool)
+        if key not in known:  # rows held with them: their id stays theirs while cached
+            known[key] = (rows, method_points(rows, pool))
+        return known[key][1]
 
-METHOD_CHARTS = (
-    Chart("methods-flops", "speed-up against FLOPs reduction, medians over devices and "
-          "repeats;\nbelow the diagonal: the method saved more FLOPs than time",
-          lambda ax, rows, pool: draw_methods(ax, rows, pool, "flops_reduction"),
-          reduces("flops_reduction")),
-    Chart("methods-params", "speed-up against parameter reduction, medians over devices and "
-          "repeats;\nbelow the diagonal: the method saved more parameters than time",
-          lambda ax, rows, pool: draw_methods(ax, rows, pool, "params_reduction"),
-          reduces("params_reduction")),
-)
+    def reduces(x: str):
+        """Whether the chart of savings in x has something to show: a variant that saved some
+        (int8 and streaming keep fp32's FLOPs and parameters; a chart of them all at 1x says
+        nothing)."""
+        return lambda rows, pool: any(abs(p[x] - 1) > 1e-9 for p in points(rows, pool))
+
+    return (
+        Chart("methods-flops", "speed-up against FLOPs reduction, medians over devices and "
+              "repeats;\nbelow the diagonal: the method saved more FLOPs than time",
+              lambda ax, rows, pool: draw_methods(ax, points(rows, pool), "flops_reduction"),
+              reduces("flops_reduction")),
+        Chart("methods-params", "speed-up against parameter reduction, medians over devices "
+              "and repeats;\nbelow the diagonal: the method saved more parameters than time",
+              lambda ax, rows, pool: draw_methods(ax, points(rows, pool), "params_reduction"),
+              reduces("params_reduction")),
+    )

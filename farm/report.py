@@ -209,7 +209,8 @@ def draw_front(ax: Axes, rows: list[dict], kind: str) -> None:
     missing = len(every) - len(points)
     legend_outside(ax)
     # The front's labels first: where labels must be left out, they are the others'.
-    place_labels(ax, [(p[x], p[y], point_label(p, points)) for p in front + rest], [step],
+    differing = varying(points, ("task", "seq_len", "batch_size"))  # point_label's, once
+    place_labels(ax, [(p[x], p[y], series_name(p, differing)) for p in front + rest], [step],
                  f"not shown: {missing} without {'a score' if y == 'score' else 'both figures'}"
                  if missing else "")
 
@@ -331,13 +332,13 @@ def write_report(rows: list[dict], out_dir: Path, title: str, differences: list[
     charts first. `differences`: `farm compare`'s records of each variant against fp32
     (farm.console.difference_records), shown with the non-significant ones marked ~."""
     from farm.exit_charts import EXIT_CHARTS
-    from farm.method_charts import METHOD_CHARTS
+    from farm.method_charts import method_charts
     from farm.report_page import render_page
 
     if not rows:
         raise ValueError("no results to report")
     groups = [(pool_name(p), pool_file(p), in_pool(rows, p), p,
-               [*main_charts(in_pool(rows, p)), *EXIT_CHARTS, *METHOD_CHARTS])
+               [*main_charts(in_pool(rows, p)), *EXIT_CHARTS, *method_charts()])
               for p in pools(rows)]
     if per_device:
         groups += [(f"device {d}", d, on_device(rows, d), d, main_charts(on_device(rows, d)))

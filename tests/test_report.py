@@ -432,3 +432,40 @@ def test_a_sweep_of_two_tasks_has_fronts_per_task_with_that_tasks_points_only(tm
     on_mnli = front_points(of_task("mnli-m", in_pool(rows, "nanos")), "front-latency")
     assert {p["task"] for p in on_mnli} == {"mnli-m"} and {p["variant"] for p in on_mnli} == {
         "fp32"}
+
+
+def test_placed_labels_cover_no_other_and_stay_inside_the_axes():
+    """A crowded chart (300 points): the labels place_labels keeps, measured where matplotlib
+    draws them, overlap no other label and no mark and stay inside the axes; the others are
+    counted, and the count is said on the chart."""
+    import random
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from farm.charts import FIGSIZE, place_labels
+
+    rng = random.Random(0)
+    marks = [(rng.uniform(0, 10), rng.uniform(0, 10), f"bert-tiny v{i} b{2 ** (i % 6)}")
+             for i in range(300)]
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter([x for x, _, _ in marks], [y for _, y, _ in marks], s=25)
+    left_out = place_labels(ax, marks)
+    renderer = fig.canvas.get_renderer()
+    names = {text for _, _, text in marks}
+    boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_text() in names]
+    assert len(boxes) == len(marks) - left_out and 0 < left_out < len(marks)
+    assert any(t.get_text().startswith(f"{left_out} of 300 points unlabelled") for t in ax.texts)
+    frame, pad = ax.get_window_extent(renderer), 1e-6
+    dots = [ax.transData.transform((x, y)) for x, y, _ in marks]
+    half = renderer.points_to_pixels(4)
+    for i, box in enumerate(boxes):
+        assert frame.x0 - pad <= box.x0 and box.x1 <= frame.x1 + pad
+        assert frame.y0 - pad <= box.y0 and box.y1 <= frame.y1 + pad
+        for other in boxes[i + 1:]:
+            assert min(box.x1, other.x1) - max(box.x0, other.x0) <= pad or \
+                min(box.y1, other.y1) - max(box.y0, other.y0) <= pad
+        assert not any(box.x0 + pad < x + half and x - half < box.x1 - pad and
+                       box.y0 + pad < y + half and y - half < box.y1 - pad for x, y in dots)

@@ -11,6 +11,7 @@ from farm.errors import StoreError
 from farm.inventory import Inventory
 from farm.store import MIGRATIONS_DIR, Store, resolve_url
 from farm.sweep import Sweep, expand
+from farm.store.schema import DEVICE_READINGS
 
 V_RESULTS_CONTRACT = [
     "sweep", "job_key", "device", "model", "variant", "task", "batch_size", "seq_len", "status",
@@ -89,3 +90,20 @@ def test_unopenable_url_is_a_store_error(tmp_path):
     with pytest.raises(StoreError) as caught:
         Store(str(tmp_path / "dir.db"))
     assert "cannot open database" in str(caught.value)
+
+
+def test_a_devices_latest_reading_is_found_from_its_partial_index(tmp_path):
+    """`farm status` reads each device's latest board reading (power, RAM, temperature,
+    throttling): from an index holding only the results that have it, so that a device that
+    never reports one is answered at once, however many results it has."""
+    Store(str(tmp_path / "a.db")).close()
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        made = dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND "
+                               "tbl_name = 'results' AND name LIKE 'ix_results_device_%'"))
+        assert sorted(made) == sorted(DEVICE_READINGS)
+        for name, column in DEVICE_READINGS.items():
+            assert made[name].endswith(f"(device, id) WHERE {column} IS NOT NULL"), made[name]
+            plan = " ".join(row[3] for row in db.execute(
+                f"EXPLAIN QUERY PLAN SELECT r.{column} FROM results r WHERE r.device = 'nano-1' "
+                f"AND r.{column} IS NOT NULL ORDER BY r.id DESC LIMIT 1"))
+            assert f"USING INDEX {name} (device=?)" in plan, plan

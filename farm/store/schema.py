@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (CheckConstraint, Column, DateTime, Float, ForeignKey, Index, Integer,
-                        String, Table, Text, UniqueConstraint)
+                        String, Table, Text, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from farm.results import LOAD_FIELDS, RESULT_FIELDS, Status
@@ -78,6 +78,20 @@ class ModelLoad(Base):
         Column("created_at", DateTime, nullable=False))
 
 
+# A device's latest board reading of each kind (`farm status`: farm.store.queries.device_rows):
+# partial indexes, so that a device that never reports one (power on a container) is found to
+# have none at once rather than by reading every result it has.
+DEVICE_READINGS = {"ix_results_device_power": "avg_power_mw",
+                   "ix_results_device_board_ram": "board_ram_peak_mb",
+                   "ix_results_device_temp": "temp_c_end",
+                   "ix_results_device_throttled": "throttled"}
+
+
+def _latest_reading(name: str, column: str) -> Index:
+    where = text(f"{column} IS NOT NULL")
+    return Index(name, "device", "id", sqlite_where=where, postgresql_where=where)
+
+
 class Result(Base):
     """One row per job that produced figures (done, and oom/timeout with the memory seen); its
     figures are declared in farm.results.RESULT_FIELDS."""
@@ -88,7 +102,8 @@ class Result(Base):
         Column("device", String(64), nullable=False),
         Column("load_id", ForeignKey("model_loads.id")),
         *(field.column() for field in RESULT_FIELDS),
-        Column("created_at", DateTime, nullable=False))
+        Column("created_at", DateTime, nullable=False),
+        *(_latest_reading(name, column) for name, column in DEVICE_READINGS.items()))
     job: Mapped[Job] = relationship(back_populates="result")
     load: Mapped[ModelLoad | None] = relationship()
 

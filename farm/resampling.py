@@ -1,0 +1,160 @@
+"""`farm compare`'s statistics for thousands of pairs at once: for each pair of samples (a
+baseline's latencies and another's), the ratio of their medians, scipy's percentile bootstrap
+interval of it and scipy's two-sided Mann-Whitney p; the same figures scipy gives each pair
+alone (tests/test_compare.py holds them to scipy's), without a call into scipy per pair, which
+made a sweep of 20,000 results take minutes.
+
+Every pair's bootstrap is seeded alike (farm.comparisons.SEED), so pairs of the same sizes draw
+the same resamples: they are drawn once, as scipy draws them (_resamples). A median depends only
+on how often each value was drawn, so each pair's resampled medians are read off its sorted values
+by counting (_medians), and the interval off them as scipy reads it (_percentiles).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+CHUNK = 4_000_000  # figures per resample held at once, each side (32 MB)
+
+
+def ratio_of_medians(pairs: list[tuple[list[float], list[float]]], resamples: int,
+                     confidence: float, seed: int) -> list[tuple]:
+    """(ratio of medians, its interval's low and high, Mann-Whitney p) of each pair's second
+    sample against its first; Nones where either has fewer than 2 values."""
+    import numpy as np
+
+    found: list[tuple] = [(None, None, None, None)] * len(pairs)
+    sizes: dict[tuple[int, int], list[int]] = {}
+    for i, (base, other) in enumerate(pairs):
+        if len(base) >= 2 and len(other) >= 2:
+            sizes.setdefault((len(base), len(other)), []).append(i)
+    for (n, m), members in sizes.items():
+        base_draws, other_draws = _resamples(n, m, resamples, seed)
+        distinct = max(base_draws[0].shape[1], other_draws[0].shape[1])
+        step = max(1, CHUNK // (2 * resamples + distinct))
+        for at in range(0, len(members), step):
+            chunk = members[at:at + step]
+            base = np.array([pairs[i][0] for i in chunk], float)
+            other = np.array([pairs[i][1] for i in chunk], float)
+            low, high = _percentiles(_medians(other, other_draws) / _medians(base, base_draws),
+                                     confidence)
+            p_values = _mann_whitney(other, base)
+            ratios = np.median(other, axis=-1) / np.median(base, axis=-1)
+            for k, i in enumerate(chunk):
+                found[i] = (float(ratios[k]), _finite(low[k]), _finite(high[k]),
+                            _finite(p_values[k]))
+    return found
+
+
+def _resamples(n: int, m: int, resamples: int, seed: int) -> tuple:
+    """The resamples scipy's bootstrap draws for samples of n and m values with this seed, per
+    side: the distinct resamples as counts (how often each value was drawn; by value, then
+    resample) and which of them each draw is. scipy draws each sample's indices in turn from
+    one generator, rng.integers(0, size, (resamples, size)); tests/test_compare.py holds the
+    figures to scipy's own."""
+    return _first_drawn(n, resamples, seed)[0], _second_drawn(n, m, resamples, seed)
+
+
+@functools.lru_cache(maxsize=64)
+def _first_drawn(n: int, resamples: int, seed: int) -> tuple:
+    """The first sample's resamples, and the generator's state after them (the second's are
+    drawn from there: one first draw serves every size of second sample)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return _counted(rng.integers(0, n, (resamples, n)), n, resamples), rng.bit_generator.state
+
+
+@functools.lru_cache(maxsize=16)
+def _second_drawn(n: int, m: int, resamples: int, seed: int) -> tuple:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    rng.bit_generator.state = _first_drawn(n, resamples, seed)[1]
+    return _counted(rng.integers(0, m, (resamples, m)), m, resamples)
+
+
+def _counted(indices, size: int, resamples: int) -> tuple:
+    """Resamples (rows of indices) as (counts by value and distinct resample, which distinct
+    resample each row is)."""
+    import numpy as np
+
+    counts = np.bincount((np.arange(resamples)[:, None] * size + indices).ravel(),
+                         minlength=resamples * size).reshape(resamples, size)
+    if math.comb(2 * size - 1, size) < 100 * resamples:  # few possible: many drawn twice
+        counts, which = np.unique(counts, axis=0, return_inverse=True)
+    else:
+        which = np.arange(resamples)
+    kind = np.int16 if size < 2 ** 15 else np.int32
+    return np.ascontiguousarray(counts.T, dtype=kind), which.reshape(-1)
+
+
+def _medians(values, draws):
+    """Each row's median over each resample (2-D: rows of values, by resample), as numpy's
+    median of the resampled values gives it: the middle order statistic, or the two middle
+    ones' sum halved. The k-th smallest value of a resample is the first of the sorted values
+    at which its running count of draws passes k; the counts run over every row and resample
+    at once, a sorted value at a time."""
+    import numpy as np
+
+    counts, which = draws
+    n = values.shape[-1]
+    order = np.argsort(values, axis=-1)
+    ordered = np.take_along_axis(values, order, axis=-1)
+    running = np.zeros((len(values), counts.shape[1]), counts.dtype)
+    low, high = np.zeros_like(running), np.zeros_like(running)
+    for i in range(n):
+        running += np.take(counts, order[:, i], axis=0)
+        low += running <= (n - 1) // 2
+        high += running <= n // 2
+        if i % 4 == 3 and running.min() > n // 2:  # every median found: nothing more to add
+            break
+    medians = (np.take_along_axis(ordered, low.astype(np.intp), axis=-1)
+               + np.take_along_axis(ordered, high.astype(np.intp), axis=-1)) / 2
+    return np.take(medians, which, axis=-1)
+
+
+def _percentiles(distribution, confidence: float):
+    """The percentile interval of each row of a bootstrap distribution (rows: pairs), as
+    scipy's bootstrap reads it: scipy.stats.quantile's default (linear: Hyndman and Fan's 7th)
+    at alpha and 1 - alpha, each from the two order statistics it lies between, found by
+    partitioning the rows (in place) rather than sorting them."""
+    import numpy as np
+
+    size = distribution.shape[-1]
+    alpha = (1 - confidence) / 2
+    found = []
+    for p in (alpha, 1 - alpha):
+        at = p * float(size) + (1 - p)  # 1-based, between the order statistics j + 1 and j + 2
+        j = int(min(max(at // 1 - 1, 0), size - 1))
+        above = int(min(max(at // 1, 0), size - 1))
+        g = 0.0 if at // 1 - 1 < 0 else at % 1
+        distribution.partition(above, axis=-1)
+        upper = distribution[:, above]
+        lower = distribution[:, :above].max(axis=-1) if j < above else upper
+        found.append((1 - g) * lower + g * upper)
+    missing = np.isnan(distribution).any(axis=-1)
+    return tuple(np.where(missing, np.nan, value) for value in found)
+
+
+def _mann_whitney(other, base):
+    """scipy's two-sided Mann-Whitney p of each row of other against base's. scipy chooses
+    the exact test for small samples only where none of the rows it is given has ties: rows
+    with ties go in a call of their own, so that each row gets the test it would alone."""
+    import numpy as np
+    from scipy import stats
+
+    if min(other.shape[-1], base.shape[-1]) > 8:  # asymptotic whatever the ties
+        return stats.mannwhitneyu(other, base, alternative="two-sided", axis=-1).pvalue
+    both = np.sort(np.concatenate([other, base], axis=-1), axis=-1)
+    tied = (both[:, 1:] == both[:, :-1]).any(axis=-1)
+    p_values = np.empty(len(other))
+    for rows in (tied, ~tied):
+        if rows.any():
+            p_values[rows] = stats.mannwhitneyu(other[rows], base[rows],
+                                                alternative="two-sided", axis=-1).pvalue
+    return p_values
+
+
+def _finite(value) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
