@@ -413,13 +413,14 @@ def table(sweep: str = SWEEP_ARGUMENT,
 
     renderers = {TableFormat.markdown: to_markdown, TableFormat.md: to_markdown,
                  TableFormat.csv: to_csv, TableFormat.latex: to_latex}
+    rows = sweep_rows(sweep, db)
     try:
-        made = research_table(sweep_rows(sweep, db), by_device, batch_size=batch_size)
+        made = research_table(rows, by_device, batch_size=batch_size)
     except ValueError as error:
         raise FarmError(f"cannot make the table of {sweep!r}: {error}") from None
     if fmt == TableFormat.rich:
         out.print(to_rich(made, title=f"sweep {sweep}"))  # to_rich shows the title as text
-        _exits(f"sweep {shown(sweep)}", sweep_rows(sweep, db))
+        _exits(f"sweep {shown(sweep)}", rows)
     else:
         sys.stdout.write(renderers[fmt](made))
 

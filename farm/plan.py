@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,18 +106,17 @@ def _chunks(items: list, size: int):
 def _target_plan(target: str, devices: list[str], jobs: list[JobSpec], finished: set,
                  earlier: dict, loads: dict) -> TargetPlan:
     left = [j for j in jobs if j.key not in finished]
-    groups = {group_key(j.runner_spec()) for j in left}
+    groups = {j.key: group_key(j.runner_spec()) for j in left}
     known = [j for j in left if j.key in earlier]
     estimate = None
     if known:
         # A group loads once per device it runs on: at least once, at most on every device.
-        known_groups = {group_key(j.runner_spec()) for j in known}
+        jobs_per_group = Counter(groups[j.key] for j in known)
         busy = sum(earlier[j.key] for j in known) + sum(
-            loads.get(g, 0.0) * min(len(devices), sum(
-                1 for j in known if group_key(j.runner_spec()) == g)) for g in known_groups)
+            loads.get(g, 0.0) * min(len(devices), n) for g, n in jobs_per_group.items())
         estimate = busy / len(devices)
-    return TargetPlan(target, tuple(devices), len(jobs), len(jobs) - len(left), len(groups),
-                      len(known), estimate)
+    return TargetPlan(target, tuple(devices), len(jobs), len(jobs) - len(left),
+                      len(set(groups.values())), len(known), estimate)
 
 
 def _group_name(job: JobSpec) -> str:

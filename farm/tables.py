@@ -119,14 +119,14 @@ def _cell(candidates: list[dict], batch_size: int | None) -> Cell:
         first = min(chosen, key=lambda r: r.get("repeat") or 1)
         return Cell(status=first["status"], batch_size=wanted)
     scores = {r.get("score") for r in done}
-    return Cell(Status.DONE, wanted, _median(done, "score"), _median(done, "per_sample_ms"),
-                _median([{"memory": job_memory(r)} for r in done], "memory"), len(done),
-                len(chosen), len(scores) > 1)
+    return Cell(Status.DONE, wanted, _median(r.get("score") for r in done),
+                _median(r.get("per_sample_ms") for r in done),
+                _median(job_memory(r) for r in done), len(done), len(chosen), len(scores) > 1)
 
 
-def _median(rows: list[dict], column: str) -> float | None:
+def _median(figures) -> float | None:
     """The median of a job's repeats' figure (None where no repeat measured it)."""
-    values = [r[column] for r in rows if r.get(column) is not None]
+    values = [v for v in figures if v is not None]
     return statistics.median(values) if values else None
 
 
