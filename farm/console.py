@@ -460,14 +460,6 @@ def _age(then, now=None) -> str:
     return f"{seconds:.0f}s ago"
 
 
-def status_view(snapshot: dict):
-    """`farm status`'s view of a snapshot (farm.api.status_snapshot), drawn at the console's
-    width (farm.status_view)."""
-    from farm.status_view import StatusView
-
-    return StatusView(snapshot)
-
-
 class FitProgress:
     """One bar per phase of `farm exits fit` (reading the train set, the dev set, training)."""
 

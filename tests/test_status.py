@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from conftest import QUICK
 from farm.api import status_snapshot
 from farm.cli import app
-from farm.console import status_view
+from farm.status_view import StatusView as status_view
 from farm.inventory import Inventory
 from farm.store import Store
 from farm.store.clock import utcnow

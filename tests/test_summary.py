@@ -12,7 +12,7 @@ from rich.console import Console
 from conftest import QUICK, farm_cli
 from farm import api, console, store as stores
 from farm.api import SubmitReport, status_snapshot, submit
-from farm.console import status_view
+from farm.status_view import StatusView as status_view
 from farm.controller import Observer
 from farm.errors import Busy, ConfigError, QueryError
 from farm.inventory import load_inventory
