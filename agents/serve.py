@@ -23,8 +23,8 @@ import time
 import traceback
 
 from agents import content_hash
-from agents import (conditions, energy, environment, exit_timing, flops, measure, methods,
-                    models, stream, text)
+from agents import (conditions, energy, environment, exit_timing, flops, imports, measure,
+                    methods, models, stream, text)
 from agents.methods import precision
 from agents.protocol import Channel
 
@@ -51,18 +51,32 @@ class Agent(object):
         self.meter = energy.open_meter()
         self.model_spec = None
         self.tokenizer = _UNSET  # opened by the first job with texts
+        self.import_s = 0.0  # importing torch and transformers, not yet counted in a load_s
 
+
+    def import_runtime(self):
+        """Import torch and transformers as soon as the agent starts (a device's first agent
+        starts while the sweep is still being prepared). Their time belongs to the first load
+        (load_s: import, build, count), whenever they are imported."""
+        if imports.imported():
+            return
+        with imports.turn():  # the wait for a turn is no one's
+            started = time.perf_counter()
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+            self.import_s = time.perf_counter() - started
 
     def load(self, model_spec, variant, threads, seq_lens, cuda):
-        started = time.perf_counter()
+        self.import_runtime()
+        started = time.perf_counter() - self.import_s
         import torch
         import transformers
 
-        torch.set_num_threads(max(1, int(threads)))
-        self.model, self.model_spec, self.tokenizer = None, model_spec, _UNSET
         # The runtime's own footprint (torch, transformers and the model's code imported, no
         # weights): "model memory" is a job's peak above it.
         models.import_code(models.config_of(model_spec))
+        torch.set_num_threads(max(1, int(threads)))
+        self.model, self.model_spec, self.tokenizer = None, model_spec, _UNSET
         measure.release_memory()
         self.baseline_mb = measure.resident_mb()
         self.device = models.torch_device(variant, cuda)
@@ -84,6 +98,7 @@ class Agent(object):
             self._count_flops(fp32, seq_lens)
             self.model = precision.convert(fp32, variant.precision, self.device)
             del fp32
+        self.import_s = 0.0  # counted once, by the agent's first load that ends
         return {"event": "loaded", "load_s": time.perf_counter() - started, "params": self.params,
                 "baseline_mb": self.baseline_mb,
                 "load_peak_mb": measure.process_peak_mb(), "threads": torch.get_num_threads(),
@@ -228,6 +243,10 @@ def main():
     channel.emit("hello", agent=content_hash(), pid=os.getpid(), env=environment.describe(),
                  energy_source=agent.meter.source if agent.meter else None)
     try:
+        try:
+            agent.import_runtime()
+        except Exception:  # the first load imports them again, and its error event says why
+            traceback.print_exc(file=sys.stderr)
         serve(channel, agent)
     finally:
         agent.close()

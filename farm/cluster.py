@@ -54,8 +54,10 @@ class DeviceWorker:
         self.pending_events = deque()
 
     def prepare(self, owner: Owner | None = None) -> dict:
-        return self.runner.prepare(owner, host=socket.gethostname(),
-                                   ray_node=ray.get_runtime_context().get_node_id())
+        facts = self.runner.prepare(owner, host=socket.gethostname(),
+                                    ray_node=ray.get_runtime_context().get_node_id())
+        self.runner.warm()  # its imports overlap what the controller still prepares
+        return facts
 
     def run_job(self, job: dict, texts: list | None = None) -> dict:
         if texts is not None:  # a task's examples travel once per task, as a Ray object

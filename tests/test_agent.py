@@ -6,6 +6,8 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -57,6 +59,49 @@ def test_failures_become_events_and_the_agent_goes_on():
     assert len(errors) == 1 and "no-such-model" in errors[0]["message"]
     assert errors[0]["kind"] == "model"
     assert any(e["event"] == "result" and e["job"] == "k" for e in events)
+
+
+def test_one_import_turn_per_core_freed_when_its_holder_dies(tmp_path):
+    """Two agents cannot import at once on a one-core host; a killed holder frees its turn."""
+    from agents import imports
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from agents import imports\n"
+         f"with imports.turn({str(tmp_path)!r}, 1):\n print('held', flush=True); time.sleep(60)"],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        taken = threading.Event()
+
+        def take():
+            with imports.turn(str(tmp_path), 1):
+                taken.set()
+
+        threading.Thread(target=take, daemon=True).start()
+        assert not taken.wait(1.0), "a second import ran while the only turn was held"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert taken.wait(5.0), "the turn of a killed agent was not freed"
+
+
+def test_the_wait_for_an_import_turn_is_not_part_of_load_s():
+    """Every turn of this host held for 3 s: the agent waits, and its load_s starts after."""
+    from agents import imports
+
+    hold_s, turns = 3.0, []
+    for _ in range(imports.slots()):
+        turns.append(imports.turn())
+        turns[-1].__enter__()
+    threading.Timer(hold_s, lambda: [t.__exit__(None, None, None) for t in turns]).start()
+    started = time.monotonic()
+    events, stderr = _agent([{"op": "load", "model": {"name": "bert-tiny"}, "variant": "fp32",
+                              "seq_lens": [8]}, {"op": "exit"}])
+    wall = time.monotonic() - started
+    loaded = [e for e in events if e["event"] == "loaded"]
+    assert loaded, stderr
+    assert wall > hold_s
+    assert loaded[0]["load_s"] < wall - hold_s + 0.5, (loaded[0]["load_s"], wall)
 
 
 def test_stray_output_cannot_break_the_event_stream():

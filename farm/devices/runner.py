@@ -62,6 +62,7 @@ class AgentRunner:
         self.facts: dict = {}
         self.lock: DeviceLock | None = None
         self.peak = None  # the container's PeakWatch over the load or job under way
+        self.ooms_at_start = 0  # the container's OOM kills when its agent started
         self._cancelled = threading.Event()
 
     def prepare(self, owner: Owner | None = None, **context) -> dict:
@@ -83,7 +84,10 @@ class AgentRunner:
         started = time.time()
         deadline = time.monotonic() + float(job["timeout_s"])
         try:
+            # An agent started before the job (warm) counts the kernel's kills from its start.
             ooms_before = self.container.oom_kills() if self.container else 0
+            if self.session is not None and self.group is None:
+                ooms_before = self.ooms_at_start
             load = self._ensure_loaded(job, deadline, on_event)
             result = self._measure(job, deadline, on_event)
             result.update(load)
@@ -113,17 +117,17 @@ class AgentRunner:
         group = group_key(job)
         if self.session is not None and self.group == group:
             return dict(self.load_figures)
-        self._stop_agent()
+        warm = self.session is not None and self.group is None  # started by warm(), unused
+        if not warm:
+            self._stop_agent()
         model, store = self.model_on_device(job["model"]), None
         if Variant.from_job(job).streamed:
             on_event({"event": "phase", "job": job["key"], "phase": "layer store"})
             store = self._layer_store(job)
             model = dict(model, store=store.folder)
-        if self.container is not None:
-            self.container.new_agent()
-            self._watch_peak()
         on_event({"event": "phase", "job": job["key"], "phase": "loading"})
-        self.session = AgentSession(self.start_agent(self.container))
+        if not warm:
+            self._new_agent()
         hello = self.session.expect("hello", min(deadline, time.monotonic() + AGENT_START_S))
         self.session.send({"op": "load", "model": model, "variant": job["variant"],
                            "variant_spec": job.get("variant_spec"), "threads": self.threads,
@@ -147,6 +151,27 @@ class AgentRunner:
             "layer_store_bytes": store.bytes if store else None,
             "layer_store_prepare_s": store.prepare_s if store else None}}
         return dict(self.load_figures)
+
+    def warm(self) -> None:
+        """Start the agent before the first job: it imports torch and transformers while the
+        sweep's other devices are prepared and its jobs stored (their time is still the first
+        load's, as the agent counts it). One that fails to start is left to the first job,
+        which starts another and reports what it meets."""
+        if self.session is not None:
+            return
+        try:
+            self._new_agent()
+        except Exception:
+            self._stop_agent()
+
+    def _new_agent(self) -> None:
+        """A new agent (in a fresh leaf of the container where there is one), its memory
+        watched from its start."""
+        if self.container is not None:
+            self.ooms_at_start = self.container.oom_kills()
+            self.container.new_agent()
+            self._watch_peak()
+        self.session = AgentSession(self.start_agent(self.container))
 
     def _layer_store(self, job: dict) -> layerstore.LayerStore:
         try:

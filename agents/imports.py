@@ -1,0 +1,67 @@
+"""Importing torch and transformers: a turn per core on a host.
+
+An agent's first load imports torch and transformers (about 6 s of one core on the 2-core CI
+machine). A sweep starts every device's agent at once, so on a host with more devices than
+cores every import shares the cores and none finishes early: 4 agents on 2 cores each took
+about 12 s, and the first result waited for all of them. Here at most one agent per core
+imports at a time; the others wait their turn, so the first agents load at full speed. The
+wait is not part of the load (load_s starts when the turn is taken).
+
+The turns are lock files in the host's temporary folder, one per core, taken with flock: a lock
+goes with its process, so an agent killed mid-import frees its turn. Where the folder cannot be
+used (another user's), the agent imports without a turn.
+"""
+import contextlib
+import fcntl
+import os
+import sys
+import tempfile
+import time
+
+FOLDER = os.path.join(tempfile.gettempdir(), "farm-import-turns")
+POLL_S = 0.05
+
+
+def imported():
+    return "transformers" in sys.modules and "torch" in sys.modules
+
+
+def slots():
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def turn(folder=FOLDER, count=None):
+    """Hold one of the host's `count` (its cores) import turns, or none if torch and
+    transformers are imported already or the turns cannot be kept."""
+    if imported():
+        yield
+        return
+    handle = _take(folder, count or slots())
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.close()  # closing the file releases its lock
+
+
+def _take(folder, count):
+    try:
+        if not os.path.isdir(folder):
+            os.makedirs(folder, exist_ok=True)
+            os.chmod(folder, 0o1777)  # every user's agents share the host's cores
+        handles = [os.fdopen(os.open(os.path.join(folder, "core-%d" % i),
+                                     os.O_RDONLY | os.O_CREAT, 0o644))
+                   for i in range(count)]
+    except OSError:
+        return None
+    while True:
+        for i, handle in enumerate(handles):
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue
+            for other in handles[:i] + handles[i + 1:]:
+                other.close()
+            return handle
+        time.sleep(POLL_S)
