@@ -78,3 +78,30 @@ def _farm_parents():
     own = own_cgroup_paths().get("memory", "/").lstrip("/")
     return [CGROUP_ROOT / "farm", CGROUP_ROOT / "memory" / own / "farm",
             CGROUP_ROOT / "cpu" / "farm"]
+
+
+def test_an_agent_killed_by_the_oom_killer_before_its_first_job_makes_that_job_oom(
+        cgroups, device_names):
+    """A device's agent starts when the device is prepared and imports torch at once; where the
+    kernel kills it for memory before any job has come, the first job still ends `oom`, not as
+    an agent that crashed or was killed from outside."""
+    from conftest import QUICK
+    from farm.devices.kinds.cgroup import CgroupDevice, cgroup_runner
+    from farm.devices.lock import Owner
+    from farm.results import Status
+
+    name, = device_names(1)
+    runner = cgroup_runner(CgroupDevice(name=name, kind="cgroup", memory="64MiB", cpus=1))
+    try:
+        runner.prepare(Owner("warm", "sqlite:///warm.db"))
+        runner.warm()
+        assert runner.session.process.wait(timeout=120) != 0  # torch cannot fit in 64 MiB
+        assert runner.container.oom_kills() >= 1
+        job = {"key": "k", "model": {"name": "bert-tiny"}, "variant": "fp32",
+               "task": "synthetic", "batch_size": 1, "seq_len": 8, "seq_lens": [8],
+               "measure": QUICK, "timeout_s": 120}
+        outcome = runner.run(job, lambda event: None)
+        assert outcome["status"] == Status.OOM, outcome
+        assert "OOM killer" in outcome["error"]
+    finally:
+        runner.close()
