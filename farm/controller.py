@@ -109,6 +109,7 @@ class Scheduler:
         self.loaded: dict[str, str] = {}  # device -> group it has loaded
         self.live: set[str] = set(workers)  # devices still usable
         self.running: dict[object, tuple[QueuedJob, str]] = {}  # ObjectRef -> (job, device)
+        self.asked: dict[object, str] = {}  # ObjectRef of an events() call -> its device
         self.pending = PendingJobs()
         self.stranded: list[QueuedJob] = []
         self.heartbeats: dict[str, float] = {}  # device -> when its last heartbeat was written
@@ -235,16 +236,22 @@ class Scheduler:
         return self.texts[task]
 
     def _forward_events(self) -> None:
-        """The running jobs' phases, asked of every busy device at once, every POLL_S (not at
-        every outcome: with short jobs that was a call per device per job)."""
-        if not self.running or time.monotonic() - self._events_asked < POLL_S:
+        """The running jobs' phases, without waiting on any device: every POLL_S each busy
+        device with no question outstanding is asked for what it has, and what has come back
+        by now is taken, all in one ray.wait that never blocks (a slow or dead worker holds up
+        nothing; its answer is taken on a later turn, or dropped with its job)."""
+        if not self.running:
             return
-        self._events_asked = time.monotonic()
-        asked = {self.workers[device].events.remote(): (job, device)
-                 for job, device in self.running.values()}
-        answered, _ = ray.wait(list(asked), num_returns=len(asked), timeout=10)
-        for ref in answered:  # one slow or dead worker delays the others by 10 s at most
-            job, device = asked[ref]
+        if time.monotonic() - self._events_asked >= POLL_S:
+            self._events_asked = time.monotonic()
+            asked = set(self.asked.values())
+            for _, device in self.running.values():
+                if device not in asked:
+                    self.asked[self.workers[device].events.remote()] = device
+        answered, _ = ray.wait(list(self.asked), num_returns=len(self.asked), timeout=0)
+        current = {device: job for job, device in self.running.values()}
+        for ref in answered:
+            device = self.asked.pop(ref)
             try:
                 events = ray.get(ref)
             except RayError:
@@ -252,7 +259,9 @@ class Scheduler:
             if time.monotonic() - self.heartbeats.get(device, 0.0) > HEARTBEAT_S:
                 self.heartbeats[device] = time.monotonic()
                 self.store.device_seen(device)
-            phases = [e["phase"] for e in events if e.get("event") == "phase"]
+            job = current.get(device)  # an answer may cross the end of the job it was asked in
+            phases = [e["phase"] for e in events
+                      if e.get("event") == "phase" and job is not None and e.get("job") == job.key]
             if phases:
                 self.store.job_phase(job.id, phases[-1])
                 self.observer.job_phase(job, device, phases[-1])
