@@ -213,7 +213,7 @@ QUERY = "select count(*) from v_results"
 
 def readers(url: str, sweeps: list[str], out: Path) -> list[Reader]:
     """Status and farm sql over the whole database; the sweep's readers for each sweep."""
-    from farm.api import sql, status_snapshot
+    from farm.readers import sql, status_snapshot
 
     return [Reader("farm status --once", "", ["status", "--once"], lambda: status_snapshot(url)),
             *(reader for sweep in sweeps for reader in _sweep_readers(url, sweep, out / sweep)),
@@ -221,21 +221,28 @@ def readers(url: str, sweeps: list[str], out: Path) -> list[Reader]:
 
 
 def _sweep_readers(url: str, sweep: str, out: Path) -> list[Reader]:
-    from farm.api import compare, sweep_rows, variants_against_fp32
     from farm.export import export_rows
-    from farm.report import write_report
+    from farm.readers import compare, sweep_rows
     from farm.tables import research_table
 
     return [
         Reader("farm table", sweep, ["table", sweep],
                lambda: research_table(sweep_rows(sweep, url))),
         Reader("farm report", sweep, ["report", sweep, "--out", str(out / "report")],
-               lambda: write_report(sweep_rows(sweep, url), out / "report-api", sweep,
-                                    variants_against_fp32(sweep, url))),
+               lambda: _report(sweep, url, out / "report-api")),
         Reader("farm compare", sweep, ["compare", sweep], lambda: compare(sweep, db=url)),
         Reader("farm export", sweep, ["export", sweep, "--out", str(out / "export.csv")],
                lambda: export_rows(*sweep_rows(sweep, url, with_latencies=True), "csv",
                                    out / "export-api.csv"))]
+
+
+def _report(sweep: str, url: str, out: Path) -> list[Path]:
+    """farm report's work, in this process (its pools one after another)."""
+    from farm.readers import report_rows
+    from farm.report import write_report
+
+    rows, against_fp32 = report_rows(sweep, url)
+    return write_report(rows, out, sweep, against_fp32)
 
 
 def time_cli(reader: Reader, url: str, timeout_s: float) -> float:
@@ -260,7 +267,7 @@ def time_api(reader: Reader) -> float:
 
 def held(url: str) -> tuple[int, int] | None:
     """(jobs, results rows) of the bench's sweeps where the database holds its grid."""
-    from farm.api import sql
+    from farm.readers import sql
     from farm.store.readonly import database_exists
 
     if not database_exists(url):

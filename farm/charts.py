@@ -119,8 +119,11 @@ def place_labels(ax: Axes, marks: list[tuple[float, float, str]],
     for xs, ys in lines:
         for box in _segment_boxes(ax.transData.transform(list(zip(xs, ys)))):
             room.add(_extents(box))
-    left_out = 0
+    left_out, floor = 0, _Floor(ax, renderer)
     for (x, y, text), point in zip(marks, points):
+        if not _may_fit(floor(text), point, frame, room, renderer):
+            left_out += 1  # no place has room even for its smallest box: not measured
+            continue
         label = ax.annotate(text, (x, y), xytext=PLACES[0][0], textcoords="offset points",
                             fontsize=8)
         label.set_in_layout(False)
@@ -138,19 +141,61 @@ def place_labels(ax: Axes, marks: list[tuple[float, float, str]],
     return left_out
 
 
-def _place_label(label, point, frame: tuple, room: _Room, renderer) -> bool:
-    """Move a label to the first of PLACES where it covers nothing taken, inside frame; True if
-    one was found (then it is taken too). Its size is measured once: at each place its box is
-    that size, set against the mark as the place aligns it (matplotlib's own layout of an
-    unrotated line of text), which is what measuring it there would give."""
-    box = label.get_window_extent(renderer)
-    width, height = box.width, box.height
-    for (dx, dy), ha, va in PLACES:
+class _Floor:
+    """Boxes (width, height, in pixels) no larger than a label's own: measuring every label is
+    most of a dense chart's time (a thousand points, most of them left unlabelled), and where
+    even its floor finds no place at a mark, the label's box, which holds its floor at every
+    place, finds none either. Height: every one-line label is at least as tall as "." or "lp"
+    (matplotlib lays a line out at least as tall as its font's ascent and descent). Width:
+    that of its first word (its glyphs are laid out there as in the whole line, whose box
+    holds theirs), less a tenth for safety; the words repeat (a model's name), so each is
+    measured once. A label of several lines, or with no first word, has no floor."""
+
+    def __init__(self, ax: Axes, renderer):
+        self.ax, self.renderer, self.widths = ax, renderer, {}
+        self.height = min(self._measure(text).height for text in (".", "lp"))
+
+    def _measure(self, text: str) -> Bbox:
+        probe = self.ax.annotate(text, (0.5, 0.5), xycoords="axes fraction", fontsize=8)
+        box = probe.get_window_extent(self.renderer)
+        probe.remove()
+        return box
+
+    def __call__(self, text: str) -> tuple[float, float] | None:
+        word = text.split(" ", 1)[0]
+        if "\n" in text or not word.strip():
+            return None
+        if word not in self.widths:
+            self.widths[word] = 0.9 * self._measure(word).width
+        return self.widths[word], self.height
+
+
+def _may_fit(floor: tuple[float, float] | None, point, frame: tuple, room: _Room,
+             renderer) -> bool:
+    """Whether a box of the floor's size fits at any of PLACES (_place_label's test); False
+    only where the label cannot be placed."""
+    return floor is None or any(_inside(where, frame) and room.free(where)
+                                for _, where in _boxes(point, *floor, renderer))
+
+
+def _boxes(point, width: float, height: float, renderer):
+    """Each of PLACES with the box (x0, y0, x1, y1) a text of this size takes there: set against
+    the mark as the place aligns it (matplotlib's own layout of an unrotated line of text)."""
+    for place in PLACES:
+        (dx, dy), ha, va = place
         x = point[0] + renderer.points_to_pixels(dx)
         y = point[1] + renderer.points_to_pixels(dy)
         x0 = x if ha == "left" else x - width if ha == "right" else x - width / 2
         y0 = y if va == "bottom" else y - height if va == "top" else y - height / 2
-        where = (x0, y0, x0 + width, y0 + height)
+        yield place, (x0, y0, x0 + width, y0 + height)
+
+
+def _place_label(label, point, frame: tuple, room: _Room, renderer) -> bool:
+    """Move a label to the first of PLACES where it covers nothing taken, inside frame; True if
+    one was found (then it is taken too). Its size is measured once: at each place its box is
+    that size (_boxes), which is what measuring it there would give."""
+    box = label.get_window_extent(renderer)
+    for ((dx, dy), ha, va), where in _boxes(point, box.width, box.height, renderer):
         if _inside(where, frame) and room.free(where):
             label.xyann = (dx, dy)
             label.set(ha=ha, va=va)

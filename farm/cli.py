@@ -316,7 +316,7 @@ def status(once: bool = typer.Option(False, "--once", help="Print one snapshot a
 
     from rich.live import Live
 
-    from farm.api import status_snapshot
+    from farm.readers import status_snapshot
     from farm.status_view import StatusView
 
     if json_out:
@@ -349,7 +349,7 @@ def sql_command(query: str = typer.Argument(..., metavar="QUERY",
     import csv
     import json
 
-    from farm.api import sql
+    from farm.readers import sql
 
     columns, rows = sql(query, db, timeout_s=timeout)
     if csv_out:
@@ -408,7 +408,8 @@ def table(sweep: str = SWEEP_ARGUMENT,
           db: Optional[str] = DB_OPTION):
     """The researchers' table: a row per model variant, a column group per task with accuracy,
     latency per sample and peak memory."""
-    from farm.api import sweep_rows
+    from farm.fit import Tall
+    from farm.readers import sweep_rows
     from farm.tables import research_table, to_csv, to_latex, to_markdown, to_rich
 
     renderers = {TableFormat.markdown: to_markdown, TableFormat.md: to_markdown,
@@ -419,7 +420,7 @@ def table(sweep: str = SWEEP_ARGUMENT,
     except ValueError as error:
         raise FarmError(f"cannot make the table of {sweep!r}: {error}") from None
     if fmt == TableFormat.rich:
-        out.print(to_rich(made, title=f"sweep {sweep}"))  # to_rich shows the title as text
+        out.print(Tall(to_rich(made, title=f"sweep {sweep}")))  # to_rich: the title as text
         _exits(f"sweep {shown(sweep)}", rows)
     else:
         sys.stdout.write(renderers[fmt](made))
@@ -438,11 +439,14 @@ def report(sweep: str = SWEEP_ARGUMENT,
     speed-up against what it saves, as PNG and SVG; and one HTML page: the researchers' table,
     the charts, the environment, each variant against fp32 (the non-significant marked ~) and
     every job."""
-    from farm.api import sweep_rows, variants_against_fp32
+    import os
+
+    from farm.readers import report_rows
     from farm.report import write_report
 
-    written = write_report(sweep_rows(sweep, db), out_dir, f"farm report: sweep {sweep}",
-                           variants_against_fp32(sweep, db), per_device=per_device)
+    rows, against_fp32 = report_rows(sweep, db)
+    written = write_report(rows, out_dir, f"farm report: sweep {sweep}", against_fp32,
+                           per_device=per_device, processes=os.cpu_count() or 1)
     for path in written:
         out.print(f"wrote {shown(path)}", highlight=False)
 
@@ -457,7 +461,7 @@ def export(sweep: str = SWEEP_ARGUMENT,
                                                    "SWEEP.FORMAT)."),
            db: Optional[str] = DB_OPTION):
     """Every result of a sweep, with the raw per-call latencies, as csv, json or parquet."""
-    from farm.api import sweep_rows
+    from farm.readers import sweep_rows
     from farm.export import export_rows
 
     rows, latencies = sweep_rows(sweep, db, with_latencies=True)
@@ -490,8 +494,9 @@ def compare_command(
     import csv
     import json
 
-    from farm.api import compare
     from farm.console import difference_records, differences_table
+    from farm.fit import Tall
+    from farm.readers import compare
 
     if as_csv and as_json:
         raise typer.BadParameter("give one of them, not both", param_hint="--csv/--json")
@@ -516,7 +521,7 @@ def compare_command(
         out.print(f"{against}: nothing to compare (no done result has a done baseline on the "
                   "same work)", highlight=False)
         return
-    out.print(differences_table(against, differences, by_what))
+    out.print(Tall(differences_table(against, differences, by_what)))  # its thousands of rows
 
 
 devices_app = _App(help="The inventory's devices: state, health, trust.")
@@ -541,7 +546,7 @@ def devices(ctx: typer.Context, inventory: Path = INVENTORY_OPTION, db: Optional
     """Table of devices: name, kind, state, last seen, current job (from the database only)."""
     if ctx.invoked_subcommand is not None:
         return
-    from farm.api import device_table
+    from farm.readers import device_table
     from farm.console import devices_table
     out.print(devices_table(device_table(inventory, db)))
 

@@ -6,10 +6,13 @@ says so is cut (with …) or wrapped at its spaces."""
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass
+from copy import copy
+from dataclasses import dataclass, replace
 from typing import Union
 
 from rich import box
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -133,3 +136,154 @@ def _at(cell, width: int, lines: int):
     if len(wrapped) > lines:
         wrapped = [*wrapped[:lines - 1], " ".join(wrapped[lines - 1:])]
     return Text("\n".join(wrapped), text.style)  # Rich cuts a line still too long with …
+
+
+class Tall:
+    """A Rich table of thousands of rows (`farm compare`'s), drawn as Rich draws it at a
+    fraction of the cost. Rich lays out and renders every cell on its own (a fraction of a
+    millisecond each, and 36,000 cells took seconds). Here each cell is wrapped as Rich wraps
+    it at the widths Rich gives the columns (measured on one cell per column holding all its
+    lines), and its row's cells filled out to the row's height with blank lines; then, for a
+    terminal, the same table is one row whose cells hold each column's lines, which Rich draws
+    a column at a time, and without colours (a pipe, a file) the lines are put together as
+    text in the frame Rich draws around one row. Where that could draw otherwise (row styles or
+    sections, a column of a set width or centred, a cell of a look of its own), or the table
+    does not fit even narrowed, Rich draws the table itself. tests/test_fit.py holds them to
+    the same bytes."""
+
+    def __init__(self, table: Table):
+        self.table = table
+
+    def __rich_console__(self, console, options):
+        layout = _layout(self.table, console, options)
+        if layout is None:
+            yield self.table
+        elif console.color_system is None:  # text alone: no style is ever written
+            yield from _plain(self.table, *layout, console, options)
+        else:
+            yield _stacked(self.table, *layout)
+
+
+def _layout(table: Table, console, options):
+    """(each column's width with its padding, each column's cells as lists of lines, each row's
+    height), or None where the table should be drawn by Rich."""
+    if table.row_count < 2 or not _rows_alike(table.box) or not table.show_edge or \
+            table.expand or \
+            table.width is not None or table.min_width is not None or table.show_lines or \
+            table.row_styles or table.show_footer or table.collapse_padding or \
+            table.padding[0] or table.padding[2] or \
+            any(r.style is not None or r.end_section for r in table.rows):
+        return None
+    cells = [_texts(column, console) for column in table.columns]
+    if any(texts is None for texts in cells):
+        return None
+    probe = copy(table)  # measured as the table would be: each column's lines in one cell
+    probe.columns = [column.copy() for column in table.columns]
+    probe.rows = []
+    probe.add_row(*(Text("\n").join(texts) for texts in cells))
+    room = options.max_width - table._extra_width
+    widths = probe._calculate_column_widths(console, options.update_width(room))
+    if sum(widths) > room or any(width <= table._get_padding_width(i)
+                                 for i, width in enumerate(widths)):
+        return None  # not drawn whole, or a column narrowed to nothing
+    lines = [[_wrapped(text, column, width - table._get_padding_width(i), console)
+              for text in texts]
+             for i, (column, texts, width) in enumerate(zip(table.columns, cells, widths))]
+    heights = [max(len(column[row]) for column in lines) for row in range(table.row_count)]
+    return widths, lines, heights
+
+
+def _stacked(table: Table, widths: list[int], lines: list, heights: list[int]) -> Table:
+    """The table as one row of each column's lines."""
+    stacked = copy(table)
+    stacked.columns = [replace(column.copy(), width=width - table._get_padding_width(i))
+                       for i, (column, width) in enumerate(zip(table.columns, widths))]
+    stacked.rows = []
+    stacked.add_row(*(Text("\n").join(line for row, height in zip(column, heights)
+                                      for line in [*row, *[Text()] * (height - len(row))])
+                      for column in lines))
+    return stacked
+
+
+_MARK = "\ue000"  # a private-use character: what no title, border or cell holds
+
+
+def _rows_alike(shape) -> bool:
+    """Whether a table's last row is drawn as the others (Rich draws it with the box's footer
+    edges): it is so for every box Rich has."""
+    return shape is not None and (shape.mid_left, shape.mid_vertical, shape.mid_right) == \
+        (shape.foot_left, shape.foot_vertical, shape.foot_right)
+
+
+def _plain(table: Table, widths: list[int], lines: list, heights: list[int], console,
+           options):
+    """The table as text, without Rich's work per cell: Rich draws the title, the header, the
+    borders and the caption around one row of marks, and each row's lines go where the marks
+    are, between that row's borders."""
+    frame = _stacked(table, widths, [[[Text(_MARK)]]] * len(widths), [1])
+    drawn = ["".join(segment.text for segment in line)
+             for line in Segment.split_lines(console.render(frame, options))]
+    marked = [i for i, line in enumerate(drawn) if _MARK in line]
+    if len(marked) != 1 or drawn[marked[0]].count(_MARK) != len(widths):
+        yield table  # a title or caption holding the mark: Rich draws it all
+        return
+    at = marked[0]
+    template = drawn[at]
+    pads = [table._get_padding_width(i) for i in range(len(widths))]
+    lefts = [0 if i == 0 and not table.pad_edge else table.padding[3]
+             for i in range(len(widths))]
+    justify = [column.justify for column in table.columns]
+    for line in drawn[:at]:
+        yield Segment(line)
+        yield Segment.line()
+    for row, height in enumerate(heights):
+        for n in range(height):
+            parts, x = [template[:1]], 1  # the left edge
+            for i, width in enumerate(widths):
+                cell = lines[i][row]
+                text = cell[n].plain if n < len(cell) else ""
+                if justify[i] == "right":
+                    text = text.rstrip()  # as Rich justifies a line to the right
+                content = width - pads[i]
+                gap = " " * max(content - cell_len(text), 0)
+                start = x + lefts[i]
+                parts += [template[x:start], text + gap if justify[i] != "right" else gap + text]
+                x = start + content
+                parts.append(template[x:x + width - content - lefts[i] + 1])
+                x += width - content - lefts[i] + 1
+            yield Segment("".join(parts) + template[x:])
+            yield Segment.line()
+    for line in drawn[at + 1:]:
+        yield Segment(line)
+        yield Segment.line()
+
+
+def _texts(column, console) -> list[Text] | None:
+    """A column's cells as the Text Rich would render; None where one has a look of its own
+    (justification or wrapping) that one cell of them all would lose, or the column
+    is set to a width, centred or justified (Rich's justification of a line already justified
+    is then not the line)."""
+    if column.width is not None or column.min_width is not None or column.max_width is not None \
+            or column.ratio or column.style or column.justify not in ("left", "right", "default") \
+            or column.vertical != "top":
+        return None
+    texts = []
+    for cell in column.cells:
+        text = console.render_str(cell, highlight=column.highlight) \
+            if isinstance(cell, str) else cell
+        if not isinstance(text, Text) or text.justify or text.overflow or \
+                text.no_wrap is not None or "\t" in text.plain or \
+                (text.plain and not text.plain.strip()):
+            return None
+        texts.append(text)
+    return texts
+
+
+def _wrapped(text: Text, column, width: int, console) -> list[Text]:
+    """A cell's lines as Rich wraps it in its column (a line that fits is left to the stacked
+    cell, which justifies it as Rich would have; but a styled one is justified here, as its
+    style covers the spaces that justify it)."""
+    if text.cell_len <= width and "\n" not in text.plain and not text.style:
+        return [text]
+    return list(text.wrap(console, width, justify=column.justify, overflow=column.overflow,
+                          no_wrap=column.no_wrap))

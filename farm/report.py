@@ -326,11 +326,13 @@ def devices(rows: list[dict]) -> list[str]:
 
 
 def write_report(rows: list[dict], out_dir: Path, title: str, differences: list[dict] = (),
-                 per_device: bool = False) -> list[Path]:
+                 per_device: bool = False, processes: int = 1) -> list[Path]:
     """Write each pool's charts (PNG and SVG), with per_device each device's fronts, latency and
     memory charts too, and index.html into out_dir; return the PNGs' and the page's paths, the
     charts first. `differences`: `farm compare`'s records of each variant against fp32
-    (farm.console.difference_records), shown with the non-significant ones marked ~."""
+    (farm.console.difference_records), shown with the non-significant ones marked ~.
+    `processes`: up to this many pools drawn at once, each in a forked process (`farm report`
+    forks one per core; a caller with threads of its own had better not fork)."""
     from farm.exit_charts import EXIT_CHARTS
     from farm.method_charts import method_charts
     from farm.report_page import render_page
@@ -345,11 +347,39 @@ def write_report(rows: list[dict], out_dir: Path, title: str, differences: list[
                    for d in devices(rows)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sections = []
-    for heading, stem, group_rows, name, charts in groups:
-        written = write_charts(charts, group_rows, name, stem, out_dir, f"{title}: {heading}")
-        if written:
-            sections.append((heading, written))
+    drawn = _drawn(groups, out_dir, title, processes)
+    sections = [(group[0], written) for group, written in zip(groups, drawn) if written]
     page = out_dir / "index.html"
     page.write_text(render_page(rows, title, sections, differences), encoding="utf-8")
     return [path for _, written in sections for path, _ in written] + [page]
+
+
+_DRAWING: tuple = ()  # what the forked processes of _drawn draw: (groups, out_dir, title)
+
+
+def _drawn(groups: list[tuple], out_dir: Path, title: str,
+           processes: int) -> list[list[tuple[Path, str]]]:
+    """Each group's charts as write_charts writes them (a pool's take seconds each): groups
+    side by side in up to `processes` forked processes where there are cores to run them on,
+    each drawing whole groups with the same code, so the files are the same."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    global _DRAWING
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = min(len(groups), cores or 1, processes)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_draw_group(i, (groups, out_dir, title)) for i in range(len(groups))]
+    _DRAWING = (groups, out_dir, title)  # inherited by the forked processes, never pickled
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(pool.map(_draw_group, range(len(groups))))
+    finally:
+        _DRAWING = ()
+
+
+def _draw_group(index: int, drawing: tuple = ()) -> list[tuple[Path, str]]:
+    groups, out_dir, title = drawing or _DRAWING
+    heading, stem, group_rows, name, charts = groups[index]
+    return write_charts(charts, group_rows, name, stem, out_dir, f"{title}: {heading}")

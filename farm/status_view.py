@@ -1,4 +1,4 @@
-"""`farm status`: one snapshot (farm.api.status_snapshot) drawn at the terminal's width: the
+"""`farm status`: one snapshot (farm.readers.status_snapshot) drawn at the terminal's width: the
 sweeps with their progress and pace, the devices (a line per pool and state when there are
 many), the latest results and the latest failures. Figures and device names are never cut:
 where the width is short, the columns that matter least are left out (farm.fit)."""

@@ -204,3 +204,21 @@ def test_sweeps_rm_frees_a_name_and_refuses_an_unknown_one(tmp_path):
     again = farm_cli("sweeps", "rm", "release-0.1", "--yes", "--db", str(db), cwd=tmp_path)
     assert again.returncode != 0 and "release-0.1" in again.stderr
     assert len([line for line in again.stderr.splitlines() if line.startswith("error")]) == 1
+
+
+def test_the_readers_start_without_ray_or_the_controller(tmp_path):
+    """farm status, sql, table, report, export and compare read the database alone: they import
+    farm.readers, never Ray (most of a second before the first figure) or the controller."""
+    import sys
+
+    Store(str(tmp_path / "farm.db")).close()
+    db = str(tmp_path / "farm.db")
+    probe = ("import sys; from typer.testing import CliRunner; from farm.cli import app; "
+             f"done = CliRunner().invoke(app, ['status', '--once', '--db', {db!r}]); "
+             "assert done.exit_code == 0, done.output; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray' "
+             "or m in ('farm.api', 'farm.cluster', 'farm.controller', 'scipy.stats')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

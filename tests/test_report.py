@@ -469,3 +469,58 @@ def test_placed_labels_cover_no_other_and_stay_inside_the_axes():
                 min(box.y1, other.y1) - max(box.y0, other.y0) <= pad
         assert not any(box.x0 + pad < x + half and x - half < box.x1 - pad and
                        box.y0 + pad < y + half and y - half < box.y1 - pad for x, y in dots)
+
+
+def _dense_chart(monkeypatch, measure_every: bool):
+    """A chart of a thousand points, most too crowded to label (farm.charts.place_labels), as
+    farm report draws it; with measure_every, every label is measured, none skipped."""
+    import random
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from farm import charts
+
+    if measure_every:
+        monkeypatch.setattr(charts, "_may_fit", lambda *args: True)
+    rng = random.Random(3)
+    marks = [(rng.lognormvariate(5, 1), rng.lognormvariate(0, 1.5),
+              f"bert-{rng.choice(['tiny', 'mini', 'base'])} {rng.choice(['fp32', 'int8'])} "
+              f"s{rng.choice([64, 128])} b{i}") for i in range(1000)]
+    fig = Figure(figsize=charts.FIGSIZE, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.set_title("a title")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.scatter([x for x, _, _ in marks], [y for _, y, _ in marks], label="measured")
+    charts.legend_outside(ax)
+    left_out = charts.place_labels(ax, marks, [([10, 1000], [0.1, 10])], "a note")
+    return left_out, [(t.get_text(), getattr(t, "xyann", None), t.get_position(), t.get_ha(),
+                       t.get_va()) for t in ax.texts]
+
+
+def test_labels_too_crowded_to_place_are_left_out_unmeasured_as_when_measured(monkeypatch):
+    """place_labels skips measuring a label that even its floor (farm.charts._Floor) finds no
+    place for: the labels placed, where, and the count left out are what measuring each gives."""
+    fast = _dense_chart(monkeypatch, measure_every=False)
+    every = _dense_chart(monkeypatch, measure_every=True)
+    assert fast == every
+    assert 0 < len(fast[1]) < 200 and fast[0] > 800  # crowded: most left out
+
+
+def test_pools_drawn_side_by_side_are_the_same_files(tmp_path):
+    """`farm report` draws its pools in forked processes (processes=): the very files one
+    process writes, in the same order."""
+    import os
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: the pools are drawn one after another whatever is asked")
+    rows = pooled() + [dict(r, target="xeons", device=r["device"].replace("nano", "xeon"),
+                            job_key="x" + r["job_key"]) for r in pooled()]
+    alone = write_report(rows, tmp_path / "alone", "pooled", processes=1)
+    together = write_report(rows, tmp_path / "together", "pooled", processes=2)
+    assert [p.name for p in together] == [p.name for p in alone]
+    assert {"pool-nanos-memory.png", "pool-xeons-memory.png"} <= {p.name for p in alone}
+    for one, other in zip(alone, together):
+        assert one.read_bytes() == other.read_bytes(), one.name

@@ -371,3 +371,40 @@ def test_status_json_holds_the_snapshot_for_scripts(fleet):
     assert devices["nano-emu-01"]["model"] == "bert-mini" and len(document["latest"]) == 8
     assert [f["status"] for f in document["failures"]] == ["timeout"]
     assert "--json" in CliRunner().invoke(app, ["status", "--help"]).stdout
+
+
+def test_the_sweeps_shown_are_those_touched_in_the_last_day_newest_first(tmp_path):
+    """recent_sweeps counts the jobs of the sweeps it may show only (farm.store.queries); held
+    here to what the sweeps say, worked out in Python: up to 6, newest first, each running, or
+    updated or with a job finished within the day."""
+    import contextlib
+
+    from farm.store import queries
+    from farm.store.readonly import ReadOnly
+
+    store = Store(str(tmp_path / "farm.db"))
+    names = [f"s{i}" for i in range(10)]
+    jobs = {name: _sweep(store, name, {"nano-2gb": NANOS}, models=["bert-tiny"],
+                         batch_sizes=[1, 2]) for name in names}
+    now = time.time()
+    _busy(store, jobs["s7"][0], NANOS[0])  # running, though not updated for days
+    _finish(store, jobs["s8"][0], NANOS[1], now - 3600)  # a job finished an hour ago
+    _finish(store, jobs["s9"][0], NANOS[2], now - 3 * 86400)  # nothing for three days
+    store.close()
+
+    def touched(fresh: int) -> list[str]:
+        """Sweeps s0.. s{fresh - 1} updated within the day (s0 the newest), the rest days ago."""
+        with sqlite3.connect(tmp_path / "farm.db") as db:
+            for i, name in enumerate(names):
+                days = i / 100 if i < fresh else 3 + i
+                db.execute("UPDATE sweeps SET updated_at = datetime('now', ?) WHERE name = ?",
+                           (f"-{days} days", name))
+        with contextlib.closing(ReadOnly(str(tmp_path / "farm.db"))) as reader:
+            now_db = queries.database_now(reader)
+            shown = queries.recent_sweeps(reader, now_db, 24)
+        assert all(s["total"] == 2 for s in shown)
+        assert {s["name"]: s["running"] for s in shown}.get("s7", 1) == 1
+        return [s["name"] for s in shown]
+
+    assert touched(8) == ["s0", "s1", "s2", "s3", "s4", "s5"]  # the newest six
+    assert touched(2) == ["s0", "s1", "s7", "s8"]  # then the running and the finished, by date

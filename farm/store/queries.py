@@ -107,9 +107,22 @@ _PROGRESS = (("done", "j.status = 'done'"), ("oom", "j.status = 'oom'"),
 _FINISHED = f"j.status IN ({', '.join(repr(status.value) for status in FINAL)})"
 
 
+SWEEPS_SHOWN = 6
+# The sweeps recent_sweeps may show, found from indexes (0015's on finished_at) so that only
+# their jobs are counted, not every sweep's: those with a job running or finished since, and
+# of those updated since, the newest SWEEPS_SHOWN (each passes its HAVING, and any other
+# updated since is older than they are, so it would not be shown).
+_MAYBE_RECENT = (
+    "SELECT id FROM (SELECT s.id FROM sweeps s WHERE s.updated_at >= :recent AND EXISTS "
+    "(SELECT 1 FROM jobs x WHERE x.sweep_id = s.id) ORDER BY s.updated_at DESC "
+    f"LIMIT {SWEEPS_SHOWN}) AS newest UNION SELECT sweep_id FROM jobs WHERE status = 'running' "
+    "UNION SELECT sweep_id FROM jobs WHERE finished_at >= :recent")
+
+
 def recent_sweeps(reader: ReadOnly, now: str, recent_hours: float) -> list[dict]:
-    """The sweeps running, or touched within the last hours (up to 6), with their progress,
-    their state (running, incomplete, finished) and the pace of their newest run (_pace)."""
+    """The sweeps running, or touched within the last hours (up to SWEEPS_SHOWN), with their
+    progress, their state (running, incomplete, finished) and the pace of their newest run
+    (_pace)."""
     counts = ", ".join(f"{_count(condition)} AS {name}" for name, condition in _PROGRESS)
     rows = reader.rows(
         f"SELECT s.id, s.name, s.updated_at, COUNT(j.id) AS total, {counts}, "
@@ -119,9 +132,10 @@ def recent_sweeps(reader: ReadOnly, now: str, recent_hours: float) -> list[dict]
         f"{_count(f'j.finished_at >= r.started_at AND {_FINISHED}')} AS finished_in_run "
         "FROM sweeps s JOIN jobs j ON j.sweep_id = s.id "
         "LEFT JOIN runs r ON r.id = (SELECT MAX(n.id) FROM runs n WHERE n.sweep = s.name) "
+        f"WHERE s.id IN ({_MAYBE_RECENT}) "
         "GROUP BY s.id, s.name, s.updated_at, r.started_at, r.heartbeat_at, r.ended_at "
         f"HAVING {_count(dict(_PROGRESS)['running'])} > 0 OR s.updated_at >= :recent "
-        "OR MAX(j.finished_at) >= :recent ORDER BY s.updated_at DESC LIMIT 6",
+        f"OR MAX(j.finished_at) >= :recent ORDER BY s.updated_at DESC LIMIT {SWEEPS_SHOWN}",
         {"recent": _before(now, hours=recent_hours)})
     return [{**row, **_pace(row, now)} for row in rows]
 
@@ -156,10 +170,13 @@ def _time(value) -> datetime | None:
 def latest_results(reader: ReadOnly) -> list[dict]:
     """The 8 newest results across sweeps: done, and oom (the model does not fit the device:
     a result too, with the memory it reached and why it ended)."""
+    # Most jobs end done: SQLite, left to itself, reads them all by the status index and sorts
+    # them; `+status` (SQLite's way to keep an index out) walks 0015's on finished_at instead.
+    status = "+status" if reader.sqlite else "status"
     return reader.rows(
         "SELECT sweep, device, model, variant, task, batch_size, seq_len, status, p50_ms, "
         "per_sample_ms, peak_mem_mb, energy_mj, error, finished_at FROM v_results "
-        "WHERE status IN ('done', 'oom') ORDER BY finished_at DESC LIMIT 8")
+        f"WHERE {status} IN ('done', 'oom') ORDER BY finished_at DESC LIMIT 8")
 
 
 def latest_failures(reader: ReadOnly) -> list[dict]:

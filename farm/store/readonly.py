@@ -96,7 +96,7 @@ class ReadOnly:
                 result = connection.execute(text(sql), params or {})
                 if not result.returns_rows:
                     return [], []
-                return list(result.keys()), [tuple(row) for row in result]
+                return list(result.keys()), [tuple(row) for row in result.fetchall()]
             except SQLAlchemyError as error:
                 raise _query_error(_reason(error), why, timeout_s) from None
 

@@ -33,6 +33,7 @@ class Job(Base):
         UniqueConstraint("sweep_id", "key", name="uq_jobs_sweep_key"),
         CheckConstraint(f"status in {tuple(s.value for s in Status)!r}", name="ck_jobs_status"),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_finished_at", "finished_at"),  # readers: the newest (0015)
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id"))

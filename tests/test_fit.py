@@ -1,0 +1,83 @@
+"""farm.fit.Tall: a table of thousands of rows (farm compare's, farm table's) drawn by Rich a
+column at a time, or as text without colours, must be the very bytes Rich draws a cell at a
+time: at every width (narrowed and wrapped, too narrow for some columns), on a terminal with
+colours and in a pipe."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from farm.fit import Tall, _layout
+
+
+def _table(rows: int = 40, **options) -> Table:
+    """Cells of every kind farm writes: markup, styled Text (an oom), empty cells, trailing
+    spaces, wide characters, escaped brackets and text long enough to wrap."""
+    table = Table(title="sweep t: each variant against fp32", header_style="bold",
+                  pad_edge=False, caption="median ms: of the calls; ~: no significant "
+                  "difference (p ≥ 0.05, or the interval holds 1)", **options)
+    table.add_column("model", no_wrap=True)
+    table.add_column("variant")
+    table.add_column(Text("sst2\nms/sample"), justify="right", no_wrap=True)
+    table.add_column("× baseline", justify="right")
+    table.add_column("from", justify="right")
+    table.add_column("verdict", justify="right")
+    for i in range(rows):
+        table.add_row(
+            f"bert-{'tiny' if i % 3 else 'medium-2'}", f"int8 \\[{i}] 量化" if i % 7 == 0
+            else ("" if i % 5 == 0 else f"heads-{i}  "),
+            Text("oom", style="red") if i % 4 == 0 else Text(f"{i * 1.2345:.2f}"),
+            f"[green]{0.5 + i / 100:.3f}[/]" if i % 2 else f"[dim]{1 + i / 1000:.3f}[/]",
+            f"between {i % 5 + 2} and 3 repeats" if i % 3 else f"{i * 17} / {i * 13} calls ",
+            "[bold green]faster[/]" if i % 2 else "[dim]~[/]")
+    return table
+
+
+def _drawn(renderable, width: int, colours: bool) -> str:
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=colours,
+                      color_system="truecolor" if colours else None)
+    console.print(renderable)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("colours", [True, False])
+@pytest.mark.parametrize("width", [200, 100, 82, 70, 50, 30])
+def test_a_tall_table_is_drawn_as_rich_draws_it(width, colours):
+    console = Console(file=io.StringIO(), width=width)
+    # down to 50 columns (most narrowed and wrapped) Tall draws it; at 30, Rich does
+    assert (_layout(_table(), console, console.options) is not None) == (width >= 50)
+    assert _drawn(Tall(_table()), width, colours) == _drawn(_table(), width, colours)
+
+
+def test_wide_tables_are_stacked_and_tables_of_other_shapes_left_to_rich():
+    console = Console(file=io.StringIO(), width=100)
+    assert _layout(_table(), console, console.options) is not None  # narrowed, wrapped
+    for shaped in (_table(show_lines=True), _table(row_styles=["dim", ""]),
+                   _table(box=None), _table(expand=True)):
+        assert _layout(shaped, console, console.options) is None
+        assert _drawn(Tall(shaped), 100, True) == _drawn(shaped, 100, True)
+    centred = _table()
+    centred.columns[1].justify = "center"
+    assert _layout(centred, console, console.options) is None
+    narrow = Console(file=io.StringIO(), width=30)  # columns narrowed to nothing: Rich's own
+    assert _layout(_table(), narrow, narrow.options) is None
+
+
+def test_every_box_rich_has_draws_the_same():
+    for shape in (box.SQUARE, box.ROUNDED, box.SIMPLE, box.MINIMAL, box.ASCII, box.DOUBLE_EDGE,
+                  box.HEAVY, box.MARKDOWN):
+        for colours in (True, False):
+            assert _drawn(Tall(_table(12, box=shape)), 120, colours) == \
+                _drawn(_table(12, box=shape), 120, colours), shape
+
+
+def test_a_title_holding_the_frames_mark_is_drawn_by_rich():
+    table = _table(12)
+    table.title = "sweep \ue000"  # the private-use character Tall marks its frame's row with
+    assert _drawn(Tall(table), 120, False) == _drawn(table, 120, False)
