@@ -17,6 +17,12 @@ one job in 200 fails.
 
 .venv/bin/python bench/scale.py readers --db /tmp/lab.db --rounds 3   # time the readers
 
+The controller's side is bench/scale_run.py's, run from here too:
+
+.venv/bin/python bench/scale.py controller --sizes 100,1000,5000   # controller time per job
+
+.venv/bin/python bench/scale.py first-result   # a small sweep's phases to its first result
+
 Without --db, readers fills a fresh SQLite database in a temporary folder first. --db takes a
 PostgreSQL URL too; a database that already holds the bench's sweeps is read as it is.
 """
@@ -42,6 +48,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench import scale_run  # noqa: E402
 from bench.common import Paragraphs  # noqa: E402
 from farm.inventory import Inventory  # noqa: E402
 from farm.results import Status  # noqa: E402
@@ -337,6 +344,18 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=inspect.cleandoc(__doc__),
                                      formatter_class=Paragraphs)
     sub = parser.add_subparsers(dest="command", required=True)
+    controller = sub.add_parser(
+        "controller", formatter_class=Paragraphs,
+        help="the controller's own time per job at several sweep sizes (bench/scale_run.py)",
+        description=inspect.cleandoc(scale_run.__doc__))
+    controller.add_argument("--sizes", default="100,1000,5000",
+                            help="sweep sizes, comma-separated")
+    controller.add_argument("--devices", type=int, default=8, help="local devices to run on")
+    first = sub.add_parser(
+        "first-result", formatter_class=Paragraphs,
+        help="a small sweep from submit to its first result, phase by phase "
+             "(bench/scale_run.py)", description=inspect.cleandoc(scale_run.__doc__))
+    first.add_argument("--rounds", type=int, default=3, help="sweeps to take medians of")
     for name, what in (("fill", "fill a database with the lab's sweeps and say how long it "
                                 "took"),
                        ("readers", "time the readers (filling the database first where it "
@@ -361,6 +380,12 @@ def arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = arguments()
+    if args.command == "controller":
+        scale_run.controller(tuple(int(s) for s in args.sizes.split(",")), args.devices)
+        return
+    if args.command == "first-result":
+        scale_run.first_result(rounds=args.rounds)
+        return
     console = Console() if sys.stdout.isatty() else Console(width=120)  # a log keeps its rows
     with contextlib.ExitStack() as stack:
         url = args.db or str(Path(stack.enter_context(tempfile.TemporaryDirectory(

@@ -22,12 +22,13 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.ipc
+from typing import TYPE_CHECKING
 
 from farm.errors import ConfigError
 from farm.glue.tasks import TASKS, Task, label_named
+
+if TYPE_CHECKING:  # pyarrow is imported where a file is read: the readers never need it
+    import pyarrow as pa
 
 
 class DataError(ConfigError):
@@ -297,6 +298,9 @@ def _read_arrow(task: Task, folder: Path, files: list[Path], limit: int | None):
 
 def _batches(file: Path):
     """Record batches of a datasets Arrow file: an IPC stream, or (rarely) the IPC file format."""
+    import pyarrow as pa
+    import pyarrow.ipc  # noqa: F401
+
     try:
         with pa.memory_map(str(file)) as source:
             if source.read(6) == b"ARROW1":
