@@ -32,11 +32,8 @@ def slots():
 
 @contextlib.contextmanager
 def turn(folder=FOLDER, count=None):
-    """Hold one of the host's `count` (its cores) import turns, or none if torch and
-    transformers are imported already or the turns cannot be kept."""
-    if imported():
-        yield
-        return
+    """Hold one of the host's `count` (its cores) import turns (none where the turns cannot
+    be kept)."""
     handle = _take(folder, count or slots())
     try:
         yield
