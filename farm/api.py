@@ -17,16 +17,15 @@ from farm.devices.lock import Owner, held_here, lock_path, refusal
 from farm.errors import (Busy, ConfigError, DeviceError, DeviceUnreachable, FarmError,
                          HostKeyRefused, QueryError)
 from farm.inventory import Inventory, load_inventory
-from farm.readers import (COMPARE_BY, RECENT_HOURS, compare, device_table,  # noqa: F401
-                          report_rows, sql, status_snapshot, sweep_rows, variants_against_fp32)
+from farm.readers import (COMPARE_BY, DEFAULT_INVENTORY, RECENT_HOURS,  # noqa: F401
+                          compare, device_table, report_rows, sql, status_snapshot, sweep_rows,
+                          variants_against_fp32)
 from farm.readers import require_sweeps as _require_sweeps
 from farm.results import Status
 from farm.store import Store, queries, resolve_url, url_shown
 from farm.store.readonly import ReadOnly
 from farm.store.runs import HEARTBEAT_S
 from farm.sweep import Sweep, expand, load_sweep, read_data, resolve_targets
-
-DEFAULT_INVENTORY = "inventory.yaml"
 
 
 @dataclass

@@ -85,9 +85,10 @@ class AgentRunner:
         deadline = time.monotonic() + float(job["timeout_s"])
         try:
             # An agent started before the job (warm) counts the kernel's kills from its start.
-            ooms_before = self.container.oom_kills() if self.container else 0
-            if self.session is not None and self.group is None:
+            if self._unused_agent():
                 ooms_before = self.ooms_at_start
+            else:
+                ooms_before = self.container.oom_kills() if self.container else 0
             load = self._ensure_loaded(job, deadline, on_event)
             result = self._measure(job, deadline, on_event)
             result.update(load)
@@ -117,7 +118,7 @@ class AgentRunner:
         group = group_key(job)
         if self.session is not None and self.group == group:
             return dict(self.load_figures)
-        warm = self.session is not None and self.group is None  # started by warm(), unused
+        warm = self._unused_agent()
         if not warm:
             self._stop_agent()
         model, store = self.model_on_device(job["model"]), None
@@ -151,6 +152,10 @@ class AgentRunner:
             "layer_store_bytes": store.bytes if store else None,
             "layer_store_prepare_s": store.prepare_s if store else None}}
         return dict(self.load_figures)
+
+    def _unused_agent(self) -> bool:
+        """An agent is running and has loaded nothing yet (warm() started it)."""
+        return self.session is not None and self.group is None
 
     def warm(self) -> None:
         """Start the agent before the first job: it imports torch and transformers while the
