@@ -7,6 +7,10 @@ about 12 s, and the first result waited for all of them. Here at most one agent 
 imports at a time; the others wait their turn, so the first agents load at full speed. The
 wait is not part of the load (load_s starts when the turn is taken).
 
+Importing transformers also imports scipy.optimize where scipy is installed (for an object
+detection loss; about a second of a core here), which no BERT-family model uses: the agent
+hides scipy from it (leave_out_unused), so that farm's own scipy never slows an agent down.
+
 The turns are lock files in the host's temporary folder, one per core, taken with flock: a lock
 goes with its process, so an agent killed mid-import frees its turn. Where the folder cannot be
 used (another user's), the agent imports without a turn.
@@ -20,6 +24,17 @@ import time
 
 FOLDER = os.path.join(tempfile.gettempdir(), "farm-import-turns")
 POLL_S = 0.05
+# Packages transformers imports only where they are installed and a BERT-family model never
+# needs: transformers checks with importlib.util.find_spec, which finds no module whose
+# sys.modules entry is None.
+UNUSED = ("scipy",)
+
+
+def leave_out_unused():
+    """Make UNUSED packages look absent to what this process imports from now on (the agent's
+    entry point calls it first; a process that has imported one already keeps it)."""
+    for name in UNUSED:
+        sys.modules.setdefault(name, None)
 
 
 def imported():

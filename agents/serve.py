@@ -235,6 +235,7 @@ def _exit_with_parent(parent_pid):
 
 
 def main():
+    imports.leave_out_unused()
     watchdog = threading.Thread(target=_exit_with_parent, args=(os.getppid(),))
     watchdog.daemon = True
     watchdog.start()

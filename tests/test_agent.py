@@ -104,6 +104,22 @@ def test_the_wait_for_an_import_turn_is_not_part_of_load_s():
     assert loaded[0]["load_s"] < wall - hold_s + 0.5, (loaded[0]["load_s"], wall)
 
 
+def test_the_agent_imports_no_scipy_that_transformers_would_pull_in():
+    """transformers imports scipy.optimize where scipy is installed (it is, for farm's
+    statistics); the agent hides it, and its BERT still loads (the tests above run it)."""
+    import importlib.util
+
+    assert importlib.util.find_spec("scipy") is not None  # there to be found, and not found:
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from agents import imports; imports.leave_out_unused()\n"
+         "import torch, transformers.models.bert.modeling_bert\n"
+         "from transformers.utils import is_scipy_available\n"
+         "print(is_scipy_available(), sorted(n for n, m in sys.modules.items()"
+         " if n.split('.')[0] == 'scipy' and m is not None))"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[0] == "False []", done.stdout + done.stderr
+
+
 def test_stray_output_cannot_break_the_event_stream():
     script = ("import os, sys; from agents.protocol import Channel; c = Channel(); "
               "print('stray'); os.write(1, b'C-level noise\\n'); sys.stdout.flush(); "
