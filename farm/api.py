@@ -40,6 +40,9 @@ class SubmitReport:
     # Results of other sweeps that may stand in for the results' baselines, by (sweep, job key)
     # (farm.store.queries.baselines_elsewhere)
     baselines: dict[tuple, list[dict]] = field(default_factory=dict)
+    # The controller's own seconds in this run: its turns (storing outcomes, choosing and
+    # dispatching jobs), not its waits for the devices (bench/scale.py controller)
+    controller_s: float = 0.0
 
     @property
     def failed(self) -> int:
@@ -139,7 +142,7 @@ def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: st
     try:
         store.check_sweep_file(sweep.name, source, shown=sweep_file)
         needed = _devices_needed(store, sweep, jobs, pools)
-        ran, refused, cancelled = 0, {}, False
+        ran, refused, cancelled, controller_s = 0, {}, False, 0.0
         if needed:
             kinds = {d.name: d.kind for d in inventory.devices if d.name in needed}
             for dead in store.begin_run(sweep.name, kinds):  # Busy: another live run has them
@@ -147,9 +150,9 @@ def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: st
             outcome = "interrupted"
             try:
                 with _heartbeat(store):
-                    ran, refused, cancelled = _drive(store, sweep, inventory, pools, jobs, data,
-                                                     kinds, (sweep_file, source), ray_address,
-                                                     observer)
+                    ran, refused, cancelled, controller_s = _drive(
+                        store, sweep, inventory, pools, jobs, data, kinds, (sweep_file, source),
+                        ray_address, observer)
                 outcome = "cancelled" if cancelled else "finished"
             except Busy:  # another farm, with another database, holds a device
                 outcome = "refused"
@@ -165,15 +168,15 @@ def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: st
         return SubmitReport(sweep.name, len(jobs), ran,
                             store.status_counts(store.sweep_id(sweep.name), keys), results,
                             {name: str(error) for name, error in refused.items()}, cancelled,
-                            baselines)
+                            baselines, controller_s)
     finally:
         store.close()
 
 
 def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, kinds,
-           files: tuple[str, str], ray_address, observer) -> tuple[int, dict, bool]:
+           files: tuple[str, str], ray_address, observer) -> tuple[int, dict, bool, float]:
     """Prepare the devices and schedule the jobs: (jobs run to an end now, refused devices,
-    cancelled). `files`: the sweep file as given, and as stored (its resolved path)."""
+    cancelled, the controller's seconds in its turns). `files`: the sweep file as given, and as stored (its resolved path)."""
     sweep_file, source = files
     refused = _quarantine_checks(store, inventory, kinds)
     devices = _placed([d for d in inventory.devices if d.name in kinds and d.name not in refused],
@@ -205,7 +208,7 @@ def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, 
             scheduler = Scheduler(store, {n: workers[n] for n in ready}, usable, observer, kinds,
                                   data, sweep.retries, (submitted.id, sweep.name))
             scheduler.run(runnable)
-            return store.jobs_ended_now(), refused, scheduler.cancelled
+            return store.jobs_ended_now(), refused, scheduler.cancelled, scheduler.turns_s
         finally:
             close_workers(workers)
 

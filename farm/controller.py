@@ -115,6 +115,7 @@ class Scheduler:
         self.heartbeats: dict[str, float] = {}  # device -> when its last heartbeat was written
         self.nodes: dict[str, str] = {}  # device -> the id of the Ray node its worker runs on
         self.cancelled = False
+        self.turns_s = 0.0  # time in turns: the controller's own work, not its waits
         self._cancel_checked = self._events_asked = 0.0
 
     def run(self, jobs: list[QueuedJob]) -> None:
@@ -155,6 +156,7 @@ class Scheduler:
         """One transaction for the turn's writes; the observer is told of them once they are
         committed (a result shown is stored, and an observer that writes itself, as `farm
         cancel` does, never waits on the turn's lock). A turn undone is told nothing."""
+        started = time.perf_counter()
         observer, self.observer = self.observer, _Deferred(self.observer)
         try:
             with self.store.turn():
@@ -162,6 +164,7 @@ class Scheduler:
         finally:
             told, self.observer = self.observer, observer
         told.flush()
+        self.turns_s += time.perf_counter() - started
 
     def _dispatch_idle(self) -> None:
         busy = {device for _, device in self.running.values()}

@@ -257,14 +257,14 @@ class Store(RunsMixin, SweepsMixin):
                 device=outcome["device"], started_at=from_epoch(outcome["started_at"]),
                 finished_at=from_epoch(outcome["finished_at"])))
             if measured(result):
-                existing = db.scalar(select(Result).where(Result.job_id == job_id))
-                if existing is not None:
-                    db.delete(existing)
-                    db.flush()
-                db.add(Result(
+                # Core statements, not ORM objects: a job's writes are the controller's own
+                # cost per job, and a Result of 120 columns built as an object costs more
+                # than the database does (bench/scale.py controller)
+                db.execute(delete(Result).where(Result.job_id == job_id))
+                db.execute(insert(Result), [dict(
                     job_id=job_id, device=outcome["device"], created_at=utcnow(),
                     load_id=self._load_id(db, outcome["device"], result.get("load")),
-                    **result_row(result)))
+                    **result_row(result))])
             self._scores(db, job_id, result)
 
     @staticmethod
@@ -272,8 +272,10 @@ class Store(RunsMixin, SweepsMixin):
         """A scored job's metrics and per-example predictions (replacing an earlier run's)."""
         db.execute(delete(Metric).where(Metric.job_id == job_id))
         db.execute(delete(Prediction).where(Prediction.job_id == job_id))
-        for name, value in (result.get("metrics") or {}).items():
-            db.add(Metric(job_id=job_id, name=name, value=value))
+        metrics = [{"job_id": job_id, "name": name, "value": value}
+                   for name, value in (result.get("metrics") or {}).items()]
+        if metrics:
+            db.execute(insert(Metric), metrics)
         rows = [{"job_id": job_id, "example": i, "label": label, "prediction": guess}
                 for i, label, guess in result.get("predictions") or ()]
         if rows:
@@ -284,13 +286,14 @@ class Store(RunsMixin, SweepsMixin):
         """The group's model load, stored by the first job that reports it."""
         if not load:
             return None
-        row = db.scalar(select(ModelLoad).where(ModelLoad.load_key == load["load_key"]))
-        if row is None:
-            row = ModelLoad(load_key=load["load_key"], device=device, created_at=utcnow(),
+        known = db.scalar(select(ModelLoad.id).where(ModelLoad.load_key == load["load_key"]))
+        if known is not None:
+            return known
+        row = ModelLoad(load_key=load["load_key"], device=device, created_at=utcnow(),
                             model=load["model"]["name"], model_path=load["model"].get("path"),
-                            variant=load["variant"], **load_row(load))
-            db.add(row)
-            db.flush()
+                        variant=load["variant"], **load_row(load))
+        db.add(row)
+        db.flush()
         return row.id
 
     _KEEP = object()

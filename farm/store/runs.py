@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from farm.errors import Busy
@@ -143,16 +143,19 @@ class RunsMixin:
     def _open_attempt(db: Session, job_id: int, device: str, run_id: int | None,
                       now: datetime) -> None:
         count = db.scalar(select(func.count()).where(Attempt.job_id == job_id)) or 0
-        db.add(Attempt(job_id=job_id, attempt=count + 1, run_id=run_id, device=device,
-                       started_at=now, status=Status.RUNNING))
+        db.execute(insert(Attempt), [dict(job_id=job_id, attempt=count + 1, run_id=run_id,
+                                          device=device, started_at=now,
+                                          status=Status.RUNNING)])
 
     @staticmethod
     def _close_attempt(db: Session, job_id: int, outcome: dict, now: datetime) -> None:
-        attempt = db.scalar(select(Attempt).where(Attempt.job_id == job_id)
-                            .order_by(Attempt.attempt.desc()).limit(1))
-        if attempt is not None and attempt.status == Status.RUNNING:
-            attempt.status, attempt.failure = outcome["status"], outcome.get("failure")
-            attempt.error, attempt.finished_at = outcome.get("error"), now
+        latest = (select(func.max(Attempt.attempt)).where(Attempt.job_id == job_id)
+                  .scalar_subquery())
+        db.execute(update(Attempt).where(
+            Attempt.job_id == job_id, Attempt.attempt == latest,
+            Attempt.status == Status.RUNNING).values(
+            status=outcome["status"], failure=outcome.get("failure"), error=outcome.get("error"),
+            finished_at=now))
 
     def jobs_ended_now(self) -> int:
         """The jobs this run took to a final end (done, oom, failed, timeout): not those it
