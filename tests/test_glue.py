@@ -239,8 +239,9 @@ def test_methods_on_a_fine_tuned_checkpoint_are_scored_and_stream_their_own_logi
     variants = ["fp32"] + [dict(name=n, **m) for n, m in methods.items()] + [
         dict(name=f"{n}-stream", execution=executions[n], **m) for n, m in methods.items()]
     sweep = dict(_sweep(glue), tasks=["sst2"], variants=variants)
-    report = submit(write_yaml("sweep.yaml", sweep), _local(write_yaml, device_names(1)[0]),
-                    db=db_url)
+    inventory = write_yaml("inventory.yaml", {"devices": [  # two: 13 agents' loads on 2 cores
+        {"name": name, "kind": "local", "cpus": 1} for name in device_names(2)]})
+    report = submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url)
     assert report.counts == {"done": len(variants)}
     rows = {r["variant"]: r for r in report.results}
     predictions = {}
