@@ -106,6 +106,9 @@ def _farm(*args, cwd):
     return farm_cli(*args, cwd=cwd, timeout=400)
 
 
+REPEATS = 4  # each in a fresh agent (an import of torch each); 4 against 4 can still reach p < 0.05
+
+
 @pytest.fixture(scope="module")
 def repeated(tmp_path_factory, cgroups):
     folder = tmp_path_factory.mktemp("repeats")
@@ -114,7 +117,7 @@ def repeated(tmp_path_factory, cgroups):
         {"name": device, "kind": "cgroup", "memory": "2GiB", "cpus": 1}]}))
     (folder / "sweep.yaml").write_text(yaml.safe_dump({
         "name": "aa", "devices": [device], "models": ["bert-mini"],
-        "variants": ["fp32", {"name": "fp32-again", "precision": "fp32"}], "repeats": 5,
+        "variants": ["fp32", {"name": "fp32-again", "precision": "fp32"}], "repeats": REPEATS,
         "batch_sizes": [1], "seq_lens": [64],
         # a window of half a second, so that a burst of another process on the host falls on
         # a part of a repeat's calls, not on all of them
@@ -133,13 +136,13 @@ def _db_rows(folder: Path, sql: str) -> list[dict]:
 def test_every_repeat_is_its_own_result_from_its_own_agent_in_rounds(repeated):
     rows = _db_rows(repeated, "SELECT variant, repeat, status, load_id FROM v_results")
     assert sorted((r["variant"], r["repeat"]) for r in rows) == [
-        (v, r) for v in ("fp32", "fp32-again") for r in range(1, 6)]
+        (v, r) for v in ("fp32", "fp32-again") for r in range(1, REPEATS + 1)]
     assert {r["status"] for r in rows} == {"done"}
-    assert len({r["load_id"] for r in rows}) == 10  # a fresh agent process for each
-    assert _db_rows(repeated, "SELECT COUNT(*) AS n FROM model_loads")[0]["n"] == 10
+    assert len({r["load_id"] for r in rows}) == 2 * REPEATS  # a fresh agent process for each
+    assert _db_rows(repeated, "SELECT COUNT(*) AS n FROM model_loads")[0]["n"] == 2 * REPEATS
     ran = _db_rows(repeated, "SELECT id, key, target, spec_json, repeat FROM jobs "
                              "ORDER BY started_at")
-    assert [r["repeat"] for r in ran] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert [r["repeat"] for r in ran] == [r for r in range(1, REPEATS + 1) for _ in range(2)]
     queued = [QueuedJob(r["id"], r["key"], r["target"], json.loads(r["spec_json"]))
               for r in sorted(ran, key=lambda r: r["id"])]
     assert [j.key for j in interleaved(queued, "aa")] == [r["key"] for r in ran]
@@ -151,7 +154,7 @@ def test_a_variant_against_itself_is_no_difference_between_repeats(repeated):
     record, = json.loads(done.stdout)
     assert (record["baseline"], record["other"]) == ("fp32", "fp32-again")
     assert (record["between"], record["baseline_repeats"], record["other_repeats"]) == (
-        "repeats", 5, 5)
+        "repeats", REPEATS, REPEATS)
     medians = {}
     for variant in ("fp32", "fp32-again"):
         raw = _db_rows(repeated, "SELECT r.latencies_json FROM results r JOIN jobs j ON "
@@ -172,7 +175,7 @@ def test_a_variant_against_itself_is_no_difference_between_repeats(repeated):
                                           "verdict", "baseline_median_ms", "other_median_ms")})
     table = _farm("compare", "aa", cwd=repeated)
     assert table.returncode == 0, table.stderr
-    assert "between 5 and 5" in table.stdout and "unseen" not in table.stdout
+    assert f"between {REPEATS} and {REPEATS}" in table.stdout and "unseen" not in table.stdout
 
 
 def test_the_report_marks_the_difference_that_is_not_one(repeated):
@@ -182,4 +185,4 @@ def test_the_report_marks_the_difference_that_is_not_one(repeated):
     against = page[page.index("<h2>Against fp32</h2>"):page.index("<h2>All jobs</h2>")]
     row, = [line for line in against.splitlines() if "<td>fp32-again</td>" in line]
     assert row.startswith('<tr class="ns">') and "<td class=\"n\">~</td>" in row
-    assert "5 / 5 repeats" in row and "~: no significant difference" in against
+    assert f"{REPEATS} / {REPEATS} repeats" in row and "~: no significant difference" in against
