@@ -21,6 +21,7 @@ import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 
 from agents.methods import Variant
 from farm.results import Status
@@ -168,11 +169,15 @@ SEED = 0  # the bootstrap is seeded: the same database gives the same intervals
 # significant on thousands of calls and still be nothing a user would act on.
 MIN_CHANGE = 0.02
 _WORK = ("model", "task", "batch_size", "seq_len")
+# The v_results columns a Difference's rows hold (farm.readers.compare reads no others): what
+# pairs its sides, and what `farm compare` shows of them.
+COLUMNS = ("sweep", "job_key", "device", "target", *_WORK, "variant", "status", "repeat",
+           "p50_ms", "memory_mb", "peak_mem_mb")
 
 
 @dataclass(frozen=True)
 class Difference:
-    baseline: dict  # v_results rows (the first repeat's, where there are several)
+    baseline: dict  # v_results rows, COLUMNS at least (the first repeat's, where several)
     other: dict
     ratio: float | None  # median latency of other / baseline's (below 1: other is faster)
     low: float | None  # the ratio's 95% bootstrap interval
@@ -234,7 +239,14 @@ def differences(found: list[tuple[list[dict], list[dict]]], latencies: dict[str,
     together (latency_differences: the same figures, in a few calls into scipy)."""
     runs = [tuple([latencies[r["job_key"]] for r in side if latencies.get(r["job_key"])]
                   for side in pair) for pair in found]
-    values = [judged_values(a, b) for a, b in runs]
+    medians: dict[int, float | None] = {}  # by run: a baseline's, judged against each other
+
+    def median(run: list[float]) -> float | None:
+        if id(run) not in medians:
+            medians[id(run)] = _median(run)
+        return medians[id(run)]
+
+    values = [judged_values(a, b, median) for a, b in runs]
     judged = latency_differences(values)
     made = []
     for (bases, others), (a, b), (va, vb), latency in zip(found, runs, values, judged):
@@ -249,11 +261,14 @@ def differences(found: list[tuple[list[dict], list[dict]]], latencies: dict[str,
     return made
 
 
-def judged_values(baseline_runs: list[list[float]], other_runs: list[list[float]]):
-    """What each side's latencies are judged on: each repeat's median where both sides have 2
-    or more repeats, else every timed call (a side's repeats' calls together)."""
+def judged_values(baseline_runs: list[list[float]], other_runs: list[list[float]],
+                  median=None):
+    """What each side's latencies are judged on: each repeat's median (by `median`, _median
+    unless given) where both sides have 2 or more repeats, else every timed call (a side's
+    repeats' calls together)."""
+    median = median or _median
     if len(baseline_runs) >= 2 and len(other_runs) >= 2:
-        return ([_median(run) for run in baseline_runs], [_median(run) for run in other_runs])
+        return ([median(run) for run in baseline_runs], [median(run) for run in other_runs])
     return ([ms for run in baseline_runs for ms in run],
             [ms for run in other_runs for ms in run])
 
@@ -320,9 +335,10 @@ def _finite(value) -> float | None:
 def runs(rows: list[dict], columns: tuple) -> dict[tuple, list[dict]]:
     """The done rows by these columns' values, each group's rows in the order of their repeat."""
     found: dict[tuple, list[dict]] = {}
+    key = itemgetter(*columns)  # their values' tuple (of two columns or more)
     for row in rows:
         if row["status"] == Status.DONE:
-            found.setdefault(tuple(row[c] for c in columns), []).append(row)
+            found.setdefault(key(row), []).append(row)
     return {k: sorted(v, key=lambda r: r.get("repeat") or 1) for k, v in found.items()}
 
 

@@ -143,13 +143,13 @@ class Tall:
     fraction of the cost. Rich lays out and renders every cell on its own (a fraction of a
     millisecond each, and 36,000 cells took seconds). Here each cell is wrapped as Rich wraps
     it at the widths Rich gives the columns (measured on one cell per column holding all its
-    lines), and its row's cells filled out to the row's height with blank lines; then, for a
-    terminal, the same table is one row whose cells hold each column's lines, which Rich draws
-    a column at a time, and without colours (a pipe, a file) the lines are put together as
-    text in the frame Rich draws around one row. Where that could draw otherwise (row styles or
-    sections, a column of a set width or centred, a cell of a look of its own), or the table
-    does not fit even narrowed, Rich draws the table itself. tests/test_fit.py holds them to
-    the same bytes."""
+    lines), a column's equal cells once, and its row's cells filled out to the row's height
+    with blank lines; then, for a terminal, the same table is one row whose cells hold each
+    column's lines, which Rich draws a column at a time, and without colours (a pipe, a file)
+    the lines are put together as text in the frame Rich draws around one row. Where that
+    could draw otherwise (row styles or sections, a column of a set width or centred, a cell of
+    a look of its own), or the table does not fit even narrowed, Rich draws the table itself.
+    tests/test_fit.py holds them to the same bytes."""
 
     def __init__(self, table: Table):
         self.table = table
@@ -180,17 +180,30 @@ def _layout(table: Table, console, options):
     probe = copy(table)  # measured as the table would be: each column's lines in one cell
     probe.columns = [column.copy() for column in table.columns]
     probe.rows = []
-    probe.add_row(*(Text("\n").join(texts) for texts in cells))
+    # Rich measures text by its widest line and word alone: the probe holds each different
+    # line once, and no styles
+    probe.add_row(*(Text("\n".join(dict.fromkeys(text.plain for text in texts)))
+                    for texts in cells))
     room = options.max_width - table._extra_width
     widths = probe._calculate_column_widths(console, options.update_width(room))
     if sum(widths) > room or any(width <= table._get_padding_width(i)
                                  for i, width in enumerate(widths)):
         return None  # not drawn whole, or a column narrowed to nothing
-    lines = [[_wrapped(text, column, width - table._get_padding_width(i), console)
-              for text in texts]
+    lines = [_each_once(texts, _wrapped, column, width - table._get_padding_width(i), console)
              for i, (column, texts, width) in enumerate(zip(table.columns, cells, widths))]
     heights = [max(len(column[row]) for column in lines) for row in range(table.row_count)]
     return widths, lines, heights
+
+
+def _each_once(cells: list, made, *args) -> list:
+    """made(cell, *args) of each cell, made once for a cell repeated (the same object: _texts
+    gives a column's equal strings one Text) and shared by its rows: a column of thousands of
+    rows holds a few hundred different cells."""
+    found = {}
+    for cell in cells:
+        if id(cell) not in found:
+            found[id(cell)] = made(cell, *args)
+    return [found[id(cell)] for cell in cells]
 
 
 def _stacked(table: Table, widths: list[int], lines: list, heights: list[int]) -> Table:
@@ -228,34 +241,47 @@ def _plain(table: Table, widths: list[int], lines: list, heights: list[int], con
         yield table  # a title or caption holding the mark: Rich draws it all
         return
     at = marked[0]
-    template = drawn[at]
-    pads = [table._get_padding_width(i) for i in range(len(widths))]
-    lefts = [0 if i == 0 and not table.pad_edge else table.padding[3]
-             for i in range(len(widths))]
-    justify = [column.justify for column in table.columns]
+    places, edge, end = _places(table, widths, drawn[at])
+    cells = [_each_once(column, _placed, place) for column, place in zip(lines, places)]
+    blanks = [before + " " * content + after for before, content, _, after in places]
     for line in drawn[:at]:
         yield Segment(line)
         yield Segment.line()
     for row, height in enumerate(heights):
+        drawn_row = [column[row] for column in cells]
         for n in range(height):
-            parts, x = [template[:1]], 1  # the left edge
-            for i, width in enumerate(widths):
-                cell = lines[i][row]
-                text = cell[n].plain if n < len(cell) else ""
-                if justify[i] == "right":
-                    text = text.rstrip()  # as Rich justifies a line to the right
-                content = width - pads[i]
-                gap = " " * max(content - cell_len(text), 0)
-                start = x + lefts[i]
-                parts += [template[x:start], text + gap if justify[i] != "right" else gap + text]
-                x = start + content
-                parts.append(template[x:x + width - content - lefts[i] + 1])
-                x += width - content - lefts[i] + 1
-            yield Segment("".join(parts) + template[x:])
+            yield Segment(edge + "".join(cell[n] if n < len(cell) else blank
+                                         for cell, blank in zip(drawn_row, blanks)) + end)
             yield Segment.line()
     for line in drawn[at + 1:]:
         yield Segment(line)
         yield Segment.line()
+
+
+def _places(table: Table, widths: list[int], template: str) -> tuple[list[tuple], str, str]:
+    """Where a row's text goes in the line Rich drew with marks: each column's (border and
+    padding before, width of text, justify, padding and border after); the line's left edge
+    and its end."""
+    places, x = [], 1  # after the left edge
+    for i, (column, width) in enumerate(zip(table.columns, widths)):
+        content = width - table._get_padding_width(i)
+        left = 0 if i == 0 and not table.pad_edge else table.padding[3]
+        end = x + left + content
+        places.append((template[x:x + left], content, column.justify,
+                       template[end:end + width - content - left + 1]))
+        x = end + width - content - left + 1
+    return places, template[:1], template[x:]
+
+
+def _placed(cell: list[Text], place: tuple) -> list[str]:
+    """A cell's lines as text between its column's borders, justified in its width."""
+    before, content, justify, after = place
+    placed = []
+    for line in cell:
+        text = line.plain.rstrip() if justify == "right" else line.plain  # as Rich justifies
+        gap = " " * max(content - cell_len(text), 0)
+        placed.append(before + (gap + text if justify == "right" else text + gap) + after)
+    return placed
 
 
 def _texts(column, console) -> list[Text] | None:
@@ -267,16 +293,30 @@ def _texts(column, console) -> list[Text] | None:
             or column.ratio or column.style or column.justify not in ("left", "right", "default") \
             or column.vertical != "top":
         return None
+    made: dict[str, Text] = {}  # a column's equal strings: one Text (_each_once)
     texts = []
     for cell in column.cells:
-        text = console.render_str(cell, highlight=column.highlight) \
-            if isinstance(cell, str) else cell
+        if not isinstance(cell, str):
+            text = cell
+        elif cell in made:
+            texts.append(made[cell])  # looked at when made
+            continue
+        else:
+            text = made[cell] = _rendered(cell, column.highlight, console)
         if not isinstance(text, Text) or text.justify or text.overflow or \
                 text.no_wrap is not None or "\t" in text.plain or \
                 (text.plain and not text.plain.strip()):
             return None
         texts.append(text)
     return texts
+
+
+def _rendered(cell: str, highlight: bool, console) -> Text:
+    """A str cell as Rich renders it (console.render_str): with no markup tag ('[') nor emoji
+    code (':') to find, text is itself, which Rich takes most of its time to find out."""
+    if highlight or "[" in cell or ":" in cell:
+        return console.render_str(cell, highlight=highlight)
+    return Text(cell)
 
 
 def _wrapped(text: Text, column, width: int, console) -> list[Text]:

@@ -105,14 +105,15 @@ def compare(sweep: str, other_sweep: str | None = None, by: str = "variant",
             min_change: float | None = None) -> list:
     """`farm compare`: each done result against its baseline on the same work, with the ratio
     of median latencies, its bootstrap interval, a Mann-Whitney p-value and, where both were
-    scored on the same examples, the score's difference (farm.comparisons.Difference). Where
-    both sides have a sweep's `repeats`, between repeats (each repeat's median); else on the
-    per-call latencies. A ratio within min_change of 1 (default 2%) is ~ however significant.
+    scored on the same examples, the score's difference (farm.comparisons.Difference, whose
+    rows hold the v_results columns farm.comparisons.COLUMNS). Where both sides have a
+    sweep's `repeats`, between repeats (each repeat's median); else on the per-call
+    latencies. A ratio within min_change of 1 (default 2%) is ~ however significant.
 
     With other_sweep: the same jobs of two sweeps, the first as baseline. Else, within one
     sweep, by variant (baseline: a variant's name, fp32 unless given) or by device (baseline: a
     device's name)."""
-    from farm.comparisons import MIN_CHANGE
+    from farm.comparisons import COLUMNS, MIN_CHANGE
 
     if by not in COMPARE_BY:
         raise QueryError(f"--by {by!r} is not a way to compare", "use --by variant or --by device")
@@ -122,14 +123,14 @@ def compare(sweep: str, other_sweep: str | None = None, by: str = "variant",
                          "use e.g. --min-change 0.02 for 2% (0: any significant change counts)")
     with contextlib.closing(ReadOnly(db)) as reader:
         require_sweeps(reader, *filter(None, (sweep, other_sweep)))
-        return _compared(reader, sweep, queries.sweep_results(reader, sweep), other_sweep, by,
-                         baseline, min_change)
+        return _compared(reader, sweep, queries.sweep_results(reader, sweep, COLUMNS),
+                         other_sweep, by, baseline, min_change)
 
 
 def _compared(reader: ReadOnly, sweep: str, rows: list[dict], other_sweep: str | None, by: str,
               baseline: str | None, min_change: float) -> list:
     """compare() of a sweep's rows, read already (its arguments checked)."""
-    from farm.comparisons import differences, pairs, sweep_pairs
+    from farm.comparisons import COLUMNS, differences, pairs, sweep_pairs
 
     latencies, scored = queries.raw_latencies(reader, sweep), queries.predictions(reader, sweep)
     if other_sweep:
@@ -139,7 +140,7 @@ def _compared(reader: ReadOnly, sweep: str, rows: list[dict], other_sweep: str |
         if other_sweep != sweep:
             latencies.update(queries.raw_latencies(reader, other_sweep))
             scored.update(queries.predictions(reader, other_sweep))
-        found = sweep_pairs(rows, queries.sweep_results(reader, other_sweep))
+        found = sweep_pairs(rows, queries.sweep_results(reader, other_sweep, COLUMNS))
     else:
         baseline = baseline or ("fp32" if by == "variant" else None)
         values = sorted({str(r[by]) for r in rows if r[by] is not None})

@@ -80,6 +80,20 @@ def test_a_sweep_against_itself_is_no_difference_and_csv_says_the_same(measured)
     assert "unseen" in table.stdout  # without repeats, the spread between processes is not seen
 
 
+def test_compare_reads_only_the_columns_its_differences_hold(measured):
+    """farm compare reads a tenth of v_results' columns (farm.comparisons.COLUMNS): the same
+    comparisons as from every column of the sweep's rows (farm report's)."""
+    from farm.comparisons import COLUMNS
+    from farm.console import difference_records
+    from farm.readers import compare, variants_against_fp32
+
+    db = str(measured / "farm.db")
+    differences = compare("speed", db=db)
+    assert differences and all(set(d.baseline) == set(d.other) == set(COLUMNS)
+                               for d in differences)
+    assert difference_records(differences, "variant") == variants_against_fp32("speed", db)
+
+
 @pytest.mark.parametrize("args, message", [
     (["nosuch"], "error: no sweep named 'nosuch' in "),
     (["speed", "--baseline", "fp16"], "error: --baseline names no variant of sweep 'speed' "
@@ -185,3 +199,17 @@ def test_mann_whitney_of_many_pairs_at_once_is_scipys_to_the_bit():
         assert mine.tolist() == theirs, (n1, n2)
     same = np.ones((1, 4))  # every value tied: p is 1, as scipy says
     assert _mann_whitney(same, same).tolist() == [stats.mannwhitneyu(same[0], same[0]).pvalue]
+
+
+def test_resamples_are_counted_as_numpy_finds_the_distinct_ones():
+    """farm.resampling counts each resample's draws, and keeps the distinct resamples in the
+    order np.unique(axis=0) gives them (found there by a number per resample)."""
+    from farm.resampling import _counted
+
+    rng = np.random.default_rng(2)
+    for size in (2, 3, 6, 11):
+        indices = rng.integers(0, size, (9999, size))
+        counts, which = _counted(indices, size, 9999)
+        drawn = np.stack([np.bincount(row, minlength=size) for row in indices])
+        distinct, inverse = np.unique(drawn, axis=0, return_inverse=True)
+        assert np.array_equal(counts.T, distinct) and np.array_equal(which, inverse.ravel())

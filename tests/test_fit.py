@@ -17,7 +17,8 @@ from farm.fit import Tall, _layout
 
 def _table(rows: int = 40, **options) -> Table:
     """Cells of every kind farm writes: markup, styled Text (an oom), empty cells, trailing
-    spaces, wide characters, escaped brackets and text long enough to wrap."""
+    spaces, wide characters, escaped brackets, an emoji code, arrows, text long enough to wrap,
+    and cells repeated down a column."""
     table = Table(title="sweep t: each variant against fp32", header_style="bold",
                   pad_edge=False, caption="median ms: of the calls; ~: no significant "
                   "difference (p ≥ 0.05, or the interval holds 1)", **options)
@@ -33,8 +34,8 @@ def _table(rows: int = 40, **options) -> Table:
             else ("" if i % 5 == 0 else f"heads-{i}  "),
             Text("oom", style="red") if i % 4 == 0 else Text(f"{i * 1.2345:.2f}"),
             f"[green]{0.5 + i / 100:.3f}[/]" if i % 2 else f"[dim]{1 + i / 1000:.3f}[/]",
-            f"between {i % 5 + 2} and 3 repeats" if i % 3 else f"{i * 17} / {i * 13} calls ",
-            "[bold green]faster[/]" if i % 2 else "[dim]~[/]")
+            f"between {i % 5 + 2} and 3 repeats" if i % 3 else f"{i * 17} → {i * 13} calls ",
+            "[bold green]faster[/]" if i % 2 else ":warning: ~" if i % 5 == 0 else "[dim]~[/]")
     return table
 
 
