@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import inspect
 import math
+import os
 import random
 import statistics
 import subprocess
@@ -252,12 +253,17 @@ def _report(sweep: str, url: str, out: Path) -> list[Path]:
     return write_report(rows, out, sweep, against_fp32)
 
 
+# A user's Python keeps farm's compiled modules (__pycache__); where this shell says not to
+# (PYTHONDONTWRITEBYTECODE, as CI's does), every command would compile them all again first.
+USERS_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def time_cli(reader: Reader, url: str, timeout_s: float) -> float:
     """Seconds the command took; infinity where it ran past timeout_s (then stopped)."""
     start = time.perf_counter()
     try:
         done = subprocess.run([FARM, *reader.argv, "--db", url], capture_output=True, text=True,
-                              cwd=ROOT, timeout=timeout_s)
+                              cwd=ROOT, timeout=timeout_s, env=USERS_ENV)
     except subprocess.TimeoutExpired:
         return math.inf
     took = time.perf_counter() - start
@@ -291,6 +297,9 @@ def held(url: str) -> tuple[int, int] | None:
 
 def measure(url: str, sweeps: list[str], rounds: int, only: list[str], timeout_s: float,
             say) -> Table:
+    # compiled as a user's first command leaves them, so that no round pays for it
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "farm", "agents"], cwd=ROOT,
+                   env=USERS_ENV, check=True)
     with tempfile.TemporaryDirectory(prefix="farm-bench-scale-out-") as scratch:
         chosen = [r for r in readers(url, sweeps, Path(scratch))
                   if not only or any(word in r.name for word in only)]
