@@ -4,7 +4,7 @@
 through farm.api.submit onto 8 `kind: local` devices of one thread each, which share this
 host's cores. Each job's outcome carries the runner's own started_at and finished_at (its
 agent's load and the job itself): a device's busy time is their sum. What is left of the run's
-wall time is the controller's: choosing, dispatching, collecting and storing.
+wall time is the controller's and Ray's: choosing, dispatching, collecting and storing.
 
     gap per device  = (its last result - its first result) - busy(its jobs after the first)
                       (the first job starts the device's agent and imports torch: the start,
