@@ -40,7 +40,11 @@ demo-glue: install
 	$(BIN)/python examples/glue_sample.py
 	$(BIN)/farm submit examples/glue-baselines.yaml --inventory inventory.yaml
 
+# farm's own modules compiled first, as a user's first command leaves them: where
+# PYTHONDONTWRITEBYTECODE is set (as in this project's shells), every farm command and
+# agent that the tests start would compile them again.
 test: install jetson-stack sshd uml-kernel postgres
+	$(BIN)/python -m compileall -q farm agents
 	FARM_JETSON_PYTHON=$(JETSON_STACK)/bin/python $(BIN)/python -m pytest
 
 # The cgroup v2 tests' kernel: user-mode Linux 6.1, built once from Debian's linux-source-6.1
