@@ -176,7 +176,8 @@ def _run(sweep: Sweep, inventory: Inventory, sweep_file: str, inventory_file: st
 def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, kinds,
            files: tuple[str, str], ray_address, observer) -> tuple[int, dict, bool, float]:
     """Prepare the devices and schedule the jobs: (jobs run to an end now, refused devices,
-    cancelled, the controller's seconds in its turns). `files`: the sweep file as given, and as stored (its resolved path)."""
+    cancelled, the controller's seconds in its turns). `files`: the sweep file as given, and
+    as stored (its resolved path)."""
     sweep_file, source = files
     refused = _quarantine_checks(store, inventory, kinds)
     devices = _placed([d for d in inventory.devices if d.name in kinds and d.name not in refused],

@@ -261,12 +261,10 @@ def differences(found: list[tuple[list[dict], list[dict]]], latencies: dict[str,
     return made
 
 
-def judged_values(baseline_runs: list[list[float]], other_runs: list[list[float]],
-                  median=None):
-    """What each side's latencies are judged on: each repeat's median (by `median`, _median
-    unless given) where both sides have 2 or more repeats, else every timed call (a side's
-    repeats' calls together)."""
-    median = median or _median
+def judged_values(baseline_runs: list[list[float]], other_runs: list[list[float]], median):
+    """What each side's latencies are judged on: each repeat's median (`median` of a run)
+    where both sides have 2 or more repeats, else every timed call (a side's repeats' calls
+    together)."""
     if len(baseline_runs) >= 2 and len(other_runs) >= 2:
         return ([median(run) for run in baseline_runs], [median(run) for run in other_runs])
     return ([ms for run in baseline_runs for ms in run],

@@ -111,8 +111,10 @@ class SubmittedSweep:
 
 
 # A sweep's rows in the order every table of them shows (submit's, farm table, report, export).
-SWEEP_RESULTS = ("SELECT * FROM v_results WHERE sweep = :name "
-                 "ORDER BY model, variant, task, batch_size, seq_len, device")
+# A sweep's v_results rows: every column ("*"), or those a reader names
+SWEEP_RESULTS_OF = ("SELECT {} FROM v_results WHERE sweep = :name "
+                    "ORDER BY model, variant, task, batch_size, seq_len, device")
+SWEEP_RESULTS = SWEEP_RESULTS_OF.format("*")
 
 
 class Store(RunsMixin, SweepsMixin):
@@ -290,7 +292,7 @@ class Store(RunsMixin, SweepsMixin):
         if known is not None:
             return known
         row = ModelLoad(load_key=load["load_key"], device=device, created_at=utcnow(),
-                            model=load["model"]["name"], model_path=load["model"].get("path"),
+                        model=load["model"]["name"], model_path=load["model"].get("path"),
                         variant=load["variant"], **load_row(load))
         db.add(row)
         db.flush()

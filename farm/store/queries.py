@@ -7,7 +7,7 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from farm.results import FINAL
-from farm.store import SWEEP_RESULTS
+from farm.store import SWEEP_RESULTS_OF
 from farm.store.readonly import ReadOnly
 from farm.store.runs import STALE_S
 
@@ -26,7 +26,7 @@ def sweep_names(reader: ReadOnly) -> list[str]:
 def sweep_results(reader: ReadOnly, name: str, columns: tuple[str, ...] = ("*",)) -> list[dict]:
     """A sweep's v_results rows: all their columns, or these (`farm compare` needs a tenth of
     them, and the rest of a sweep of 20,000 rows took most of a second to read)."""
-    return reader.rows(SWEEP_RESULTS.replace("*", ", ".join(columns), 1), {"name": name})
+    return reader.rows(SWEEP_RESULTS_OF.format(", ".join(columns)), {"name": name})
 
 
 def predictions(reader: ReadOnly, name: str) -> dict[str, list[tuple[str, str]]]:
