@@ -230,12 +230,12 @@ def readers(url: str, sweeps: list[str], out: Path) -> list[Reader]:
 
 def _sweep_readers(url: str, sweep: str, out: Path) -> list[Reader]:
     from farm.export import export_rows
-    from farm.readers import compare, sweep_rows
+    from farm.readers import compare, sweep_rows, table_rows
     from farm.tables import research_table
 
     return [
         Reader("farm table", sweep, ["table", sweep],
-               lambda: research_table(sweep_rows(sweep, url))),
+               lambda: research_table(table_rows(sweep, url))),
         Reader("farm report", sweep, ["report", sweep, "--out", str(out / "report")],
                lambda: _report(sweep, url, out / "report-api")),
         Reader("farm compare", sweep, ["compare", sweep], lambda: compare(sweep, db=url)),

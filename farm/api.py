@@ -19,7 +19,7 @@ from farm.errors import (Busy, ConfigError, DeviceError, DeviceUnreachable, Farm
 from farm.inventory import Inventory, load_inventory
 from farm.readers import (COMPARE_BY, DEFAULT_INVENTORY, RECENT_HOURS,  # noqa: F401
                           compare, device_table, report_rows, sql, status_snapshot, sweep_rows,
-                          variants_against_fp32)
+                          table_rows, variants_against_fp32)
 from farm.readers import require_sweeps as _require_sweeps
 from farm.results import Status
 from farm.store import Store, queries, resolve_url, url_shown

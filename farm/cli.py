@@ -409,12 +409,12 @@ def table(sweep: str = SWEEP_ARGUMENT,
     """The researchers' table: a row per model variant, a column group per task with accuracy,
     latency per sample and peak memory."""
     from farm.fit import Tall
-    from farm.readers import sweep_rows
+    from farm.readers import table_rows
     from farm.tables import research_table, to_csv, to_latex, to_markdown, to_rich
 
     renderers = {TableFormat.markdown: to_markdown, TableFormat.md: to_markdown,
                  TableFormat.csv: to_csv, TableFormat.latex: to_latex}
-    rows = sweep_rows(sweep, db)
+    rows = table_rows(sweep, db)
     try:
         made = research_table(rows, by_device, batch_size=batch_size)
     except ValueError as error:

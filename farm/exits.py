@@ -176,6 +176,13 @@ def table(report: FitReport):
 
 
 # -- reading the results -------------------------------------------------------------------------
+# The v_results columns exits_table reads, beyond those of the researchers' table
+# (farm.tables.COLUMNS), with which `farm table` reads them.
+TABLE_COLUMNS = ("variant_spec", "exit_layer_mean", "exit_layers", "exit_expected_saving",
+                 "exit_speedup", "exit_example_ms", "exit_example_p90_ms", "exit_full_ms",
+                 "exit_flops_mean", "exit_histogram")
+
+
 def is_exit(row: dict) -> bool:
     """A done job of an early-exit variant (it has a mean exit layer)."""
     return row.get("status") == "done" and row.get("exit_layer_mean") is not None

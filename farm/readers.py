@@ -58,12 +58,23 @@ def status_snapshot(db: str | None = None, recent_hours: float = RECENT_HOURS) -
                 "failures": queries.latest_failures(reader)}
 
 
-def sweep_rows(sweep: str, db: str | None = None, with_latencies: bool = False):
-    """A sweep's v_results rows (and, if asked, each job's raw latencies by job key)."""
+def sweep_rows(sweep: str, db: str | None = None, with_latencies: bool = False,
+               columns: tuple[str, ...] = ("*",)):
+    """A sweep's v_results rows, every column or these (and, if asked, each job's raw latencies
+    by job key)."""
     with contextlib.closing(ReadOnly(db)) as reader:
         require_sweeps(reader, sweep)
-        rows = queries.sweep_results(reader, sweep)
+        rows = queries.sweep_results(reader, sweep, columns)
         return (rows, queries.raw_latencies(reader, sweep)) if with_latencies else rows
+
+
+def table_rows(sweep: str, db: str | None = None) -> list[dict]:
+    """A sweep's v_results rows as `farm table` reads them: only the columns of the researchers'
+    table and early exit's (farm.tables.COLUMNS, farm.exits.TABLE_COLUMNS)."""
+    from farm.exits import TABLE_COLUMNS
+    from farm.tables import COLUMNS
+
+    return sweep_rows(sweep, db, columns=COLUMNS + TABLE_COLUMNS)
 
 
 def require_sweeps(reader: ReadOnly, *names: str) -> None:

@@ -27,6 +27,11 @@ from farm.console import STATUS_STYLE, shown, visible
 from farm.results import Status, job_memory, label
 
 NOT_MEASURED = "–"
+# The v_results columns the table reads (`farm table` reads only these: a sweep of 20,000 rows
+# holds 120 columns, and reading them all took most of the command's time).
+COLUMNS = ("sweep", "target", "device", "model", "variant", "task", "batch_size", "seq_len",
+           "repeat", "status", "metric", "score", "score_note", "per_sample_ms", "memory_mb",
+           "peak_mem_mb")
 MS, MIB = label("per_sample_ms"), "MiB"
 
 

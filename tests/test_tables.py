@@ -219,3 +219,50 @@ def test_memory_is_the_jobs_own_as_in_the_results_table_else_the_containers():
     cells = [cells["synthetic"] for _, cells in research_table(rows).rows]
     assert [c.memory_mb for c in cells] == [818.0, 469.0]
     assert [p["memory"] for p in work_points(rows)] == [818.0, 469.0]
+
+
+class _Read(dict):
+    """A row as `farm table` reads it (farm.readers.table_rows: only its columns). Asking for
+    any other column fails the test: from a narrow row it would be None, a measured figure
+    shown as not measured."""
+
+    def __init__(self, row: dict, columns: tuple[str, ...]):
+        super().__init__((c, row.get(c)) for c in columns)
+
+    def __getitem__(self, column):
+        assert column in self, f"the table reads {column!r}, which table_rows leaves out"
+        return super().__getitem__(column)
+
+    def get(self, column, default=None):
+        assert column in self, f"the table reads {column!r}, which table_rows leaves out"
+        return super().get(column, default)
+
+
+def test_farm_table_reads_every_column_it_shows(rows):
+    """`farm table` reads a few of v_results' columns: the researchers' table and early exit's
+    table from those alone say what they say from every column."""
+    from farm.exits import TABLE_COLUMNS, exits_table
+    from farm.tables import COLUMNS as READ
+
+    spec = ('{"precision": "fp32", "execution": "eager", "methods": [["early_exit", '
+            '{"policy": "entropy", "threshold": %s, "padding": "none"}]]}')
+    exits = [result("bert_tiny", f"ee-{t}", "sst2", score=score, per_sample_ms=ms,
+                    memory_mb=250.0, variant_spec=spec % t, exit_layer_mean=layer, exit_layers=2,
+                    exit_expected_saving=1 - layer / 2, exit_speedup=2 / layer,
+                    exit_example_ms=ms, exit_example_p90_ms=ms * 1.5, exit_full_ms=2 * ms,
+                    exit_flops_mean=layer * 1e8, exit_histogram="[3, 1]", score_note=None)
+             for t, score, layer, ms in ((0.1, 0.8, 1.75, 1.0), (0.4, 0.75, 1.25, 0.7))]
+    every = [*rows, *_repeats((1.5, 300.0), (1.0, 310.0), (9.0, 305.0)), *exits]
+    read = [_Read(r, READ + TABLE_COLUMNS) for r in every]
+
+    def printed(table) -> str:
+        console = Console(width=200, record=True, color_system=None)
+        console.print(table)
+        return console.export_text()
+
+    for by_device in (None, True):
+        whole, narrow = research_table(every, by_device), research_table(read, by_device)
+        assert narrow == whole
+        assert printed(to_rich(narrow, title="t")) == printed(to_rich(whole, title="t"))
+    assert "entropy 0.4" in printed(exits_table("exits", read))
+    assert printed(exits_table("exits", read)) == printed(exits_table("exits", every))
