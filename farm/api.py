@@ -24,7 +24,7 @@ from farm.readers import require_sweeps as _require_sweeps
 from farm.results import Status
 from farm.store import Store, queries, resolve_url, url_shown
 from farm.store.readonly import ReadOnly
-from farm.store.runs import HEARTBEAT_S
+from farm.store.clock import HEARTBEAT_S
 from farm.sweep import Sweep, expand, load_sweep, read_data, resolve_targets
 
 

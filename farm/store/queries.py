@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from farm.results import FINAL
 from farm.store import SWEEP_RESULTS_OF
 from farm.store.readonly import ReadOnly
-from farm.store.runs import STALE_S
+from farm.store.clock import STALE_S
 
 
 def stored_sweep(reader: ReadOnly, name: str) -> dict | None:

@@ -3,10 +3,10 @@ controller dies, a board fails, or two people submit at once.
 
 A run is one controller driving one sweep. It claims its devices in one transaction that first
 bumps the single `claims` row, so that claims queue behind each other on any database and two
-runs never both see a device free. A run beats its heartbeat every HEARTBEAT_S; one whose
-heartbeat is older than STALE_S (or whose process is gone from this host) is dead: the next claim
-ends it, takes its devices over and requeues the jobs it left running, each with an attempt that
-says why.
+runs never both see a device free. A run beats its heartbeat every HEARTBEAT_S (farm.store.clock);
+one whose heartbeat is older than STALE_S (or whose process is gone from this host) is dead: the
+next claim ends it, takes its devices over and requeues the jobs it left running, each with an
+attempt that says why.
 """
 from __future__ import annotations
 
@@ -20,11 +20,9 @@ from sqlalchemy.orm import Session
 
 from farm.errors import Busy
 from farm.results import FINAL, Failure, Status
-from farm.store.clock import utcnow
+from farm.store.clock import STALE_S, utcnow
 from farm.store.schema import Attempt, Claims, Device, Job, Run, Sweep
 
-HEARTBEAT_S = 5.0
-STALE_S = 30.0
 HOST = socket.gethostname()
 
 
