@@ -15,7 +15,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from farm.errors import Busy
@@ -138,7 +138,7 @@ class RunsMixin:
         self.run_id = None
 
     @staticmethod
-    def _open_attempt(db: Session, job_id: int, device: str, run_id: int | None,
+    def _open_attempt(db: Connection, job_id: int, device: str, run_id: int | None,
                       now: datetime) -> None:
         count = db.scalar(select(func.count()).where(Attempt.job_id == job_id)) or 0
         db.execute(insert(Attempt), [dict(job_id=job_id, attempt=count + 1, run_id=run_id,
@@ -146,7 +146,8 @@ class RunsMixin:
                                           status=Status.RUNNING)])
 
     @staticmethod
-    def _close_attempt(db: Session, job_id: int, outcome: dict, now: datetime) -> None:
+    def _close_attempt(db: Connection | Session, job_id: int, outcome: dict,
+                       now: datetime) -> None:
         latest = (select(func.max(Attempt.attempt)).where(Attempt.job_id == job_id)
                   .scalar_subquery())
         db.execute(update(Attempt).where(
