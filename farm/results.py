@@ -15,11 +15,10 @@ lands at the end of the view.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from enum import Enum
 
-from sqlalchemy import BigInteger, Column, Float, Integer, String, Text
-from sqlalchemy.types import TypeEngine
 
 
 class _Word(str, Enum):
@@ -55,7 +54,7 @@ FINAL = (Status.DONE, Status.OOM, Status.FAILED, Status.TIMEOUT)
 class Field:
     """A figure stored in a table's column of the same name."""
     name: str
-    type: TypeEngine
+    type: str  # "int", "bigint", "float", "text" or "string(N)": its column's type (column())
     unit: str
     what: str
     since: str  # the migration that added the column
@@ -63,8 +62,19 @@ class Field:
     method: bool = False  # a method's figure: from the result's method_fields
     label: str | None = None  # with one, also a v_results column as it is, under this heading
 
-    def column(self) -> Column:
-        return Column(self.name, self.type, nullable=True)
+    def column(self):
+        """Its SQLAlchemy column. SQLAlchemy is imported here, not with this module: a device's
+        Ray worker reads results' names and statuses from it, and importing SQLAlchemy there
+        took a third of a second of a core while the agents import torch."""
+        from sqlalchemy import BigInteger, Column, Float, Integer, String, Text
+
+        types = {"int": Integer(), "float": Float(), "text": Text(),
+                 # Counts past 2**31 (a BERT-base pass is ~22 GFLOPs): PostgreSQL's INTEGER is
+                 # 32 bits, SQLite's holds 64 (there BIGINT would only rename the type).
+                 "bigint": Integer().with_variant(BigInteger(), "postgresql")}
+        size = re.fullmatch(r"string\((\d+)\)", self.type)
+        return Column(self.name, String(int(size[1])) if size else types[self.type],
+                      nullable=True)
 
 
 @dataclass(frozen=True)
@@ -77,10 +87,7 @@ class ViewColumn:
     scale: float = 1.0  # tables show the value divided by this (the label names that unit)
 
 
-_F, _I, _T = Float(), Integer(), Text()
-# Counts past 2**31 (a BERT-base pass is ~22 GFLOPs): PostgreSQL's INTEGER is 32 bits, SQLite's
-# holds 64 (there BIGINT would only rename the type).
-_BIG = Integer().with_variant(BigInteger(), "postgresql")
+_F, _I, _T, _BIG = "float", "int", "text", "bigint"
 _METHOD_TYPES = {"int": _I, "float": _F, "text": _T}
 
 # The migration that added each built-in method's figure as a column of results and v_results.
@@ -116,26 +123,26 @@ _RESULT = (  # name, type, unit, what, since
     ("flops", _BIG, "FLOPs", "one sample's forward pass", "0001"),
     ("params", _BIG, "", "parameter count", "0001"),
     ("energy_mj", _F, "mJ", "energy per sample over the timed window", "0001"),
-    ("metric", String(32), "", "the task's main metric (all of them: table metrics)", "0001"),
+    ("metric", "string(32)", "", "the task's main metric (all of them: table metrics)", "0001"),
     ("score", _F, "", "the main metric's value", "0001"),
     ("cuda_peak_mb", _F, "MiB", "torch.cuda.max_memory_allocated during the job", "0002"),
     ("job_s", _F, "s", "the agent's busy time for the job", "0002"),
-    ("flops_method", String(32), "", "torch.utils.flop_counter or analytic", "0002"),
+    ("flops_method", "string(32)", "", "torch.utils.flop_counter or analytic", "0002"),
     ("avg_power_mw", _F, "mW", "mean power over the timed window", "0002"),
     ("idle_power_mw", _F, "mW", "power read just before the window", "0002"),
-    ("energy_source", String(32), "", "where power came from (tegrastats, RAPL)", "0002"),
+    ("energy_source", "string(32)", "", "where power came from (tegrastats, RAPL)", "0002"),
     ("board_ram_peak_mb", _F, "MiB", "tegrastats' RAM used", "0002"),
     ("score_note", _T, "", "why there is no score, or a caveat on it", "0005"),
     ("eval_examples", _I, "examples", "examples predicted and scored", "0005"),
     ("eval_s", _F, "s", "the evaluation pass", "0005"),
     ("tokens_mean", _F, "tokens", "real tokens per example in the timed batches", "0005"),
-    ("tokenizer", String(64), "", "how task texts became ids", "0005"),
+    ("tokenizer", "string(64)", "", "how task texts became ids", "0005"),
     ("baseline_mb", _F, "MiB", "the agent idle, no model (VmRSS)", "0007"),
     ("storage_read_bytes", _F, "bytes", "fetched from storage per forward pass", "0007"),
     ("bytes_read", _F, "bytes", "layer bytes loaded per pass (streamed)", "0007"),
     ("read_ms", _F, "ms", "time reading layers per pass, any thread (streamed)", "0007"),
     ("read_wait_ms", _F, "ms", "time a pass waited for layers (streamed)", "0007"),
-    ("container_peak_method", String(16), "", "how container_peak_mb was taken: reset, "
+    ("container_peak_method", "string(16)", "", "how container_peak_mb was taken: reset, "
                                                 "fresh or sampled (farm.cgroups.PEAK_METHODS)",
      "0010"),
     ("p50_low_ms", _F, "ms", "p50's 95% interval, low end (order statistics)", "0011"),
@@ -160,7 +167,7 @@ _RESULT = (  # name, type, unit, what, since
     ("outside_cpu_share", _F, "", "outside_cpu_s / (window x the agent's CPUs)", "0012",
      "outside CPU"),
     ("host_busy", _I, "", "1 when outside_cpu_share is above 0.10", "0012", "busy host"),
-    ("cpu_list", String(64), "", "the CPUs the agent could run on (a pinned device's cpuset)",
+    ("cpu_list", "string(64)", "", "the CPUs the agent could run on (a pinned device's cpuset)",
      "0012", "CPUs"),
     ("memory_mb", _F, "MiB", "the job's memory: the agent's peak resident set (VmHWM: what it "
                              "allocates and the file pages it maps), whoever faulted the page "
@@ -184,9 +191,9 @@ _RESULT = (  # name, type, unit, what, since
     ("temp_c_max", _F, "C", "highest temperature read in the window", "0012", "temp C max"),
     ("throttled", _I, "", "1 when a clock fell more than 5% below its start in the window",
      "0012", ""),
-    ("clock_source", String(64), "", "where clocks came from (tegrastats, cpufreq, cpuinfo)",
+    ("clock_source", "string(64)", "", "where clocks came from (tegrastats, cpufreq, cpuinfo)",
      "0012", "clocks from"),
-    ("temp_source", String(64), "", "which sensor the temperature is (tegrastats CPU, a "
+    ("temp_source", "string(64)", "", "which sensor the temperature is (tegrastats CPU, a "
                                     "thermal zone's type)", "0012", "temp from"),
     # 0013: compression methods (agents/methods: kronecker, prune_ffn, magnitude)
     ("nonzero_params", _BIG, "", "parameters that are not zero (a masked model stores as "
@@ -206,12 +213,12 @@ _LOAD = (
     ("load_container_peak_mb", _F, "MiB", "the container's peak after loading", "0002"),
     ("cuda_load_peak_mb", _F, "MiB", "the CUDA peak after loading", "0002"),
     ("params", _BIG, "", "parameter count", "0002"),
-    ("agent", String(32), "", "the agent's content hash", "0002"),
+    ("agent", "string(32)", "", "the agent's content hash", "0002"),
     ("baseline_mb", _F, "MiB", "the agent idle: torch imported, no model", "0007"),
-    ("layer_store", String(32), "", "streamed: the layer store's hash", "0007"),
+    ("layer_store", "string(32)", "", "streamed: the layer store's hash", "0007"),
     ("layer_store_bytes", _BIG, "bytes", "streamed: the layer store's size", "0007"),
     ("layer_store_prepare_s", _F, "s", "streamed: making the store (NULL: cached)", "0007"),
-    ("load_container_peak_method", String(16), "", "how load_container_peak_mb was taken",
+    ("load_container_peak_method", "string(16)", "", "how load_container_peak_mb was taken",
      "0010"),
 )
 _VIEW = (  # name, SQL, since, label
