@@ -2,15 +2,18 @@
 named by pool or device), labels that never cover each other, and the little marks around them.
 
 A chart is a `Chart`: its file suffix, its caption, how to draw it and whether it has anything
-to show; a chart with nothing to show is not written at all.
+to show; a chart with nothing to show is not written at all. Most draw on one Axes; a chart of
+several panels (small multiples) lays out its own figure.
 """
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 # No pyplot: it keeps every figure in a process-wide registry until plt.close, and choosing its
 # backend would change it for the whole process. A bare Figure on an Agg canvas renders without
 # a display and is freed like any other object once the chart is written.
@@ -29,8 +32,20 @@ FIGSIZE, DPI = (9.0, 5.6), 150
 class Chart:
     suffix: str                                       # the file is <stem>-<suffix>.png and .svg
     caption: str
-    draw: Callable[[Axes, list[dict], str], None]     # (axes, rows, the pool or device)
+    draw: Callable[[Axes, list[dict], str], None] | None  # (axes, rows, the pool or device)
     shows: Callable[[list[dict], str], bool] = lambda rows, name: True
+    # Instead of draw, for a chart of several panels: (figure, rows, the pool or device, title);
+    # it sizes the figure, adds its axes and puts the title where its layout wants it.
+    draw_figure: Callable[[Figure, list[dict], str, str], None] | None = None
+
+    def fill(self, fig: Figure, rows: list[dict], name: str, title: str) -> None:
+        if self.draw_figure is not None:
+            self.draw_figure(fig, rows, name, title)
+            return
+        ax = fig.add_subplot()
+        # The title first: a chart that places labels by measuring needs the final layout.
+        ax.set_title(title, fontsize=10, y=1.0)  # where matplotlib puts it, unmeasured
+        self.draw(ax, rows, name)
 
 
 def pool_file(pool: str) -> str:
@@ -59,10 +74,13 @@ def write_charts(charts: list[Chart], rows: list[dict], name: str, stem: str, ou
             continue
         fig = Figure(figsize=FIGSIZE, layout="constrained")
         FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        # The title first: a chart that places labels by measuring needs the final layout.
-        ax.set_title(f"{title}\n{chart.caption}", fontsize=10)
-        chart.draw(ax, rows, name)
+        chart.fill(fig, rows, name, f"{title}\n{chart.caption}")
+        if chart.draw_figure is not None:
+            # Panels by the dozen take a second to lay out, which each file would do again
+            # (twice: savefig measures, then draws): laid out once, for the PNG, and kept.
+            fig.set_dpi(DPI)
+            fig.get_layout_engine().execute(fig)
+            fig.set_layout_engine("none")
         path = out_dir / f"{stem}-{chart.suffix}.png"
         fig.savefig(path, dpi=DPI)
         # No date in the SVG: the same results give the same file.
@@ -78,9 +96,33 @@ def legend_outside(ax: Axes, title: str | None = None) -> None:
                   fontsize=8, title_fontsize=8)
 
 
-def note_nothing(ax: Axes) -> None:
-    ax.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=ax.transAxes,
-            color="tab:gray")
+def note_nothing(ax: Axes, note: str = "nothing measured") -> None:
+    ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, color="tab:gray")
+
+
+def series_style(i: int) -> dict:
+    """The look of the i-th of a chart's series, the same in each of its panels: matplotlib's
+    ten colours, then the ten again with another marker."""
+    return {"color": f"C{i % 10}", "marker": "os^Dv"[i // 10 % 5]}
+
+
+def panel_axes(fig: Figure, places: list[tuple[int, int, Hashable]]) -> dict[tuple, Axes]:
+    """Small multiples' axes by (row, column), one per place (row, column, group): one x axis
+    for all, numbered under the bottom panel of each column, and one y axis per group,
+    numbered left of its leftmost panel. Shared before anything is drawn, so that each axis
+    spans the data of all its panels."""
+    grid = fig.add_gridspec(max(r for r, _, _ in places) + 1, max(c for _, c, _ in places) + 1)
+    axes: dict[tuple, Axes] = {}
+    leaders: dict[Hashable, Axes] = {}
+    for row, column, group in places:
+        axes[row, column] = fig.add_subplot(grid[row, column], sharex=axes.get((0, 0)),
+                                            sharey=leaders.get(group))
+        leaders.setdefault(group, axes[row, column])
+    for row, column, _ in places:
+        ax, left = axes[row, column], axes.get((row, column - 1))
+        ax.tick_params(labelbottom=(row + 1, column) not in axes,
+                       labelleft=left is None or not left.get_shared_y_axes().joined(left, ax))
+    return axes
 
 
 # Where a label may go, tried in this order: (offset in points, ha, va).
@@ -119,15 +161,15 @@ def place_labels(ax: Axes, marks: list[tuple[float, float, str]],
     for xs, ys in lines:
         for box in _segment_boxes(ax.transData.transform(list(zip(xs, ys)))):
             room.add(_extents(box))
-    left_out, floor = 0, _Floor(ax, renderer)
+    left_out, floor, shifts = 0, _Floor(ax, renderer), _shifts(renderer)
     for (x, y, text), point in zip(marks, points):
-        if not _may_fit(floor(text), point, frame, room, renderer):
+        if not _may_fit(floor(text), point, frame, room, shifts):
             left_out += 1  # no place has room even for its smallest box: not measured
             continue
         label = ax.annotate(text, (x, y), xytext=PLACES[0][0], textcoords="offset points",
                             fontsize=8)
         label.set_in_layout(False)
-        if not _place_label(label, point, frame, room, renderer):
+        if not _place_label(label, point, frame, room, renderer, shifts):
             label.remove()
             left_out += 1
     notes = [note] if note else []
@@ -147,9 +189,9 @@ class _Floor:
     even its floor finds no place at a mark, the label's box, which holds its floor at every
     place, finds none either. Height: every one-line label is at least as tall as "." or "lp"
     (matplotlib lays a line out at least as tall as its font's ascent and descent). Width:
-    that of its first word (its glyphs are laid out there as in the whole line, whose box
-    holds theirs), less a tenth for safety; the words repeat (a model's name), so each is
-    measured once. A label of several lines, or with no first word, has no floor."""
+    that of its words, less a tenth for safety (the line lays their glyphs out as each word
+    alone does, and a space between them); the words repeat (a model's name, a variant), so
+    each is measured once. A label of several lines, or of no word, has no floor."""
 
     def __init__(self, ax: Axes, renderer):
         self.ax, self.renderer, self.widths = ax, renderer, {}
@@ -162,40 +204,46 @@ class _Floor:
         return box
 
     def __call__(self, text: str) -> tuple[float, float] | None:
-        word = text.split(" ", 1)[0]
-        if "\n" in text or not word.strip():
+        words = [word for word in text.split(" ") if word.strip()]
+        if "\n" in text or not words:
             return None
-        if word not in self.widths:
-            self.widths[word] = 0.9 * self._measure(word).width
-        return self.widths[word], self.height
+        for word in words:
+            if word not in self.widths:
+                self.widths[word] = 0.9 * self._measure(word).width
+        return sum(self.widths[word] for word in words), self.height
 
 
 def _may_fit(floor: tuple[float, float] | None, point, frame: tuple, room: _Room,
-             renderer) -> bool:
+             shifts: list[tuple]) -> bool:
     """Whether a box of the floor's size fits at any of PLACES (_place_label's test); False
     only where the label cannot be placed."""
     return floor is None or any(_inside(where, frame) and room.free(where)
-                                for _, where in _boxes(point, *floor, renderer))
+                                for _, where in _boxes(point, *floor, shifts))
 
 
-def _boxes(point, width: float, height: float, renderer):
+def _shifts(renderer) -> list[tuple]:
+    """Each of PLACES with its offset in pixels."""
+    return [(place, renderer.points_to_pixels(place[0][0]), renderer.points_to_pixels(place[0][1]))
+            for place in PLACES]
+
+
+def _boxes(point, width: float, height: float, shifts: list[tuple]):
     """Each of PLACES with the box (x0, y0, x1, y1) a text of this size takes there: set against
     the mark as the place aligns it (matplotlib's own layout of an unrotated line of text)."""
-    for place in PLACES:
-        (dx, dy), ha, va = place
-        x = point[0] + renderer.points_to_pixels(dx)
-        y = point[1] + renderer.points_to_pixels(dy)
+    for place, dx, dy in shifts:
+        _, ha, va = place
+        x, y = point[0] + dx, point[1] + dy
         x0 = x if ha == "left" else x - width if ha == "right" else x - width / 2
         y0 = y if va == "bottom" else y - height if va == "top" else y - height / 2
         yield place, (x0, y0, x0 + width, y0 + height)
 
 
-def _place_label(label, point, frame: tuple, room: _Room, renderer) -> bool:
+def _place_label(label, point, frame: tuple, room: _Room, renderer, shifts: list[tuple]) -> bool:
     """Move a label to the first of PLACES where it covers nothing taken, inside frame; True if
     one was found (then it is taken too). Its size is measured once: at each place its box is
     that size (_boxes), which is what measuring it there would give."""
     box = label.get_window_extent(renderer)
-    for ((dx, dy), ha, va), where in _boxes(point, box.width, box.height, renderer):
+    for ((dx, dy), ha, va), where in _boxes(point, box.width, box.height, shifts):
         if _inside(where, frame) and room.free(where):
             label.xyann = (dx, dy)
             label.set(ha=ha, va=va)
@@ -218,30 +266,54 @@ def _place_note(text, frame: tuple, room: _Room, renderer) -> None:
 
 
 class _Room:
-    """The boxes taken inside a chart's frame (x0, y0, x1, y1 in pixels), filed by the cells of
-    a coarse grid they cover: a label is checked against its neighbours, not against every box
-    (a chart of thousands of points took minutes). A label must lie inside the frame, so what
-    lies outside it (the legend) is never in its way."""
+    """The boxes taken inside a chart's frame (x0, y0, x1, y1 in pixels). A box is tested first
+    against a map of the frame's pixels that a box taken covers whole: it overlaps a box where
+    it touches one of those (a label in a crowd, most of them, is refused in one look). Else it
+    is checked against the boxes filed by the cells of a coarse grid that it covers: its
+    neighbours, not every box (a chart of thousands of points took minutes). For a box inside
+    the frame, the only kind a label may take, both answer as _overlaps against every box
+    would; what lies outside the frame (the legend) is never in a label's way."""
     CELL = 40.0
+    EDGE = 1e-6  # how far inside a pixel a box must reach: rounding never decides an overlap
 
     def __init__(self, frame: tuple):
         self.frame = frame
         self.cells: dict[tuple[int, int], list[tuple]] = {}
+        self.covered = np.zeros((max(0, math.ceil(frame[3] - frame[1])),
+                                 max(0, math.ceil(frame[2] - frame[0]))), dtype=bool)
 
-    def _cells(self, box: tuple):
+    def _clipped(self, box: tuple) -> tuple | None:
+        """The box inside the frame, from the frame's corner; None where none of it is."""
         (x0, y0, x1, y1), (f0, g0, f1, g1) = box, self.frame
         x0, y0, x1, y1 = max(x0, f0), max(y0, g0), min(x1, f1), min(y1, g1)
         if not (x0 <= x1 and y0 <= y1):  # outside the frame, or not a number
+            return None
+        return x0 - f0, y0 - g0, x1 - f0, y1 - g0
+
+    def _cells(self, box: tuple):
+        clipped = self._clipped(box)
+        if clipped is None:
             return ()
-        x0, y0, x1, y1 = (int((v - f) // self.CELL) for v, f in ((x0, f0), (y0, g0), (x1, f0),
-                                                                  (y1, g0)))
+        x0, y0, x1, y1 = (int(v // self.CELL) for v in clipped)
         return ((i, j) for i in range(x0, x1 + 1) for j in range(y0, y1 + 1))
 
     def add(self, box: tuple) -> None:
         for cell in self._cells(box):
             self.cells.setdefault(cell, []).append(box)
+        clipped, e = self._clipped(box), self.EDGE
+        if clipped is not None:  # the pixels it covers whole (none: an end below 0 would wrap)
+            x0, y0, x1, y1 = clipped
+            self.covered[math.ceil(y0 + e):max(0, math.floor(y1 - e)),
+                         math.ceil(x0 + e):max(0, math.floor(x1 - e))] = True
 
     def free(self, box: tuple) -> bool:
+        clipped, e = self._clipped(box), self.EDGE
+        if clipped is not None:  # the pixels it overlaps, by more than EDGE each way
+            x0, y0, x1, y1 = clipped
+            if x1 - x0 > e and y1 - y0 > e and self.covered[
+                    math.floor(y0 + e):math.ceil(y1 - e),
+                    math.floor(x0 + e):math.ceil(x1 - e)].any():
+                return False
         return not any(_overlaps(box, other) for cell in self._cells(box)
                        for other in self.cells.get(cell, ()))
 

@@ -1,8 +1,8 @@
 """Reports over a sweep's results, per pool of devices (the sweep's target: a pooled sweep spreads
 its jobs over the pool's devices, so fp32 and its int8 may run on two of them; they belong on one
-chart): Pareto fronts, latency by batch size and peak memory; early exit's curves
-(farm/exit_charts.py) and each method against fp32 (farm/method_charts.py); and one
-self-contained HTML page (farm/report_page.py). Per device on request.
+chart): Pareto fronts and peak memory; latency by batch size (farm/batch_charts.py), early
+exit's curves (farm/exit_charts.py) and each method against fp32 (farm/method_charts.py); and
+one self-contained HTML page (farm/report_page.py). Per device on request.
 
 Everything here is a pure function of result rows (dicts with v_results' columns); nothing reads
 the database. A figure that was not measured is None: it is never plotted and never invented. A
@@ -10,8 +10,8 @@ row without it is left out of that chart and still appears in the tables. Only j
 `done` are points; `oom` jobs show in the memory chart at the device's limit. A chart with
 nothing to show is not written.
 
-Each chart's data comes from a small function (`work_points`, `front_points`, `latency_series`,
-`memory_bars`) that the tests check; the drawing around it only draws.
+Each chart's data comes from a small function (`work_points`, `front_points`, `memory_bars`)
+that the tests check; the drawing around it only draws.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from statistics import median
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
-from farm.charts import (Chart, file_safe, legend_outside, note_nothing,
-                         place_labels, pool_file, pool_name, write_charts)
+from farm.charts import (Chart, file_safe, legend_outside, place_labels, pool_file, pool_name,
+                         write_charts)
 from farm.results import Status, job_memory
 
 LABELS = {"per_sample_ms": "latency per sample (ms)", "memory": "memory (MiB)"}
@@ -71,11 +71,11 @@ def work_points(rows: list[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r.get("status") == Status.DONE:
-            groups.setdefault(tuple(r.get(k) for k in WORK), []).append(
-                dict(r, memory=job_memory(r)))
+            groups.setdefault(tuple(r.get(k) for k in WORK), []).append(r)
     points = []
     for key, jobs in sorted(groups.items(), key=lambda g: [(v is None, v) for v in g[0]]):
-        figures = {f: [j[f] for j in jobs if j.get(f) is not None] for f in FIGURES}
+        figures = {f: [v for v in (job_memory(j) if f == "memory" else j.get(f) for j in jobs)
+                       if v is not None] for f in FIGURES}
         points.append({**dict(zip(WORK, key)),
                        **{f: median(v) if v else None for f, v in figures.items()},
                        "metric": next((j["metric"] for j in jobs if j.get("metric")), None),
@@ -112,24 +112,6 @@ def series_name(point: dict, differing: list[str]) -> str:
 
 def point_label(point: dict, points: list[dict]) -> str:
     return series_name(point, varying(points, ("task", "seq_len", "batch_size")))
-
-
-def latency_series(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
-    """Per model and variant (and task, sequence length where they differ): (batch size, median
-    ms per sample over its jobs), by batch size."""
-    points = [p for p in work_points(rows)
-              if p["per_sample_ms"] is not None and p["batch_size"] is not None]
-    differing = varying(points)
-    series: dict[str, list[tuple[int, float]]] = {}
-    for p in points:
-        series.setdefault(series_name(p, differing), []).append((p["batch_size"],
-                                                                 p["per_sample_ms"]))
-    return {name: sorted(values) for name, values in sorted(series.items())}
-
-
-def has_batch_curve(rows: list[dict], name: str = "") -> bool:
-    """Latency by batch size shows something only with two batch sizes of one series."""
-    return any(len(points) > 1 for points in latency_series(rows).values())
 
 
 def memory_limit(rows: list[dict]) -> float | None:
@@ -235,28 +217,6 @@ def has_front(kind: str, task: str | None):
     return shows
 
 
-def draw_latency_by_batch(ax: Axes, rows: list[dict], name: str = "") -> None:
-    series = latency_series(rows)
-    curves = {n: points for n, points in series.items() if len(points) > 1}
-    ax.set_xlabel("batch size")
-    ax.set_ylabel(LABELS["per_sample_ms"])
-    if not curves:
-        note_nothing(ax)
-        return
-    for label, points in curves.items():
-        ax.plot([b for b, _ in points], [ms for _, ms in points], marker="o", label=label)
-    batches = sorted({b for points in curves.values() for b, _ in points})
-    if batches[-1] / batches[0] > LOG_BATCH_SPAN:
-        ax.set_xscale("log", base=2)
-    log_if_spread(ax, "y", [ms for points in curves.values() for _, ms in points])
-    ax.set_xticks(batches, labels=[str(b) for b in batches])
-    ax.minorticks_off()
-    if len(series) > len(curves):
-        ax.text(0.99, 0.99, f"not shown: {len(series) - len(curves)} run at one batch size",
-                transform=ax.transAxes, ha="right", va="top", fontsize=8, color="tab:gray")
-    legend_outside(ax)
-
-
 def draw_memory(ax: Axes, rows: list[dict], name: str = "") -> None:
     """Horizontal bars, so that long model and variant names read as they are."""
     bars = memory_bars(rows)
@@ -306,9 +266,10 @@ def main_charts(rows: list[dict]) -> list[Chart]:
                                 lambda ax, rows, name, task=task, kind=kind:
                                 draw_front(ax, of_task(task, rows), kind),
                                 has_front(kind, task)))
+    from farm.batch_charts import LATENCY_BY_BATCH  # it draws with this module's helpers
+
     return charts + [
-        Chart("latency-batch", "latency per sample by batch size, medians over the devices and "
-              "repeats", draw_latency_by_batch, has_batch_curve),
+        LATENCY_BY_BATCH,
         Chart("memory", "peak memory per model and variant", draw_memory, has_memory)]
 
 

@@ -7,11 +7,11 @@ import re
 import matplotlib.image
 import pytest
 
+from farm.batch_charts import ONE_PANEL, Panel, has_batch_curve, latency_panels, latency_series
 from farm.method_charts import PLAIN, method_label, method_points
 from farm.report_page import research_section
-from farm.report import (front_kinds, front_points, has_batch_curve, has_memory, in_pool,
-                         latency_series, memory_bars, pareto_front, point_label, work_points,
-                         write_report)
+from farm.report import (front_kinds, front_points, has_memory, in_pool, memory_bars, pareto_front,
+                         point_label, work_points, write_report)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -142,6 +142,115 @@ def test_latency_series_leave_out_what_was_not_measured(rows):
     }
     assert has_batch_curve(nano)
     assert not has_batch_curve(in_pool(rows, "workstation"))  # every series at batch 1
+
+
+def test_a_few_curves_share_one_panel_named_as_latency_series_names_them(rows):
+    nano = in_pool(rows, "nano-emu-1")
+    named = latency_series(nano)
+    assert latency_panels(nano) == [Panel("", 0, 0, {
+        "bert-mini fp32": named["bert-mini fp32"], "bert-tiny fp32": named["bert-tiny fp32"]},
+        single=2)]  # bert-base and mobilebert ran at one batch size
+
+
+def grid_rows(models: dict[str, float], lengths: tuple, variants: dict[str, float],
+              batches=(1, 8)) -> list[dict]:
+    """A pool's jobs: each model (its ms per sample at s64) at each sequence length, variant
+    (a factor on that) and batch size; latency grows with the length."""
+    return [job("nano-1", model, batch, target="nanos", variant=variant, seq_len=length,
+                job_key=f"{model}/{variant}/s{length}/b{batch}",
+                per_sample_ms=ms * factor * length / 64 * (1 - batch / 100))
+            for model, ms in models.items() for length in lengths
+            for variant, factor in variants.items() for batch in batches]
+
+
+def test_many_curves_are_small_multiples_a_row_per_model_a_column_per_length():
+    models, lengths = {"bert-mini": 4.0, "bert-tiny": 1.0}, (64, 128)
+    variants = {"fp32": 1.0, "int8": 0.5, "heads-50": 0.8}
+    rows = grid_rows(models, lengths, variants)
+    # fp16 ran on bert-tiny at s64 and batch 1 only: no curve, counted in its panel.
+    rows += grid_rows({"bert-tiny": 1.0}, (64,), {"fp16": 0.6}, batches=(1,))
+    assert len(models) * len(lengths) * len(variants) > ONE_PANEL
+    panels = latency_panels(rows)
+    # bert-tiny, the faster, is the first row.
+    assert [(p.title, p.row, p.column, p.single) for p in panels] == [
+        ("bert-tiny, seq 64", 0, 0, 1), ("bert-tiny, seq 128", 0, 1, 0),
+        ("bert-mini, seq 64", 1, 0, 0), ("bert-mini, seq 128", 1, 1, 0)]
+    for p in panels:
+        model, length = p.title.split(", seq ")
+        assert p.group == ("synthetic", model)
+        assert p.curves == {variant: [(b, r["per_sample_ms"]) for b in (1, 8) for r in rows
+                                      if (r["model"], r["variant"], r["seq_len"], r["batch_size"])
+                                      == (model, variant, int(length), b)]
+                            for variant in sorted(variants)}
+
+
+def test_one_model_at_many_lengths_wraps_into_a_square_sharing_one_latency_axis():
+    variants = {f"v{i}": 1 + i / 10 for i in range(4)}
+    panels = latency_panels(grid_rows({"bert-tiny": 1.0}, (64, 128, 256), variants))
+    assert [(p.title, p.row, p.column) for p in panels] == [
+        ("bert-tiny, seq 64", 0, 0), ("bert-tiny, seq 128", 0, 1), ("bert-tiny, seq 256", 1, 0)]
+    assert {p.group for p in panels} == {("synthetic", "bert-tiny")}
+    assert all(list(p.curves) == list(variants) for p in panels)
+
+
+def test_a_panel_of_the_grid_without_a_curve_says_why():
+    variants = {f"v{i}": 1 + i / 10 for i in range(6)}
+    rows = (grid_rows({"bert-tiny": 1.0}, (64, 128), variants)
+            + grid_rows({"bert-mini": 4.0, "bert-small": 9.0}, (64,), variants)
+            # bert-mini ran at s128 at one batch size only; bert-small not at all.
+            + grid_rows({"bert-mini": 4.0}, (128,), {"v0": 1.0}, batches=(1,)))
+    panels = {p.title: p for p in latency_panels(rows)}
+    assert len(panels) == 3 * 2
+    assert (panels["bert-mini, seq 128"].curves, panels["bert-mini, seq 128"].single) == ({}, 1)
+    assert (panels["bert-small, seq 128"].curves, panels["bert-small, seq 128"].single) == ({}, 0)
+    notes = {t.get_text() for ax in drawn_latency_by_batch(rows).axes for t in ax.texts}
+    assert notes == {"1 run at one batch size only", "nothing measured"}
+
+
+def drawn_latency_by_batch(rows: list[dict]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from farm.charts import FIGSIZE
+    from farm.batch_charts import draw_latency_by_batch
+
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    FigureCanvasAgg(fig)
+    draw_latency_by_batch(fig, rows, "nanos", "a title")
+    fig.canvas.draw()  # lays it out: a warning of a collapsed layout fails the test
+    return fig
+
+
+def test_small_multiples_share_their_batch_axis_and_a_legend_of_the_variants():
+    models = {"bert-tiny": 1.0, "bert-mini": 4.0, "bert-small": 9.0}
+    variants = {"fp32": 1.0, "int8": 0.5, "heads-50": 0.8, "rank-25": 0.7}
+    fig = drawn_latency_by_batch(grid_rows(models, (64, 128), variants))
+    assert len(fig.axes) == len(models) * 2
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == sorted(variants)
+    renderer = fig.canvas.get_renderer()
+    frame = fig.bbox
+    for ax in fig.axes:
+        box = ax.get_tightbbox(renderer)
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and box.width > 100
+        assert len(ax.lines) == len(variants)
+        low, high = ax.get_ylim()  # its row's shared axis spans every panel's curves
+        assert all(low <= y <= high for line in ax.lines for y in line.get_ydata())
+    bottom = [ax for ax in fig.axes if ax.get_subplotspec().is_last_row()]
+    left = [ax for ax in fig.axes if ax.get_subplotspec().is_first_col()]
+    for ax in fig.axes:  # numbers on the outer axes only; the inner ones share them
+        assert any(t.get_visible() and t.get_text() for t in ax.get_xticklabels()) == \
+            (ax in bottom)
+        assert any(t.get_visible() and t.get_text() for t in ax.get_yticklabels()) == \
+            (ax in left)
+
+
+def test_one_panel_of_few_curves_is_one_axes_with_its_legend_outside(rows):
+    fig = drawn_latency_by_batch(in_pool(rows, "nano-emu-1"))
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "bert-mini fp32", "bert-tiny fp32"]
+    assert any(t.get_text() == "not shown: 2 run at one batch size" for t in ax.texts)
 
 
 def test_memory_bars_put_oom_at_the_limit(rows):
@@ -432,81 +541,6 @@ def test_a_sweep_of_two_tasks_has_fronts_per_task_with_that_tasks_points_only(tm
     on_mnli = front_points(of_task("mnli-m", in_pool(rows, "nanos")), "front-latency")
     assert {p["task"] for p in on_mnli} == {"mnli-m"} and {p["variant"] for p in on_mnli} == {
         "fp32"}
-
-
-def test_placed_labels_cover_no_other_and_stay_inside_the_axes():
-    """A crowded chart (300 points): the labels place_labels keeps, measured where matplotlib
-    draws them, overlap no other label and no mark and stay inside the axes; the others are
-    counted, and the count is said on the chart."""
-    import random
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from farm.charts import FIGSIZE, place_labels
-
-    rng = random.Random(0)
-    marks = [(rng.uniform(0, 10), rng.uniform(0, 10), f"bert-tiny v{i} b{2 ** (i % 6)}")
-             for i in range(300)]
-    fig = Figure(figsize=FIGSIZE, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.scatter([x for x, _, _ in marks], [y for _, y, _ in marks], s=25)
-    left_out = place_labels(ax, marks)
-    renderer = fig.canvas.get_renderer()
-    names = {text for _, _, text in marks}
-    boxes = [t.get_window_extent(renderer) for t in ax.texts if t.get_text() in names]
-    assert len(boxes) == len(marks) - left_out and 0 < left_out < len(marks)
-    assert any(t.get_text().startswith(f"{left_out} of 300 points unlabelled") for t in ax.texts)
-    frame, pad = ax.get_window_extent(renderer), 1e-6
-    dots = [ax.transData.transform((x, y)) for x, y, _ in marks]
-    half = renderer.points_to_pixels(4)
-    for i, box in enumerate(boxes):
-        assert frame.x0 - pad <= box.x0 and box.x1 <= frame.x1 + pad
-        assert frame.y0 - pad <= box.y0 and box.y1 <= frame.y1 + pad
-        for other in boxes[i + 1:]:
-            assert min(box.x1, other.x1) - max(box.x0, other.x0) <= pad or \
-                min(box.y1, other.y1) - max(box.y0, other.y0) <= pad
-        assert not any(box.x0 + pad < x + half and x - half < box.x1 - pad and
-                       box.y0 + pad < y + half and y - half < box.y1 - pad for x, y in dots)
-
-
-def _dense_chart(monkeypatch, measure_every: bool):
-    """A chart of a thousand points, most too crowded to label (farm.charts.place_labels), as
-    farm report draws it; with measure_every, every label is measured, none skipped."""
-    import random
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from farm import charts
-
-    if measure_every:
-        monkeypatch.setattr(charts, "_may_fit", lambda *args: True)
-    rng = random.Random(3)
-    marks = [(rng.lognormvariate(5, 1), rng.lognormvariate(0, 1.5),
-              f"bert-{rng.choice(['tiny', 'mini', 'base'])} {rng.choice(['fp32', 'int8'])} "
-              f"s{rng.choice([64, 128])} b{i}") for i in range(1000)]
-    fig = Figure(figsize=charts.FIGSIZE, layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.set_title("a title")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.scatter([x for x, _, _ in marks], [y for _, y, _ in marks], label="measured")
-    charts.legend_outside(ax)
-    left_out = charts.place_labels(ax, marks, [([10, 1000], [0.1, 10])], "a note")
-    return left_out, [(t.get_text(), getattr(t, "xyann", None), t.get_position(), t.get_ha(),
-                       t.get_va()) for t in ax.texts]
-
-
-def test_labels_too_crowded_to_place_are_left_out_unmeasured_as_when_measured(monkeypatch):
-    """place_labels skips measuring a label that even its floor (farm.charts._Floor) finds no
-    place for: the labels placed, where, and the count left out are what measuring each gives."""
-    fast = _dense_chart(monkeypatch, measure_every=False)
-    every = _dense_chart(monkeypatch, measure_every=True)
-    assert fast == every
-    assert 0 < len(fast[1]) < 200 and fast[0] > 800  # crowded: most left out
 
 
 def test_pools_drawn_side_by_side_are_the_same_files(tmp_path):
