@@ -466,7 +466,7 @@ def test_farm_exits_fit_refuses_a_regression_task_and_a_missing_train_file(tmp_p
 # -- end to end ----------------------------------------------------------------------------------
 def test_a_sweep_of_thresholds_end_to_end(trained, cgroups, write_yaml, db_url, device_names,
                                           tmp_path):
-    """`farm submit` (real Ray, a cgroup device) of a DeeBERT-layout checkpoint on SST-2-format
+    """`farm submit` (real Ray, two cgroup devices) of a DeeBERT-layout checkpoint on SST-2-format
     data, fp32 and one early-exit variant per threshold: the threshold that never exits runs
     every example to layer L and predicts what the full model predicts; the one that always
     exits stops every example at layer 1; the mean exit layer falls across the thresholds; the
@@ -480,9 +480,9 @@ def test_a_sweep_of_thresholds_end_to_end(trained, cgroups, write_yaml, db_url, 
 
     data = trained["deebert"].parent / "glue"
     write_dev_file(data, "sst2", examples(KIND, 40, seed=7))
-    device, = device_names(1)
+    devices = device_names(2)  # two: six agents' loads (one per variant) on 2 cores
     inventory = write_yaml("inventory.yaml", {"devices": [
-        {"name": device, "kind": "cgroup", "memory": "2GiB", "cpus": 1}]})
+        {"name": device, "kind": "cgroup", "memory": "2GiB", "cpus": 1} for device in devices]})
     sweep = write_yaml("sweep.yaml", {
         "name": "exits", "models": [{"name": "tiny", "path": str(trained["deebert"])}],
         "tasks": ["sst2"], "data_dir": str(data), "batch_sizes": [1], "seq_lens": [32],
@@ -517,10 +517,10 @@ def test_a_sweep_of_thresholds_end_to_end(trained, cgroups, write_yaml, db_url, 
         assert row["exit_heads"] == "deebert" and row["exit_layers"] == LAYERS
     # Layers skipped are time saved: always exiting at 1 of 4 layers is faster than full depth.
     assert always["exit_speedup"] > 1.0
-    _reading_it(db_url, device, rows, names, tmp_path)
+    _reading_it(db_url, devices, rows, names, tmp_path)
 
 
-def _reading_it(db_url, device, rows, names, tmp_path):
+def _reading_it(db_url, devices, rows, names, tmp_path):
     """farm table shows each threshold's mean exit layer and speed-up; farm report draws the
     curves: one line for the model across thresholds, fp32 as a point."""
     from typer.testing import CliRunner
@@ -548,6 +548,7 @@ def _reading_it(db_url, device, rows, names, tmp_path):
                                     "--db", db_url])
     assert made.exit_code == 0, made.output
     assert pool == "*"  # the sweep named no devices: its pool is all of them
+    assert {r["device"] for r in every} == set(devices)
     assert (tmp_path / "report" / "pool-all-exit-latency.png").stat().st_size > 10_000
     assert "pool-all-exit-flops.png" in (tmp_path / "report" / "index.html").read_text()
 

@@ -49,8 +49,9 @@ def _rows(db_url, sql, *args):
         return [dict(r) for r in db.execute(sql, args)]
 
 
-def _local(write_yaml, name):
-    return write_yaml("inventory.yaml", {"devices": [{"name": name, "kind": "local", "cpus": 1}]})
+def _local(write_yaml, *names):
+    return write_yaml("inventory.yaml", {"devices": [
+        {"name": name, "kind": "local", "cpus": 1} for name in names]})
 
 
 def _sweep(glue, **extra):
@@ -82,7 +83,8 @@ def test_scores_equal_independent_metrics_on_unseen_checkpoints(glue, write_yaml
     checkpoints, _, _ = glue
     sweep = _sweep(glue)
     sweep["models"] += ["bert-tiny", {"name": "sst2-everywhere", "path": str(checkpoints["sst2"])}]
-    report = submit(write_yaml("sweep.yaml", sweep), _local(write_yaml, device_names(1)[0]),
+    # two devices: the five model loads (one per checkpoint) on 2 cores
+    report = submit(write_yaml("sweep.yaml", sweep), _local(write_yaml, *device_names(2)),
                     db=db_url)
     assert report.counts == {"done": 9}
     results = {(r["model"], r["task"]): r for r in _rows(db_url, "select * from v_results")}
@@ -239,8 +241,7 @@ def test_methods_on_a_fine_tuned_checkpoint_are_scored_and_stream_their_own_logi
     variants = ["fp32"] + [dict(name=n, **m) for n, m in methods.items()] + [
         dict(name=f"{n}-stream", execution=executions[n], **m) for n, m in methods.items()]
     sweep = dict(_sweep(glue), tasks=["sst2"], variants=variants)
-    inventory = write_yaml("inventory.yaml", {"devices": [  # two: 13 agents' loads on 2 cores
-        {"name": name, "kind": "local", "cpus": 1} for name in device_names(2)]})
+    inventory = _local(write_yaml, *device_names(2))  # two: 13 agents' loads on 2 cores
     report = submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url)
     assert report.counts == {"done": len(variants)}
     rows = {r["variant"]: r for r in report.results}

@@ -27,9 +27,9 @@ def _rows(db_url, sql="select * from v_results"):
         return [dict(r) for r in db.execute(sql)]
 
 
-def _device(write_yaml, name, **extra):
+def _device(write_yaml, *names, **extra):
     return write_yaml("inventory.yaml", {"devices": [
-        {"name": name, "kind": "cgroup", "memory": "2GiB", "cpus": 1, **extra}]})
+        {"name": name, "kind": "cgroup", "memory": "2GiB", "cpus": 1, **extra} for name in names]})
 
 
 @pytest.mark.parametrize("name", sorted(CATALOG))
@@ -51,9 +51,10 @@ def counted_at(model, batch, seq):
     return flops.count(model, models.synthetic_inputs(model, batch, seq))[0]
 
 
-def test_every_catalog_entry_runs_in_the_agent():
+def _agent_loading(names: list[str]) -> subprocess.CompletedProcess:
+    """An agent that builds and runs each of `names` in turn."""
     commands = []
-    for name in sorted(CATALOG):
+    for name in names:
         commands += [
             # 16 tokens: that every entry builds, counts and runs is the point, not its speed
             {"op": "load", "model": {"name": name}, "variant": "fp32", "threads": 2,
@@ -62,12 +63,22 @@ def test_every_catalog_entry_runs_in_the_agent():
                                   "seq_len": 16, "measure": {"warmup": 0, "min_iters": 1,
                                                               "min_seconds": 0}}}]
     lines = "".join(json.dumps(c) + "\n" for c in commands + [{"op": "exit"}])
-    done = subprocess.run([sys.executable, "-m", "agents"], input=lines, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "agents"], input=lines, capture_output=True,
                           text=True, cwd=REPO, timeout=600)
-    events = [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_every_catalog_entry_runs_in_the_agent():
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Two agents at once, half the catalog each: building a model is one core's work.
+    names = sorted(CATALOG)
+    with ThreadPoolExecutor(2) as pool:
+        done = list(pool.map(_agent_loading, [names[0::2], names[1::2]]))
+    events = [json.loads(line) for agent in done for line in agent.stdout.splitlines()]
+    stderr = "".join(agent.stderr[-1000:] for agent in done)
     results = {e["job"]: e for e in events if e["event"] == "result"}
     errors = [e for e in events if e["event"] == "error"]
-    assert not errors and sorted(results) == sorted(CATALOG), errors or done.stderr[-2000:]
+    assert not errors and sorted(results) == sorted(CATALOG), errors or stderr
     for name, result in results.items():
         assert result["mean_ms"] > 0 and result["flops"] > 0 and result["params"] > 0, name
         # one timed call: no percentile has an interval, so none is reported
@@ -76,7 +87,7 @@ def test_every_catalog_entry_runs_in_the_agent():
 
 def test_int8_bert_base_is_faster_and_smaller_than_fp32(cgroups, write_yaml, db_url,
                                                         device_names):
-    inventory = _device(write_yaml, device_names(1)[0])
+    inventory = _device(write_yaml, *device_names(2))  # two: the two loads at once
     sweep = {"name": "int8", "models": ["bert-base"], "variants": ["fp32", "int8"],
              "batch_sizes": [1], "seq_lens": [128],
              "measure": {"warmup": 1, "min_iters": 6, "min_seconds": 1}}  # p50 needs 6
@@ -93,12 +104,12 @@ def test_int8_bert_base_is_faster_and_smaller_than_fp32(cgroups, write_yaml, db_
 def test_a_small_batch_after_a_large_one_reports_its_own_peak(cgroups, write_yaml, db_url,
                                                                device_names):
     inventory = _device(write_yaml, device_names(1)[0])
-    sweep = {"name": "peaks", "models": ["bert-small"], "batch_sizes": [32, 1],
+    sweep = {"name": "peaks", "models": ["bert-small"], "batch_sizes": [16, 1],
              "seq_lens": [128], "measure": QUICK}
     assert submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url).counts == {"done": 2}
     rows = sorted(_rows(db_url), key=lambda r: r["started_at"])
     large, small = rows
-    assert (large["batch_size"], small["batch_size"]) == (32, 1)
+    assert (large["batch_size"], small["batch_size"]) == (16, 1)
     assert large["load_id"] == small["load_id"] is not None  # one load served the group
     assert len(_rows(db_url, "select * from model_loads")) == 1
     assert small["container_peak_mb"] < large["container_peak_mb"]
@@ -146,7 +157,8 @@ def test_no_power_source_means_no_energy_figure(cgroups, write_yaml, db_url, dev
 
 def test_the_agent_runs_on_the_jetson_software_stack(cgroups, write_yaml, db_url, device_names,
                                                      jetson_python):
-    inventory = _device(write_yaml, device_names(1)[0], python=jetson_python)
+    # two devices: the two loads (each an import of torch 1.10) at once
+    inventory = _device(write_yaml, *device_names(2), python=jetson_python)
     sweep = {"name": "jetson", "models": ["bert-tiny"], "variants": ["fp32", "int8"],
              "batch_sizes": [1], "seq_lens": [128], "measure": QUICK_P50}
     assert submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url).counts == {"done": 2}
@@ -179,9 +191,8 @@ def test_local_checkpoints_and_cached_hub_ids_run(write_yaml, db_url, tmp_path, 
     (repo / "snapshots").mkdir()
     shutil.copytree(checkpoint, repo / "snapshots" / revision)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    name = device_names(1)[0]
-    inventory = write_yaml("inventory.yaml", {"devices": [{"name": name, "kind": "local",
-                                                           "cpus": 1}]})
+    inventory = write_yaml("inventory.yaml", {"devices": [  # two: the two loads at once
+        {"name": name, "kind": "local", "cpus": 1} for name in device_names(2)]})
     sweep = {"name": "own", "models": [{"name": "mine", "path": "ckpt"},
                                        {"name": "cached", "hub": "farmtest/tiny-bert"}],
              "seq_lens": [16], "measure": QUICK}
