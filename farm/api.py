@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm.cluster import (DEVICE_RESOURCE, TOKEN_HINT, close_workers, prepare_workers,
-                          start_workers, use_token)
+                          start_local_instance, start_workers, use_token)
 from farm.controller import Observer, Scheduler
 from farm.devices.kinds import kind_of
 from farm.devices.lock import Owner, held_here, lock_path, refusal
@@ -71,10 +71,11 @@ def ray_connection(address: str | None, inventory: Inventory):
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         else:
             # address="local": a private instance, never a cluster `ray start` left running.
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
-                     object_store_memory=128 * 2**20, logging_level=logging.ERROR,
-                     log_to_driver=False,
-                     resources={DEVICE_RESOURCE.format(d.name): 1 for d in inventory.devices})
+            start_local_instance(
+                num_cpus=os.cpu_count(), include_dashboard=False,
+                object_store_memory=128 * 2**20, logging_level=logging.ERROR,
+                log_to_driver=False,
+                resources={DEVICE_RESOURCE.format(d.name): 1 for d in inventory.devices})
     except (ConnectionError, RuntimeError, ValueError) as error:
         hint = "check --ray-address (HOST:PORT of `ray start --head`)"
         if "auth" in repr(error.__cause__ or error).lower() or "token" in str(error).lower():

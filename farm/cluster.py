@@ -9,6 +9,7 @@ always does), the device's worker holds it, so no second worker for that device 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -22,6 +23,8 @@ from farm.errors import Busy, DeviceError, DeviceUnreachable, FarmError
 
 DEVICE_RESOURCE = "farm_device:{}"
 NODE_ANSWER_S = 3.0  # how long a node's raylet may take to accept a connection
+LOCAL_START_S = 240.0  # how long the private local instance's node may take to register
+LOCAL_STARTS = 3  # starts of the private local instance tried before the run gives up
 TOKEN_HINT = ("the cluster uses token authentication: put its token (`ray get-auth-token` where "
               "it runs) in ~/.ray/auth_token, or in RAY_AUTH_TOKEN")
 
@@ -43,6 +46,74 @@ def use_token() -> None:
         Config.initialize("")  # Ray reads its configuration once; read it again
     elif mode == "token" and not found:
         raise DeviceError("RAY_AUTH_MODE=token, and no Ray token is here", TOKEN_HINT)
+
+
+def start_local_instance(**options) -> None:
+    """ray.init(address="local", **options), within local_start(), tried LOCAL_STARTS times
+    where Ray's own start gives up on a node that is slow to come up (its processes are
+    stopped before the next try)."""
+    for attempt in range(1, LOCAL_STARTS + 1):
+        try:
+            with local_start(LOCAL_START_S):
+                ray.init(address="local", **options)
+            return
+        except Exception as error:  # Ray's bare Exception when the node never registered
+            if "timed out during startup" not in str(error):
+                raise
+            if attempt == LOCAL_STARTS:
+                raise DeviceError(f"Ray's local node did not come up in {LOCAL_STARTS} starts",
+                                  "the machine is too busy to start Ray; its logs are in "
+                                  "/tmp/ray/session_latest/logs") from None
+
+
+@contextlib.contextmanager
+def local_start(seconds: float):
+    """While ray.init starts the private local instance: no autoscaler monitor and no log
+    monitor, and `seconds`, not Ray's 30, for its node to register.
+
+    Ray's start has waits of its own that a slow or shared core overruns (the cgroup v2 test
+    kernel: one emulated core, where each of Ray's Python processes spends 15-20 s importing
+    Ray; a small board as the controller): its raylet gives its two agents a fixed time to
+    come up, and ray.init gives the node a fixed 30 s to register (ray/_private/node.py, Ray
+    2.60), else "The current node timed out during startup". Two of the Python processes a
+    head starts do nothing for this instance: the autoscaler's monitor (it has nothing to
+    scale) and the log monitor (its output goes to no driver: log_to_driver=False); without
+    them the agents have the core to themselves sooner. ray.init takes neither setting, so
+    the head's parameters are set as its Node is made (and a Node that gave up stops what it
+    started); and Ray's look for the node
+    (services.get_node, RuntimeError until it is there) keeps looking until `seconds` have
+    passed. Another Ray, without these names, starts as it would."""
+    from ray._private import node, services
+    made, look = getattr(node.Node, "__init__", None), getattr(services, "get_node", None)
+    if made is None or look is None:
+        yield
+        return
+    deadline = time.monotonic() + seconds
+
+    def make(self, ray_params, *args, **kwargs):
+        if kwargs.get("head"):
+            ray_params.no_monitor, ray_params.include_log_monitor = True, False
+        try:
+            made(self, ray_params, *args, **kwargs)
+        except Exception:  # a start that gave up: what it started stops (the next try starts anew)
+            with contextlib.suppress(Exception):
+                self.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+            raise
+
+    def get_node(*args, **kwargs):
+        while True:
+            try:
+                return look(*args, **kwargs)
+            except RuntimeError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+
+    node.Node.__init__, services.get_node = make, get_node
+    try:
+        yield
+    finally:
+        node.Node.__init__, services.get_node = made, look
 
 
 @ray.remote(num_cpus=0, max_concurrency=2)  # a second thread answers events() and cancel()

@@ -1,0 +1,53 @@
+"""farm's private local Ray instance when Ray's own start gives up: a node that has not
+registered within Ray's fixed 30 s (as on the one slow core of the cgroup v2 test kernel) is
+stopped, every process it started, and the instance is started again."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import ray
+from ray._private import services
+
+from farm import cluster
+
+
+def _ray_processes() -> list[str]:
+    """The gcs_server and raylet processes below this one, by name."""
+    parent_of, name_of = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        pid, rest = int(stat.parent.name), text.rsplit(")", 1)
+        name_of[pid], parent_of[pid] = rest[0].split("(", 1)[1], int(rest[1].split()[1])
+    below, found = {os.getpid()}, True
+    while found:
+        found = {pid for pid, parent in parent_of.items() if parent in below} - below
+        below |= found
+    return sorted(name_of[pid] for pid in below if name_of.get(pid) in ("gcs_server", "raylet"))
+
+
+def test_a_start_that_gives_up_is_stopped_and_started_again(monkeypatch):
+    real, unseen = services.get_node, []
+
+    def first_node_never_registers(gcs_address, node_id):
+        if unseen in ([], [node_id]):  # the first start's node: never there
+            unseen[:] = [node_id]
+            raise RuntimeError(f"node {node_id} not found")
+        return real(gcs_address, node_id)
+
+    monkeypatch.setattr(services, "get_node", first_node_never_registers)
+    monkeypatch.setattr(cluster, "LOCAL_START_S", 1.0)  # Ray's own 30 s is what gives up
+    assert not ray.is_initialized()
+    try:
+        cluster.start_local_instance(num_cpus=1, include_dashboard=False,
+                                     object_store_memory=80 * 2**20, log_to_driver=False)
+        assert unseen, "the first start was not the one that gave up"
+        assert ray.get_runtime_context().get_node_id() != unseen[0]
+        # one node's processes: the first start's gcs_server and raylet were stopped
+        assert _ray_processes() == ["gcs_server", "raylet"]
+    finally:
+        ray.shutdown()
+    assert services.get_node is first_node_never_registers  # put back after the start
