@@ -82,17 +82,18 @@ def local_start(seconds: float):
     the head's parameters are set as its Node is made (and a Node that gave up stops what it
     started); and Ray's look for the node
     (services.get_node, RuntimeError until it is there) keeps looking until `seconds` have
-    passed. Another Ray, without these names, starts as it would."""
+    passed or the raylet has ended. Another Ray, without these names, starts as it would."""
     from ray._private import node, services
     made, look = getattr(node.Node, "__init__", None), getattr(services, "get_node", None)
     if made is None or look is None:
         yield
         return
-    deadline = time.monotonic() + seconds
+    deadline, starting = time.monotonic() + seconds, []
 
     def make(self, ray_params, *args, **kwargs):
         if kwargs.get("head"):
             ray_params.no_monitor, ray_params.include_log_monitor = True, False
+        starting.append(self)
         try:
             made(self, ray_params, *args, **kwargs)
         except Exception:  # a start that gave up: what it started stops (the next try starts anew)
@@ -100,12 +101,17 @@ def local_start(seconds: float):
                 self.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
             raise
 
+    def raylet_gone() -> bool:  # it gave up on its agents: the node will never register
+        return any(info.process.poll() is not None for started in starting[-1:]
+                   for info in started.all_processes.get("raylet", []))
+
     def get_node(*args, **kwargs):
         while True:
             try:
                 return look(*args, **kwargs)
             except RuntimeError:
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or raylet_gone():
+                    time.sleep(0.5)  # Ray asks again at once until its own 30 s are up
                     raise
                 time.sleep(0.5)
 
