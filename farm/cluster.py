@@ -80,12 +80,12 @@ def local_start(seconds: float):
     scale) and the log monitor (its output goes to no driver: log_to_driver=False); without
     them the agents have the core to themselves sooner. ray.init takes neither setting, so
     the head's parameters are set as its Node is made (and a Node that gave up stops what it
-    started); and Ray's look for the node
-    (services.get_node, RuntimeError until it is there) keeps looking until `seconds` have
+    started); and Ray's look for the node (services.get_node, RuntimeError until it is
+    there) keeps looking until `seconds` have
     passed or the raylet has ended. Another Ray, without these names, starts as it would."""
     from ray._private import node, services
-    made, look = getattr(node.Node, "__init__", None), getattr(services, "get_node", None)
-    if made is None or look is None:
+    made, look = node.Node.__init__, getattr(services, "get_node", None)
+    if look is None:
         yield
         return
     deadline, starting = time.monotonic() + seconds, []

@@ -140,3 +140,27 @@ def boards(tmp_path, device_names):
     yield start
     for board in started:
         board.stop()
+
+
+def children(parent: int) -> dict[int, list[bytes]]:
+    """The processes whose parent is `parent`, with their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found[int(entry.name)] = argv
+    return found
+
+
+def descendants(pid: int) -> dict[int, list[bytes]]:
+    """Every process below `pid`, with its command line."""
+    found, todo = {}, [pid]
+    while todo:
+        below = children(todo.pop())
+        found.update(below)
+        todo += below
+    return found

@@ -12,25 +12,14 @@ from pathlib import Path
 import ray
 from ray._private import services
 
+from conftest import descendants
 from farm import cluster
 
 
 def _ray_processes() -> list[tuple[str, int]]:
-    """(name, pid) of the gcs_server and raylet processes below this one, by name."""
-    parent_of, name_of = {}, {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # gone meanwhile
-            continue
-        pid, rest = int(stat.parent.name), text.rsplit(")", 1)
-        name_of[pid], parent_of[pid] = rest[0].split("(", 1)[1], int(rest[1].split()[1])
-    below, found = {os.getpid()}, True
-    while found:
-        found = {pid for pid, parent in parent_of.items() if parent in below} - below
-        below |= found
-    return sorted((name_of[pid], pid) for pid in below
-                  if name_of.get(pid) in ("gcs_server", "raylet"))
+    """(name, pid) of the gcs_server and raylet processes below this one."""
+    named = ((Path(argv[0].decode()).name, pid) for pid, argv in descendants(os.getpid()).items())
+    return sorted((name, pid) for name, pid in named if name in ("gcs_server", "raylet"))
 
 
 def test_a_start_that_gives_up_is_stopped_and_started_again(monkeypatch):

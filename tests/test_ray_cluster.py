@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FARM, QUICK, farm_cli
+from conftest import FARM, QUICK, children, descendants, farm_cli
 
 RAY = str(Path(sys.executable).parent / "ray")
 STARTED_S = 90  # a node's start on a loaded machine
@@ -45,29 +45,6 @@ class Node:
     node_id: str = ""
 
 
-def _children(parent: int) -> dict[int, list[bytes]]:
-    """The processes whose parent is `parent`, with their command lines."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            found[int(entry.name)] = argv
-    return found
-
-
-def _descendants(pid: int) -> dict[int, list[bytes]]:
-    found, todo = {}, [pid]
-    while todo:
-        children = _children(todo.pop())
-        found.update(children)
-        todo += children
-    return found
-
-
 def _running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -77,7 +54,7 @@ def _running(pid: int) -> bool:
 
 def _raylet_of(parent: int) -> tuple[int, str]:
     """The raylet `ray start` started (its child), and the node id on its command line."""
-    for pid, argv in _children(parent).items():
+    for pid, argv in children(parent).items():
         if argv[0].endswith(b"raylet/raylet"):
             node_id = next(a for a in argv if a.startswith(b"--node_id=")).split(b"=", 1)[1]
             return pid, node_id.decode()
@@ -280,7 +257,7 @@ def test_a_node_killed_mid_job_sends_its_job_to_the_other_node_and_its_device_of
             assert time.monotonic() < deadline, "no job reached its timing on the second node"
             time.sleep(0.2)
         killed = _rows(tmp_path, "select id, key from jobs where device = ?", on_second)[0]
-        agents = [pid for pid, argv in _descendants(cluster.second.raylet).items()
+        agents = [pid for pid, argv in descendants(cluster.second.raylet).items()
                   if argv[1:3] == [b"-m", b"agents"]]
         assert len(agents) == 1
         os.kill(cluster.second.raylet, signal.SIGKILL)
