@@ -75,14 +75,16 @@ def local_start(seconds: float):
     kernel: one emulated core, where each of Ray's Python processes spends 15-20 s importing
     Ray; a small board as the controller): its raylet gives its two agents a fixed time to
     come up, and ray.init gives the node a fixed 30 s to register (ray/_private/node.py, Ray
-    2.60), else "The current node timed out during startup". Two of the Python processes a
+    2.60), else "The current node timed out during startup". Three of the Python processes a
     head starts do nothing for this instance: the autoscaler's monitor (it has nothing to
-    scale) and the log monitor (its output goes to no driver: log_to_driver=False); without
-    them the agents have the core to themselves sooner. ray.init takes neither setting, so
-    the head's parameters are set as its Node is made (and a Node that gave up stops what it
-    started); and Ray's look for the node (services.get_node, RuntimeError until it is
-    there) keeps looking until `seconds` have
-    passed or the raylet has ended. Another Ray, without these names, starts as it would."""
+    scale), the log monitor (its output goes to no driver: log_to_driver=False) and the
+    dashboard's head, which Ray starts even with include_dashboard=False (for its usage
+    statistics alone) and waits for before it goes on; without them the agents have the core
+    to themselves sooner. ray.init takes none of these settings, so the head's parameters
+    are set as its Node is made (and a Node that gave up stops what it started); and Ray's
+    look for the node (services.get_node, RuntimeError until it is there) keeps looking
+    until `seconds` have passed or the raylet has ended. Another Ray, without these names,
+    starts as it would."""
     from ray._private import node, services
     made, look = node.Node.__init__, getattr(services, "get_node", None)
     if look is None:
@@ -93,6 +95,7 @@ def local_start(seconds: float):
     def make(self, ray_params, *args, **kwargs):
         if kwargs.get("head"):
             ray_params.no_monitor, ray_params.include_log_monitor = True, False
+            self.start_api_server = no_api_server
         starting.append(self)
         try:
             made(self, ray_params, *args, **kwargs)
@@ -100,6 +103,9 @@ def local_start(seconds: float):
             with contextlib.suppress(Exception):
                 self.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
             raise
+
+    def no_api_server(**kwargs):  # Node.start_api_server: the dashboard's head
+        pass
 
     def raylet_gone() -> bool:  # it gave up on its agents: the node will never register
         return any(info.process.poll() is not None for started in starting[-1:]

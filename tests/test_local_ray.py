@@ -22,6 +22,16 @@ def _ray_processes() -> list[tuple[str, int]]:
     return sorted((name, pid) for name, pid in named if name in ("gcs_server", "raylet"))
 
 
+def _process_names() -> set[str]:
+    """What each process below this one runs: a Python script's file name, else the
+    program's (or the title Ray gave the process, ray::DashboardAgent)."""
+    names = set()
+    for argv in descendants(os.getpid()).values():
+        scripts = [Path(arg.decode()).name for arg in argv[1:] if arg.endswith(b".py")]
+        names.add(scripts[0] if scripts else Path(argv[0].decode()).name)
+    return names
+
+
 def test_a_start_that_gives_up_is_stopped_and_started_again(monkeypatch):
     real, unseen = services.get_node, []
 
@@ -45,6 +55,11 @@ def test_a_start_that_gives_up_is_stopped_and_started_again(monkeypatch):
         assert ray.get_runtime_context().get_node_id() != unseen[0]
         # one node's processes: the first start's gcs_server was stopped
         assert [name for name, _ in _ray_processes()] == ["gcs_server", "raylet"]
+        # none of the head's processes that do nothing for a private instance: the dashboard's
+        # head, the autoscaler's monitor, the log monitor (the raylet's agents stay)
+        names = _process_names()
+        assert "ray::DashboardAgent" in names, names
+        assert not names & {"dashboard.py", "monitor.py", "log_monitor.py"}, names
     finally:
         ray.shutdown()
     assert services.get_node is first_node_never_registers  # put back after the start
