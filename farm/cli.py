@@ -250,7 +250,8 @@ def _exits(title: str, rows: list[dict]) -> None:
 
 def _finish(report) -> None:
     from farm.comparisons import has_methods, has_streams
-    from farm.console import methods_table, results_table, streaming_table, submit_summary
+    from farm.console import submit_summary
+    from farm.results_view import methods_table, results_table, streaming_table
 
     out.line()
     sweep = shown(report.sweep)
@@ -494,7 +495,7 @@ def compare_command(
     import csv
     import json
 
-    from farm.console import difference_records, differences_table
+    from farm.compare_view import difference_records, differences_table
     from farm.fit import Tall
     from farm.readers import compare
 

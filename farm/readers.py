@@ -99,7 +99,7 @@ def report_rows(sweep: str, db: str | None = None) -> tuple[list[dict], list[dic
     """What `farm report` shows, from one reading of the sweep: its v_results rows
     (sweep_rows) and its variants against fp32 (variants_against_fp32)."""
     from farm.comparisons import MIN_CHANGE
-    from farm.console import difference_records
+    from farm.compare_view import difference_records
 
     with contextlib.closing(ReadOnly(db)) as reader:
         require_sweeps(reader, sweep)

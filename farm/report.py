@@ -291,7 +291,7 @@ def write_report(rows: list[dict], out_dir: Path, title: str, differences: list[
     """Write each pool's charts (PNG and SVG), with per_device each device's fronts, latency and
     memory charts too, and index.html into out_dir; return the PNGs' and the page's paths, the
     charts first. `differences`: `farm compare`'s records of each variant against fp32
-    (farm.console.difference_records), shown with the non-significant ones marked ~.
+    (farm.compare_view.difference_records), shown with the non-significant ones marked ~.
     `processes`: up to this many pools drawn at once, each in a forked process (`farm report`
     forks one per core; a caller with threads of its own had better not fork)."""
     from farm.exit_charts import EXIT_CHARTS

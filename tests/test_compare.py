@@ -84,7 +84,7 @@ def test_compare_reads_only_the_columns_its_differences_hold(measured):
     """farm compare reads a tenth of v_results' columns (farm.comparisons.COLUMNS): the same
     comparisons as from every column of the sweep's rows (farm report's)."""
     from farm.comparisons import COLUMNS
-    from farm.console import difference_records
+    from farm.compare_view import difference_records
     from farm.readers import compare, variants_against_fp32
 
     db = str(measured / "farm.db")

@@ -296,7 +296,7 @@ def test_the_methods_table_shows_every_figure_whole_at_160_columns():
     a column, and its kernel is named."""
     from rich.console import Console
 
-    from farm.console import methods_table
+    from farm.results_view import methods_table
 
     def row(variant, ms, params, nonzero, flops, methods=(), **figures):
         spec = json.dumps({"precision": "fp32", "execution": "eager",

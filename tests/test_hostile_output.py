@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from farm.console import results_table, shown, visible
+from farm.console import shown, visible
+from farm.results_view import results_table
 
 FARM = str(Path(sys.executable).parent / "farm")
 RELEASE_DB = Path(__file__).parent / "data" / "release-0.1" / "farm.db"

@@ -1,4 +1,4 @@
-"""The end-of-run table of `farm submit` (farm.console.results_table): an oom row shows the
+"""The end-of-run table of `farm submit` (farm.results_view.results_table): an oom row shows the
 memory its container reached when the kernel killed the job, and every variant its Δlogit
 against the same model's eager fp32 on the same work: from the sweep's own rows, else from
 another sweep of the database (farm.store.queries.baselines_elsewhere) where that one ran the
@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from farm.comparisons import compare
-from farm.console import methods_table, results_table
+from farm.results_view import methods_table, results_table
 from farm.results import V_RESULTS, Status
 from farm.store import Store, queries
 from farm.store.clock import utcnow

@@ -1,0 +1,251 @@
+"""What `farm submit` and `farm resume` print when a sweep ends: a row per job (results_table),
+and where the sweep has them, the variants with methods (methods_table) and the streamed ones
+(streaming_table) against eager fp32. Apart from farm.console, which draws the sweep while it
+runs and holds the helpers every view shares: together they were past STYLE.md's ~400 lines."""
+from __future__ import annotations
+
+from rich.table import Table
+
+from farm.console import STATUS_STYLE, _num, shown
+from farm.results import Status, label
+
+
+# A row's figures came from a window a reviewer should doubt (agents/measure.py, conditions.py).
+FLAGS = (("noisy", "noisy", "IQR above 10% of the median"),
+         ("host_busy", "busy host", "other processes took over 10% of its CPUs"),
+         ("throttled", "throttled", "a clock fell during the window"))
+
+
+def flags(row: dict) -> str:
+    return ", ".join(word for column, word, _ in FLAGS if row.get(column))
+
+
+_SAME_JOB = ("model", "variant", "task", "seq_len", "batch_size", "target")
+
+
+def results_table(title: str, rows: list[dict], elsewhere: dict | None = None) -> Table:
+    """One row per job; tasks and sequence lengths get a column only when the sweep varies them.
+    An oom row shows the memory its container reached when the job was killed; Δlogit is
+    against the model's eager fp32 on the same work, from the rows or `elsewhere`
+    (farm.comparisons.compare)."""
+    varying = [c for c in ("task", "seq_len", "repeat") if len({r.get(c) for r in rows}) > 1]
+    if "repeat" in varying:  # a job's repeats one under the other, in their order
+        position = {id(r): i for i, r in enumerate(rows)}
+        first = {}
+        for r in rows:
+            first.setdefault(tuple(r.get(c) for c in _SAME_JOB), position[id(r)])
+        rows = sorted(rows, key=lambda r: (first[tuple(r.get(c) for c in _SAME_JOB)],
+                                           r.get("repeat") or 1))
+    scored = any(r.get("metric") or r.get("score_note") for r in rows)  # GLUE tasks ran
+    # The job's own memory where it was measured (0012 on); the container's peak before it.
+    memory = "memory_mb" if any(r.get("memory_mb") is not None for r in rows) else "peak_mem_mb"
+    limited = [c for c in ("memory_limit_mb", "headroom_mb")
+               if any(_memory(r, c) is not None for r in rows)]
+    gaps = _logit_gaps(rows, elsewhere)
+    flagged = [r for r in rows if flags(r)]
+    table = Table(title=title, header_style="bold", pad_edge=False,
+                  caption=_results_caption(rows, flagged, gaps) or None)
+    for name in ("model", "variant", *varying, "batch_size", "device", "status"):
+        table.add_column(label(name), no_wrap=True)
+    for name in ("score",) * scored + ("p50_ms", "per_sample_ms", memory, *limited, "flops",
+                                       "params") + ("Δlogit",) * bool(gaps):
+        table.add_column(label(name), justify="right")
+    if flagged:
+        table.add_column("doubt", style="yellow")
+    for r in rows:
+        style = STATUS_STYLE.get(r["status"], "")
+        score = [f"{r['metric']} {r['score']:.3f}" if r.get("score") is not None else
+                 "[dim]no score[/]" if r.get("score_note") else "–"] if scored else []
+        table.add_row(
+            shown(r["model"]), shown(r["variant"]), *[shown(r[c]) for c in varying],
+            str(r["batch_size"]), shown(r["device"]), f"[{style}]{r['status']}[/]", *score,
+            _num(r["p50_ms"], ".2f"), _num(r["per_sample_ms"], ".2f"),
+            *[_memory_cell(r, c) for c in (memory, *limited)],
+            _num(r["flops"] and r["flops"] / 1e9, ".3f"),
+            _num(r["params"] and r["params"] / 1e6, ".2f"),
+            *[_gap_cell(gaps.get(id(r)))] * bool(gaps), *[flags(r)] * bool(flagged))
+    return table
+
+
+def _results_caption(rows: list[dict], flagged: list[dict], gaps: dict) -> str:
+    parts = [f"{word}: {why}" for column, word, why in FLAGS
+             if any(r.get(column) for r in flagged)]
+    if any(r["status"] == Status.OOM and r.get("peak_mem_mb") is not None for r in rows):
+        parts.append("oom: [red]red[/] memory is the container's peak when the kernel killed "
+                     "the job, headroom the limit less that peak")
+    if gaps:
+        parts.append("Δlogit: max |logit − the same model's eager fp32's| on the first batch, "
+                     "same task, batch and sequence length" + _elsewhere_note(gaps.values()))
+    return "; ".join(parts)
+
+
+def _memory(row: dict, column: str):
+    """A memory figure of a row. An oom job has none of its own: it had the container's peak at
+    the kill (peak_mem_mb), and the limit less that as its headroom."""
+    if row.get(column) is not None or row["status"] != Status.OOM:
+        return row.get(column)
+    peak, limit = row.get("peak_mem_mb"), row.get("memory_limit_mb")
+    if column == "memory_mb":
+        return peak
+    if column == "headroom_mb" and None not in (peak, limit):
+        return limit - peak
+    return None
+
+
+def _memory_cell(row: dict, column: str) -> str:
+    """Memory, limit or headroom: red for an oom job's peak and for headroom of 0 or less."""
+    value = _memory(row, column)
+    text = _num(value, ".0f")
+    killed = row["status"] == Status.OOM and column in ("memory_mb", "peak_mem_mb")
+    short = column == "headroom_mb" and value is not None and value <= 0
+    return f"[red]{text}[/]" if text and (killed or short) else text
+
+
+def _logit_gaps(rows: list[dict], elsewhere: dict | None) -> dict:
+    """id(row) -> its Compared, for the rows with a Δlogit against eager fp32."""
+    from farm.comparisons import compare
+
+    if not any(r.get("logits_json") for r in rows):  # no logits (before 0007): no Δlogit
+        return {}
+    return {id(c.result): c for c in compare(rows, elsewhere) if c.logit_gap is not None}
+
+
+def _gap_cell(compared) -> str:
+    """A Δlogit, with † where the fp32 it is against ran in another sweep."""
+    return _far(_num(compared.logit_gap, ".1e"), compared.baseline_elsewhere) if compared else ""
+
+
+def _elsewhere_note(compared, reference: bool = False) -> str:
+    """'; †: compared with sweep s on d ...', naming the sweep and device of each baseline (and,
+    with reference, each streamed variant's eager reference) that came from another sweep."""
+    found = sorted({(other["sweep"], other["device"]) for c in compared
+                    for other, far in ((c.baseline, c.baseline_elsewhere),
+                                       (c.reference, reference and c.reference_elsewhere))
+                    if far})
+    if not found:
+        return ""
+    return ("; †: compared with " + ", ".join(f"sweep {shown(sweep)} on {shown(device)}"
+                                             for sweep, device in found)
+            + " (no run of that work here)")
+
+
+def _work_columns(table: Table, rows: list[dict]) -> list[str]:
+    """model, variant, (task, seq and device where they vary), batch, status: the columns that
+    say which job a row is; returns the varying ones."""
+    varying = [c for c in ("task", "seq_len", "device") if len({r[c] for r in rows}) > 1]
+    for name in ("model", "variant", *varying, "batch_size", "status"):
+        table.add_column(label(name), no_wrap=True)
+    return varying
+
+
+def _work_cells(r: dict, varying: list[str]) -> list[str]:
+    style = STATUS_STYLE.get(r["status"], "")
+    return [shown(r["model"]), shown(r["variant"]), *[shown(r[c]) for c in varying],
+            str(r["batch_size"]), f"[{style}]{r['status']}[/]"]
+
+
+def _compared_order(c) -> tuple:
+    r = c.result
+    return (r["model"], r["task"], r["seq_len"], r["batch_size"], r["device"] or "",
+            not c.is_baseline, r["variant"])
+
+
+def streaming_table(title: str, rows: list[dict], elsewhere: dict | None = None) -> Table:
+    """The stream variants against eager fp32: time, model memory, reads, and whether their
+    logits are those of the eager model of their own precision and methods. Baselines and
+    references come from the rows, else from `elsewhere` (farm.comparisons.compare)."""
+    from farm.comparisons import compare
+
+    compared = compare(rows, elsewhere)
+    streamed = [c for c in compared if c.variant.streamed]
+    listed = [c for c in compared if c.variant.streamed or any(
+        c.result is o.reference or c.result is o.baseline for o in streamed)]
+    table = Table(title=title, header_style="bold", pad_edge=False,
+                  caption="× eager: per-sample time / eager fp32's; model MiB: peak above the "
+                          "agent idle; per pass: layer MB read, read ms (any thread), wait ms "
+                          "(the pass stalled), compute ms; Δlogit: max |logit − the eager "
+                          "model's of the same precision and methods| on the first batch"
+                          + _elsewhere_note(streamed, reference=True))
+    varying = _work_columns(table, [c.result for c in listed])
+    for name in ("ms/sample", "× eager", "model MiB", "% eager", "MB/pass", "read ms",
+                 "wait ms", "compute ms", "Δlogit"):
+        table.add_column(name, justify="right")
+    for row in sorted(listed, key=_compared_order):
+        r = row.result
+        mb = r.get("bytes_read")
+        table.add_row(
+            *_work_cells(r, varying), _num(r.get("per_sample_ms"), ".1f"),
+            _far(_num(row.latency_ratio, ".2f"), row.baseline_elsewhere),
+            _num(r.get("model_memory_mb"), ".0f"),
+            _far(_num(row.memory_ratio and 100 * row.memory_ratio, ".0f"),
+                 row.baseline_elsewhere),
+            _num(mb and mb / 1e6, ".0f"), _num(r.get("read_ms"), ".1f"),
+            _num(r.get("read_wait_ms"), ".1f"), _num(r.get("compute_ms"), ".1f"),
+            _far(_num(row.stream_gap, ".1e"), row.reference_elsewhere))
+    return table
+
+
+def _far(text: str, elsewhere: bool) -> str:
+    """A figure against a run of another sweep, marked †."""
+    return text + "†" if text and elsewhere else text
+
+
+def methods_table(title: str, rows: list[dict], elsewhere: dict | None = None) -> Table:
+    """The variants with methods against eager fp32 on the same work (from the rows, else from
+    `elsewhere`: farm.comparisons.compare): whether their savings in parameters and FLOPs
+    became time and memory, what they did to the logits (and the score), and each method's own
+    figures."""
+    from agents.methods import table_fields
+    from farm.comparisons import compare
+
+    compared = compare(rows, elsewhere)
+    with_methods = [c for c in compared if c.variant.methods]
+    listed = [c for c in compared
+              if c.variant.methods or any(c.result is o.baseline for o in with_methods)]
+    fields = [f for f in table_fields() if any(c.result.get(f[0]) is not None for c in listed)]
+    scored = any(c.result.get("metric") or c.result.get("score_note") for c in listed)
+    table = Table(title=title, header_style="bold", pad_edge=False,
+                  caption="; ".join(
+                      ["× fp32 and (%): against the eager fp32 model on the same work; model "
+                       "MiB: peak above the agent idle; Δlogit: max |logit − fp32's| on the "
+                       "first batch" + _elsewhere_note(with_methods)]
+                      + [f"{n.replace('_', ' ')}: {what}" for n, _, _, what in fields]))
+    varying = _work_columns(table, [c.result for c in listed])
+    # masks store zeros: their nonzero parameters, where a variant's are clearly fewer than it
+    # stores (a model's own zero biases are a fraction of a percent)
+    masked = any(c.result["nonzero_params"] < 0.95 * (c.result.get("params") or 0)
+                 for c in listed if c.result.get("nonzero_params") is not None)
+    # A number is never wrapped or cut (either reads as another number): a figure with its
+    # share may wrap at the space between them; what the methods did is one text column, a
+    # figure a line, however many methods there are.
+    for name in ("score",) * scored + ("ms/sample", "× fp32", "params M") + (
+            "nonzero M",) * masked + ("GFLOP/sample", "model MiB", "Δlogit"):
+        shares = name in ("params M", "GFLOP/sample", "model MiB")
+        table.add_column(name, justify="right", no_wrap=not shares,
+                         min_width=7 if shares else None)
+    if fields:
+        table.add_column("what the methods did", min_width=16)
+    for c in sorted(listed, key=_compared_order):
+        r = c.result
+        score = [_num(r.get("score"), ".3f") or ("[dim]no score[/]" if r.get("score_note")
+                                                 else "–")] if scored else []
+        did = "\n".join(name.replace("_", " ") + " " + _num(r[name], FIELD_FORMATS[kind])
+                        for name, kind, *_ in fields if r.get(name) is not None)
+        table.add_row(
+            *_work_cells(r, varying), *score, _num(r.get("per_sample_ms"), ".1f"),
+            _far(_num(c.latency_ratio, ".2f"), c.baseline_elsewhere),
+            _with_share(r.get("params") and r["params"] / 1e6, c.params_ratio, ".2f"),
+            *[_num(r.get("nonzero_params") and r["nonzero_params"] / 1e6, ".2f")] * masked,
+            _with_share(r.get("flops") and r["flops"] / 1e9, c.flops_ratio, ".2f"),
+            _with_share(r.get("model_memory_mb"), c.memory_ratio, ".0f"),
+            _far(_num(c.logit_gap, ".1e"), c.baseline_elsewhere), *[shown(did)] * bool(fields))
+    return table
+
+
+FIELD_FORMATS = {"float": ".4f", "int": "", "text": ""}  # a method's figure by its FIELDS type
+
+
+def _with_share(value, ratio, fmt: str) -> str:
+    """'95.31 (87%)': a figure and its share of the baseline's."""
+    text = _num(value, fmt)
+    return f"{text} ({100 * ratio:.0f}%)" if text and ratio is not None else text
