@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import shlex
 import sys
 from enum import Enum
@@ -11,148 +10,17 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from typer._click.exceptions import (  # typer 0.29 carries its own click
-    NoArgsIsHelpError, NoSuchOption, UsageError)
-from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-from agents.spelling import with_guess
 from farm import __version__
+from farm.cli_base import (DB_OPTION, EXIT_INTERRUPTED, INVENTORY_OPTION, RAY_ADDRESS_OPTION,
+                           SWEEP_ARGUMENT, _App, _debug, boundary, err, out)
+from farm.cli_groups import devices_app, exits_app, sweeps_app
 from farm.console import SweepProgress, shown, visible
 from farm.errors import EXIT_JOBS_FAILED, DeviceError, FarmError
 
 
-class _WordArgument(TyperArgument):
-    """An argument shown as its NAME: no type after it, no braces around it in the usage line."""
-
-    def display_type_rich(self, ctx):
-        return None
-
-    def get_usage_pieces(self, ctx):
-        name = self.metavar or (self.name.upper() + ("..." if self.nargs != 1 else ""))
-        return [name if self.required else f"[{name}]"]
-
-
-class _InWords:
-    """--help in words. typer (0.29) writes a type after every parameter (`<bool>`, `<str>`) and
-    a required argument in braces (`{sweep}`); here an argument or an option's value reads as its
-    metavar (SWEEP, FILE, N), and a flag, which takes no value, as nothing."""
-
-    def get_params(self, ctx):
-        params = super().get_params(ctx)
-        for param in params:
-            if isinstance(param, TyperArgument):  # typer builds these itself: no class to pass
-                param.__class__ = _WordArgument
-            elif getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
-        return params
-
-
-class _Command(_InWords, TyperCommand):
-    pass
-
-
-class _Group(_InWords, TyperGroup):
-    """Command lines that farm cannot read (an unknown command or option, a value an option
-    does not take, one left out), found while reading them or raised by a command: one line and
-    exit 2, as for a bad sweep file, rather than typer's box."""
-
-    def parse_args(self, ctx, args):
-        with _usage(ctx):
-            return super().parse_args(ctx, args)
-
-    def invoke(self, ctx):
-        with _usage(ctx):
-            return super().invoke(ctx)
-
-    def resolve_command(self, ctx, args):
-        name = args[0] if args else ""
-        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
-            _fail(f"{ctx.command_path} has no command {name}",
-                  with_guess(name, self.list_commands(ctx),
-                             f"`{ctx.command_path} --help` lists its commands"), 2)
-        return super().resolve_command(ctx, args)
-
-
-@contextlib.contextmanager
-def _usage(ctx):
-    try:
-        yield
-    except NoArgsIsHelpError:
-        raise  # a group called bare: its help, as asked
-    except UsageError as error:
-        command = error.ctx.command_path if error.ctx else ctx.command_path
-        fix = f"`{command} --help` lists what it takes"
-        if isinstance(error, NoSuchOption):
-            message = f"{command} has no option {error.option_name}"
-            fix = with_guess(error.option_name, error.possibilities or (), fix)
-        else:
-            # typer checks choices with pydantic, whose prefix says nothing to a user
-            message = error.format_message().replace("Value error, ", "")
-        _fail(message, fix, error.exit_code)
-
-
-class _App(typer.Typer):
-    """farm's commands and groups: help in words, Markdown docstrings (their lines are joined
-    and wrapped to the terminal, never broken where the source's lines end)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(cls=_Group, rich_markup_mode="markdown", add_completion=False, **kwargs)
-
-    def command(self, *args, **kwargs):
-        return super().command(*args, cls=_Command, **kwargs)
-
-
 app = _App(no_args_is_help=True, help="Measure BERT-family models on small hardware: Jetson Nanos "
            "and emulated 2 GiB containers.")
-# Logs and pipes get a width that fits the results table; terminals keep their own.
-out = Console() if sys.stdout.isatty() else Console(width=160)
-err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=160)
-_debug = {"on": False}
-
-EXIT_INTERRUPTED, EXIT_INTERNAL = 130, 70
-
-# Options that several commands take, defined once.
-DB_OPTION = typer.Option(None, "--db", metavar="DB", help="Database path or SQLAlchemy URL "
-                         "(default: $FARM_DB, else ./farm.db).")
-INVENTORY_OPTION = typer.Option(Path("inventory.yaml"), "--inventory", "-i", metavar="FILE",
-                                help="The inventory of devices.")
-RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", metavar="HOST:PORT", help="An existing "
-                                  "Ray cluster (default: a private one).")
-SWEEP_ARGUMENT = typer.Argument(..., metavar="SWEEP", help="The sweep's name.")
-
-
-def _fail(message: str, hint: str | None, exit_code: int):
-    # One line each, whatever the width: scripts grep them, people read them whole.
-    err.print(f"[bold red]error:[/] {shown(message, lines=False)}", highlight=False,
-              soft_wrap=True)
-    if hint:
-        err.print(f"[dim]hint: {shown(hint, lines=False)}[/]", highlight=False, soft_wrap=True)
-    raise typer.Exit(exit_code)
-
-
-def boundary(command):
-    """Turn farm's errors into one line and a distinct exit code (tracebacks only with --debug)."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except FarmError as error:
-            if _debug["on"]:
-                err.print_exception()
-            _fail(error.message, error.hint, error.exit_code)
-        except KeyboardInterrupt:
-            err.print("[magenta]interrupted[/]")
-            raise typer.Exit(EXIT_INTERRUPTED)
-        except (typer.Exit, typer.BadParameter):  # the latter: _Group.invoke says it
-            raise
-        except Exception as error:  # a bug in farm: say so plainly
-            if _debug["on"]:
-                err.print_exception()
-            err.print(f"[bold red]internal error:[/] {type(error).__name__}: "
-                      f"{shown(error, lines=False)} "
-                      "(run with --debug for the traceback)", highlight=False)
-            raise typer.Exit(EXIT_INTERNAL)
-    return wrapper
 
 
 def _version(value: bool):
@@ -525,151 +393,9 @@ def compare_command(
     out.print(Tall(differences_table(against, differences, by_what)))  # its thousands of rows
 
 
-devices_app = _App(help="The inventory's devices: state, health, trust.")
-app.add_typer(devices_app, name="devices")
-# A subcommand's own -i/--db, where given, wins over the group's (`farm devices -i lab.yaml check`).
-OWN_INVENTORY_OPTION = typer.Option(None, "--inventory", "-i", metavar="FILE",
-                                    help="The inventory of devices (default: the one "
-                                    "`farm devices` was given, else inventory.yaml).")
-OWN_DB_OPTION = typer.Option(None, "--db", metavar="DB", help="Database path or SQLAlchemy URL "
-                             "(default: the one `farm devices` was given, else $FARM_DB, else "
-                             "./farm.db).")
-
-
-def _or_group(ctx: typer.Context, name: str, own):
-    """A `farm devices` subcommand's own option where given, else the group's."""
-    return ctx.parent.params[name] if own is None else own
-
-
-@devices_app.callback(invoke_without_command=True)
-@boundary
-def devices(ctx: typer.Context, inventory: Path = INVENTORY_OPTION, db: Optional[str] = DB_OPTION):
-    """Table of devices: name, kind, state, last seen, current job (from the database only)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from farm.readers import device_table
-    from farm.console import devices_table
-    out.print(devices_table(device_table(inventory, db)))
-
-
-@devices_app.command("check")
-@boundary
-def devices_check(ctx: typer.Context,
-                  names: Optional[list[str]] = typer.Argument(None, metavar="DEVICE...",
-                                                              help="Devices (default: all)."),
-                  inventory: Optional[Path] = OWN_INVENTORY_OPTION):
-    """Reach each device and read what it offers: host key, login, python, torch, transformers,
-    free memory, power mode, clocks, tegrastats, cgroup."""
-    from farm.api import check_devices
-    from farm.console import checks_table
-    from farm.devices.health import FAIL
-
-    with err.status("checking devices..."):
-        results = check_devices(_or_group(ctx, "inventory", inventory), names)
-    for name, checks in results.items():
-        out.print(checks_table(name, checks))
-    failing = [n for n, checks in results.items() if any(c.status == FAIL for c in checks)]
-    if failing:
-        err.print(f"[bold red]not ready:[/] {shown(', '.join(failing))}", highlight=False)
-        raise typer.Exit(DeviceError.exit_code)
-
-
-@devices_app.command("trust")
-@boundary
-def devices_trust(ctx: typer.Context,
-                  name: str = typer.Argument(..., metavar="DEVICE", help="The device (one "
-                                             "reached over SSH, e.g. kind: jetson)."),
-                  yes: bool = typer.Option(False, "--yes", "-y", help="Pin without asking."),
-                  inventory: Optional[Path] = OWN_INVENTORY_OPTION):
-    """Show the board's host key fingerprint, and pin it after a yes."""
-    from farm.api import host_key, trust
-
-    offer = host_key(_or_group(ctx, "inventory", inventory), name)
-    who, address, known_hosts = shown(name), shown(offer.address), shown(offer.known_hosts)
-    out.print(f"{who} at {address} presents {offer.key_type} key "
-              f"[bold]{offer.fingerprint}[/]", highlight=False)
-    if offer.state == "trusted":
-        out.print(f"[green]already trusted[/] ({known_hosts})", highlight=False)
-        return
-    if offer.state == "changed":
-        err.print(f"[bold red]warning: the host key CHANGED.[/] {known_hosts} pins "
-                  f"{offer.pinned_fingerprint}. Pin the new key only if you know why it changed "
-                  "(the board was reinstalled); otherwise someone may be in the middle.",
-                  highlight=False)
-    if not yes and not typer.confirm(f"Pin this key for {visible(name)} in "
-                                     f"{visible(offer.known_hosts)}?"):
-        err.print("nothing pinned")
-        raise typer.Exit(1)
-    trust(offer)
-    out.print(f"[green]pinned[/] {offer.fingerprint} for {address} in {known_hosts}",
-              highlight=False)
-
-
-@devices_app.command("release")
-@boundary
-def devices_release(ctx: typer.Context,
-                    name: str = typer.Argument(..., metavar="DEVICE", help="The device."),
-                    inventory: Optional[Path] = OWN_INVENTORY_OPTION,
-                    db: Optional[str] = OWN_DB_OPTION):
-    """Return a quarantined device to service by hand (a sweep otherwise health-checks it)."""
-    from farm.api import release_device
-
-    if release_device(_or_group(ctx, "inventory", inventory), name, _or_group(ctx, "db", db)):
-        out.print(f"[green]released[/] {shown(name)}: it takes jobs again", highlight=False)
-    else:
-        out.print(f"{shown(name)} was not quarantined", highlight=False)
-
-
-sweeps_app = _App(no_args_is_help=True, help="The sweeps in the database.")
+app.add_typer(devices_app, name="devices")  # after the commands, in --help's order
 app.add_typer(sweeps_app, name="sweeps")
-
-
-@sweeps_app.command("rm")
-@boundary
-def sweeps_rm(sweep: str = SWEEP_ARGUMENT,
-              yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking."),
-              db: Optional[str] = DB_OPTION):
-    """Remove a sweep with its jobs, results, scores and attempts, in one transaction, so that
-    its name is free for another sweep file. Refused while a farm run drives it."""
-    from farm.api import remove_sweep
-
-    if not yes and not typer.confirm(f"Remove sweep {visible(sweep)} and every result in it?"):
-        err.print("nothing removed")
-        raise typer.Exit(1)
-    removed = remove_sweep(sweep, db)
-    out.print(f"removed sweep {shown(sweep)} ({removed} jobs)", highlight=False)
-
-
-exits_app = _App(no_args_is_help=True, help="Exit heads for early exit.")
 app.add_typer(exits_app, name="exits")
-
-
-@exits_app.command("fit")
-@boundary
-def exits_fit(checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT",
-                                                help="A fine-tuned checkpoint folder."),
-              task: str = typer.Option(..., "--task", "-t", metavar="TASK",
-                                       help="Its GLUE task (sst2, mnli-m...)."),
-              data_dir: Path = typer.Option(..., "--data-dir", "-d", metavar="DIR",
-                                            help="The GLUE distribution (TASK/train.tsv and its "
-                                            "dev file)."),
-              out_dir: Optional[Path] = typer.Option(None, "--out", "-o", metavar="DIR",
-                                                     help="Where to save (default: "
-                                                     "CHECKPOINT-exits)."),
-              epochs: int = typer.Option(3, "--epochs", min=1, metavar="N",
-                                         help="Passes over train.tsv."),
-              max_train: Optional[int] = typer.Option(None, "--max-train", min=1, metavar="N",
-                                                      help="Use the first N train examples.")):
-    """Fit one exit head per layer to a checkpoint that has none (DeeBERT's second stage: the
-    backbone frozen), report each exit's dev accuracy, and save a checkpoint early_exit loads."""
-    from farm.console import FitProgress
-    from farm.exits import fit, table
-
-    with FitProgress(out) as progress:
-        report = fit(checkpoint, task, data_dir, out_dir, epochs=epochs, max_train=max_train,
-                     progress=progress.update)
-    out.print(table(report))
-    out.print(f"wrote {shown(report.out_dir)}", highlight=False)
 
 if __name__ == "__main__":
     sys.exit(app())
