@@ -58,12 +58,18 @@ def start_local_instance(**options) -> None:
                 ray.init(address="local", **options)
             return
         except Exception as error:  # Ray's bare Exception when the node never registered
-            if "timed out during startup" not in str(error):
+            if not isinstance(error, RayletEnded) and "timed out during startup" not in str(error):
                 raise
             if attempt == LOCAL_STARTS:
                 raise DeviceError(f"Ray's local node did not come up in {LOCAL_STARTS} starts",
                                   "the machine is too busy to start Ray; its logs are in "
                                   "/tmp/ray/session_latest/logs") from None
+
+
+class RayletEnded(Exception):
+    """The private instance's raylet ended before its node registered (it gave up on its
+    agents). Not a RuntimeError, which Ray's own start takes for "not yet" and asks again
+    until its 30 s are up: this one ends the start at once."""
 
 
 @contextlib.contextmanager
@@ -83,8 +89,8 @@ def local_start(seconds: float):
     to themselves sooner. ray.init takes none of these settings, so the head's parameters
     are set as its Node is made (and a Node that gave up stops what it started); and Ray's
     look for the node (services.get_node, RuntimeError until it is there) keeps looking
-    until `seconds` have passed or the raylet has ended. Another Ray, without these names,
-    starts as it would."""
+    until `seconds` have passed, and where the raylet has ended, ends the start at once
+    (RayletEnded). Another Ray, without these names, starts as it would."""
     from ray._private import node, services
     made, look = node.Node.__init__, getattr(services, "get_node", None)
     if look is None:
@@ -116,7 +122,9 @@ def local_start(seconds: float):
             try:
                 return look(*args, **kwargs)
             except RuntimeError:
-                if time.monotonic() >= deadline or raylet_gone():
+                if raylet_gone():
+                    raise RayletEnded("the raylet ended before its node registered") from None
+                if time.monotonic() >= deadline:
                     time.sleep(0.5)  # Ray asks again at once until its own 30 s are up
                     raise
                 time.sleep(0.5)
