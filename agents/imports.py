@@ -1,12 +1,12 @@
 """Importing torch and transformers: a turn per core on a host.
 
 An agent's first load imports torch and transformers (about 6 s of one core on the 2-core CI
-machine; half of it transformers' models' common code, transformers.modeling_utils, which
-the turn covers too). A sweep starts every device's agent at once, so on a host with more devices than
-cores every import shares the cores and none finishes early: 4 agents on 2 cores each took
+machine; half of it transformers' models' common code, transformers.modeling_utils, which the
+turn covers too). A sweep starts every device's agent at once, so on a host with more devices
+than cores every import shares the cores and none finishes early: 4 agents on 2 cores each took
 about 12 s, and the first result waited for all of them. Here at most one agent per core
-imports at a time; the others wait their turn, so the first agents load at full speed. The
-wait is not part of the load (load_s starts when the turn is taken).
+imports at a time; the others wait their turn, so the first agents load at full speed. The wait
+is not part of the load (load_s starts when the turn is taken).
 
 Importing transformers also imports scipy.optimize where scipy is installed (for an object
 detection loss; about a second of a core here), which no BERT-family model uses: the agent

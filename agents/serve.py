@@ -63,7 +63,6 @@ class Agent(object):
         with imports.turn():  # the wait for a turn is no one's
             started = time.perf_counter()
             import torch  # noqa: F401
-            import transformers  # noqa: F401
             # transformers' own import is lazy: most of its time (3 of 6 s of a core here) is
             # the models' common code, which every model's class imports; in the turn too
             import transformers.modeling_utils  # noqa: F401

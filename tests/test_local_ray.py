@@ -16,20 +16,19 @@ from conftest import descendants
 from farm import cluster
 
 
+def _processes() -> list[tuple[str, int]]:
+    """(name, pid) of every process below this one: a Python script's file name, else the
+    program's (or the title Ray gave the process, ray::DashboardAgent)."""
+    named = []
+    for pid, argv in descendants(os.getpid()).items():
+        scripts = [Path(arg.decode()).name for arg in argv[1:] if arg.endswith(b".py")]
+        named.append((scripts[0] if scripts else Path(argv[0].decode()).name, pid))
+    return named
+
+
 def _ray_processes() -> list[tuple[str, int]]:
     """(name, pid) of the gcs_server and raylet processes below this one."""
-    named = ((Path(argv[0].decode()).name, pid) for pid, argv in descendants(os.getpid()).items())
-    return sorted((name, pid) for name, pid in named if name in ("gcs_server", "raylet"))
-
-
-def _process_names() -> set[str]:
-    """What each process below this one runs: a Python script's file name, else the
-    program's (or the title Ray gave the process, ray::DashboardAgent)."""
-    names = set()
-    for argv in descendants(os.getpid()).values():
-        scripts = [Path(arg.decode()).name for arg in argv[1:] if arg.endswith(b".py")]
-        names.add(scripts[0] if scripts else Path(argv[0].decode()).name)
-    return names
+    return sorted((name, pid) for name, pid in _processes() if name in ("gcs_server", "raylet"))
 
 
 def test_a_start_that_gives_up_is_stopped_and_started_again(monkeypatch):
@@ -57,7 +56,7 @@ def test_a_start_that_gives_up_is_stopped_and_started_again(monkeypatch):
         assert [name for name, _ in _ray_processes()] == ["gcs_server", "raylet"]
         # none of the head's processes that do nothing for a private instance: the dashboard's
         # head, the autoscaler's monitor, the log monitor (the raylet's agents stay)
-        names = _process_names()
+        names = {name for name, _ in _processes()}
         assert "ray::DashboardAgent" in names, names
         assert not names & {"dashboard.py", "monitor.py", "log_monitor.py"}, names
     finally:
