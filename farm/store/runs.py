@@ -15,13 +15,22 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from farm.errors import Busy
 from farm.results import FINAL, Failure, Status
 from farm.store.clock import STALE_S, utcnow
 from farm.store.schema import Attempt, Claims, Device, Job, Run, Sweep
+
+# A job's attempt opened and closed, each statement built once (farm.store.database says why).
+_A = Attempt.__table__
+_ATTEMPTS = select(func.count()).where(_A.c.job_id == bindparam("the_job"))
+_ATTEMPT = _A.insert()
+_ATTEMPT_ENDED = _A.update().where(
+    _A.c.job_id == bindparam("the_job"), _A.c.status == Status.RUNNING,
+    _A.c.attempt == select(func.max(_A.c.attempt)).where(
+        _A.c.job_id == bindparam("the_job")).scalar_subquery())
 
 HOST = socket.gethostname()
 
@@ -140,21 +149,16 @@ class RunsMixin:
     @staticmethod
     def _open_attempt(db: Connection, job_id: int, device: str, run_id: int | None,
                       now: datetime) -> None:
-        count = db.scalar(select(func.count()).where(Attempt.job_id == job_id)) or 0
-        db.execute(insert(Attempt), [dict(job_id=job_id, attempt=count + 1, run_id=run_id,
-                                          device=device, started_at=now,
-                                          status=Status.RUNNING)])
+        count = db.scalar(_ATTEMPTS, dict(the_job=job_id)) or 0
+        db.execute(_ATTEMPT, [dict(job_id=job_id, attempt=count + 1, run_id=run_id,
+                                   device=device, started_at=now, status=Status.RUNNING)])
 
     @staticmethod
     def _close_attempt(db: Connection | Session, job_id: int, outcome: dict,
                        now: datetime) -> None:
-        latest = (select(func.max(Attempt.attempt)).where(Attempt.job_id == job_id)
-                  .scalar_subquery())
-        db.execute(update(Attempt).where(
-            Attempt.job_id == job_id, Attempt.attempt == latest,
-            Attempt.status == Status.RUNNING).values(
-            status=outcome["status"], failure=outcome.get("failure"), error=outcome.get("error"),
-            finished_at=now))
+        db.execute(_ATTEMPT_ENDED, dict(the_job=job_id, status=outcome["status"],
+                                        failure=outcome.get("failure"),
+                                        error=outcome.get("error"), finished_at=now))
 
     def jobs_ended_now(self) -> int:
         """The jobs this run took to a final end (done, oom, failed, timeout): not those it
