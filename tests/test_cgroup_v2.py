@@ -51,6 +51,12 @@ def start() -> None:
     _run.update(out=out, since=time.monotonic(), kernel=uml_kernel.Kernel(COMMAND, out))
 
 
+def running() -> bool:
+    """Whether this session's kernel is still running (it holds one of the host's cores)."""
+    kernel = _run.get("kernel")
+    return kernel is not None and kernel.process.poll() is None
+
+
 def stop() -> None:
     """The session is over: the kernel goes (whatever it was doing), and its folder."""
     kernel = _run.pop("kernel", None)
