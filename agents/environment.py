@@ -99,7 +99,10 @@ def describe():
     """The machine: read once per agent, as the Jetson tools take a while to answer."""
     env = {"python": platform.python_version(), "platform": platform.platform(),
            "machine": platform.machine(), "cpu_model": _cpu_model(),
-           "cpu_count": os.cpu_count(), "memory_total_mb": meminfo_mb("MemTotal")}
+           "cpu_count": os.cpu_count(), "memory_total_mb": meminfo_mb("MemTotal"),
+           # Above the user's, the agent loses a shared core to anything else (farm starts it
+           # at the niceness of `farm submit`, where the host allows it).
+           "niceness": os.getpriority(os.PRIO_PROCESS, 0)}
     env.update(jetson_facts())
     return env
 

@@ -136,6 +136,30 @@ def local_start(seconds: float):
         node.Node.__init__, services.get_node = made, look
 
 
+def run_at_niceness(niceness: int) -> int:
+    """Give every thread of this process `niceness` where the system allows it; return the
+    niceness the calling thread has then.
+
+    Ray starts its workers at niceness 15 (its worker_niceness), and an agent started from a
+    device's worker inherits it: where the scheduler weighs it against other processes by
+    niceness (no cgroup or autogroup of its own between them), it would lose a shared core to
+    anything else, in its timed window too. Linux keeps a niceness per thread and a new thread or process
+    takes its creator's, so every thread is set and the agents started later from any of them
+    run at `niceness`. Lowering a niceness needs root (CAP_SYS_NICE) or RLIMIT_NICE; where
+    neither allows it the niceness stays, and the agent records the one it ran at (its env's
+    `niceness`)."""
+    try:
+        threads = [int(thread) for thread in os.listdir("/proc/self/task")]
+    except OSError:  # no /proc: the calling thread alone
+        threads = [0]
+    for thread in threads:
+        try:
+            os.setpriority(os.PRIO_PROCESS, thread, niceness)
+        except OSError:  # not allowed, or the thread has just ended
+            pass
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 @ray.remote(num_cpus=0, max_concurrency=2)  # a second thread answers events() and cancel()
 class DeviceWorker:
     def __init__(self, device):
@@ -144,7 +168,9 @@ class DeviceWorker:
         self.runner = runner_for(device)
         self.pending_events = deque()
 
-    def prepare(self, owner: Owner | None = None) -> dict:
+    def prepare(self, owner: Owner | None = None, niceness: int | None = None) -> dict:
+        if niceness is not None:  # before any agent starts: they inherit it
+            run_at_niceness(niceness)
         facts = self.runner.prepare(owner, host=socket.gethostname(),
                                     ray_node=ray.get_runtime_context().get_node_id())
         self.runner.warm()  # its imports overlap what the controller still prepares
@@ -204,7 +230,10 @@ def prepare_workers(workers: dict[str, object], owner: Owner | None = None
     ready, and farm's own error for each that is not. Raises Busy, once every device has
     answered, if another farm holds one of them: the run stops there, as when its database
     says so, and no device is marked broken for being in use."""
-    refs = {name: worker.prepare.remote(owner) for name, worker in workers.items()
+    # The agents run at this process's niceness (that of `farm submit`), not at Ray's for its
+    # workers.
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    refs = {name: worker.prepare.remote(owner, niceness) for name, worker in workers.items()
             if not isinstance(worker, Unplaced)}
     ready = {}
     refused = {name: w.error for name, w in workers.items() if isinstance(w, Unplaced)}

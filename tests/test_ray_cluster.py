@@ -284,3 +284,32 @@ def test_a_node_killed_mid_job_sends_its_job_to_the_other_node_and_its_device_of
                       env=cluster.env(COLUMNS="200"))
     line = next(line for line in listed.stdout.splitlines() if on_second in line)
     assert "Ray node second" in line and "offline" in line, listed.stdout
+
+
+_RENICED = """
+import os, subprocess, sys, threading
+from farm.cluster import run_at_niceness
+
+os.nice(15)  # as Ray starts a worker: every thread at 15
+go = threading.Event()
+def start_agent():  # a thread from before, as the worker's second one: it starts an agent
+    go.wait()
+    print(subprocess.run([sys.executable, "-c", "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"],
+                         capture_output=True, text=True).stdout.strip())
+thread = threading.Thread(target=start_agent)
+thread.start()
+print(run_at_niceness(int(sys.argv[1])))
+print(sorted({open("/proc/self/task/%s/stat" % task).read().rsplit(")", 1)[1].split()[16]
+              for task in os.listdir("/proc/self/task")}))
+go.set()
+thread.join()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="lowering a niceness needs root here")
+def test_a_device_worker_runs_its_agents_at_the_niceness_asked_not_rays():
+    ran = subprocess.run([sys.executable, "-c", _RENICED, "3"], capture_output=True, text=True,
+                         timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    # the calling thread, every thread of the process, an agent started from an older thread
+    assert ran.stdout.split("\n")[:3] == ["3", "['3']", "3"], ran.stdout

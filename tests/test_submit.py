@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import statistics
 
@@ -52,6 +53,8 @@ def test_sweep_spreads_over_a_pool_and_resubmitting_runs_nothing(
         env = json.loads(r["env_json"])
         assert env["cgroup"] in ("v1", "v2") and env["torch"] and env["agent"]
         assert env["torch_threads"] == 1
+        # at the niceness of the process that submitted, not Ray's for its workers (15)
+        assert env["niceness"] == os.getpriority(os.PRIO_PROCESS, 0)
 
     again = submit(write_yaml("sweep.yaml", sweep), inventory, db=db_url)
     assert (again.ran, again.counts) == (0, {"done": 8})
