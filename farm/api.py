@@ -8,10 +8,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from farm.cluster import (DEVICE_RESOURCE, TOKEN_HINT, close_workers, prepare_workers,
-                          start_local_instance, start_workers, use_token)
-from farm.controller import Observer, Scheduler
 from farm.devices.kinds import kind_of
 from farm.devices.lock import Owner, held_here, lock_path, refusal
 from farm.errors import (Busy, ConfigError, DeviceError, DeviceUnreachable, FarmError,
@@ -26,6 +24,9 @@ from farm.store import Store, queries, resolve_url, url_shown
 from farm.store.readonly import ReadOnly
 from farm.store.clock import HEARTBEAT_S
 from farm.sweep import Sweep, expand, load_sweep, read_data, resolve_targets
+
+if TYPE_CHECKING:  # Ray and the controller are imported once the sweep is found good
+    from farm.controller import Observer
 
 
 @dataclass
@@ -53,14 +54,23 @@ class SubmitReport:
         return self.counts.get(Status.QUEUED, 0) + self.counts.get(Status.RUNNING, 0)
 
 
-class _Quiet(Observer):
-    """Told everything, shows nothing: the Protocol's own methods do nothing."""
+class _Quiet:
+    """An Observer (farm.controller) told everything that shows nothing."""
+
+    def __getattr__(self, name: str):
+        return _nothing
+
+
+def _nothing(*args, **kwargs) -> None:
+    pass
 
 
 @contextlib.contextmanager
 def ray_connection(address: str | None, inventory: Inventory):
     """Join a Ray cluster at `address`, or start a private local instance for this run."""
     import ray
+
+    from farm.cluster import DEVICE_RESOURCE, TOKEN_HINT, start_local_instance, use_token
 
     if ray.is_initialized():
         yield
@@ -179,6 +189,9 @@ def _drive(store: Store, sweep: Sweep, inventory: Inventory, pools, jobs, data, 
     """Prepare the devices and schedule the jobs: (jobs run to an end now, refused devices,
     cancelled, the controller's seconds in its turns). `files`: the sweep file as given, and
     as stored (its resolved path)."""
+    from farm.cluster import close_workers, prepare_workers, start_workers
+    from farm.controller import Scheduler
+
     sweep_file, source = files
     refused = _quarantine_checks(store, inventory, kinds)
     devices = _placed([d for d in inventory.devices if d.name in kinds and d.name not in refused],

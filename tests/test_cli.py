@@ -7,6 +7,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,6 +96,21 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, inventory, sweep, fi
     assert len(lines) == 2 and lines[1].startswith("hint: ")
     assert "Traceback" not in done.stderr
     assert _row_counts(tmp_path / "farm.db") == before
+
+
+def test_a_bad_sweep_is_answered_before_ray_is_imported(tmp_path):
+    """Checking a sweep needs neither Ray nor the controller (more than a second of imports
+    that every bad input above waited for): a bad one is answered without them."""
+    (tmp_path / "inventory.yaml").write_text("devices:\n  - {name: a, kind: local}\n")
+    (tmp_path / "sweep.yaml").write_text("name: s\ndevices: [nano-9gb]\nmodels: [bert-tiny]\n")
+    code = ("import sys\nfrom farm import api\nfrom farm.errors import ConfigError\ntry:\n"
+            "    api.submit('sweep.yaml', 'inventory.yaml', db='sqlite:///farm.db')\n"
+            "except ConfigError as error:\n    print(error)\n"
+            "print([m for m in ('ray', 'farm.controller', 'torch') if m in sys.modules])\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.splitlines()[1:] == ["[]"], done.stdout + done.stderr
+    assert "devices[0]" in done.stdout.splitlines()[0]
 
 
 def _row_counts(path: Path) -> dict[str, int]:
