@@ -143,11 +143,11 @@ def run_at_niceness(niceness: int) -> int:
     Ray starts its workers at niceness 15 (its worker_niceness), and an agent started from a
     device's worker inherits it: where the scheduler weighs it against other processes by
     niceness (no cgroup or autogroup of its own between them), it would lose a shared core to
-    anything else, in its timed window too. Linux keeps a niceness per thread and a new thread or process
-    takes its creator's, so every thread is set and the agents started later from any of them
-    run at `niceness`. Lowering a niceness needs root (CAP_SYS_NICE) or RLIMIT_NICE; where
-    neither allows it the niceness stays, and the agent records the one it ran at (its env's
-    `niceness`)."""
+    anything else, in its timed window too. Linux keeps a niceness per thread and a new thread
+    or process takes its creator's, so every thread is set and the agents started later from
+    any of them run at `niceness`. Lowering a niceness needs root (CAP_SYS_NICE) or
+    RLIMIT_NICE; where neither allows it the niceness stays, and the agent records the one it
+    ran at (its env's `niceness`)."""
     try:
         threads = [int(thread) for thread in os.listdir("/proc/self/task")]
     except OSError:  # no /proc: the calling thread alone

@@ -294,8 +294,9 @@ os.nice(15)  # as Ray starts a worker: every thread at 15
 go = threading.Event()
 def start_agent():  # a thread from before, as the worker's second one: it starts an agent
     go.wait()
-    print(subprocess.run([sys.executable, "-c", "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"],
-                         capture_output=True, text=True).stdout.strip())
+    asked = "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"
+    print(subprocess.run([sys.executable, "-c", asked], capture_output=True,
+                         text=True).stdout.strip())
 thread = threading.Thread(target=start_agent)
 thread.start()
 print(run_at_niceness(int(sys.argv[1])))
