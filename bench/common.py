@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from farm.api import submit  # noqa: E402
 from farm.results import Status  # noqa: E402
 
+FARM = str(Path(sys.executable).parent / "farm")  # this venv's; PYTHONPATH may point elsewhere
+
 
 class Paragraphs(argparse.HelpFormatter):
     """A docstring as help: each paragraph joined and wrapped to the terminal, never split at a

@@ -50,14 +50,13 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench import scale_run  # noqa: E402
-from bench.common import Paragraphs  # noqa: E402
+from bench.common import FARM, Paragraphs  # noqa: E402
 from farm.inventory import Inventory  # noqa: E402
 from farm.results import Status  # noqa: E402
 from farm.store import Store, resolve_url, url_shown  # noqa: E402
 from farm.sweep import Sweep, expand  # noqa: E402
 
 TARGET_S = 2.0
-FARM = str(Path(sys.executable).parent / "farm")  # this venv's; PYTHONPATH may point elsewhere
 GRID = "scale-grid"  # the heavy sweep
 TYPICAL = "scale-01"  # one of the others
 MODELS = ("bert-tiny", "bert-mini", "bert-small", "bert-medium", "bert-base", "bert-large")

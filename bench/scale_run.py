@@ -46,6 +46,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import farm.api as api  # noqa: E402
+from bench.common import FARM  # noqa: E402
 from farm.controller import Observer  # noqa: E402
 
 GOAL_MS, GOAL_RATIO = 20.0, 1.5
@@ -154,9 +155,9 @@ def timed(spans: dict, names: dict[str, str]):
     farm.api looks Ray's steps up in farm.cluster when it runs them, so they are wrapped there."""
     import importlib
 
-    steps = {name: name.rsplit(".", 1) for name in names}
-    saved = {name: getattr(importlib.import_module(module), attr)
-             for name, (module, attr) in steps.items()}
+    steps = {name: (importlib.import_module(module), attr)
+             for name, (module, attr) in ((n, n.rsplit(".", 1)) for n in names)}
+    saved = {name: getattr(module, attr) for name, (module, attr) in steps.items()}
 
     def wrap(attr, phase, fn):
         def call(*args, **kwargs):
@@ -178,13 +179,13 @@ def timed(spans: dict, names: dict[str, str]):
 
     for name, phase in names.items():
         module, attr = steps[name]
-        setattr(importlib.import_module(module), attr, wrap(attr, phase, saved[name]))
+        setattr(module, attr, wrap(attr, phase, saved[name]))
     try:
         yield
     finally:
         for name, fn in saved.items():
             module, attr = steps[name]
-            setattr(importlib.import_module(module), attr, fn)
+            setattr(module, attr, fn)
 
 
 PHASES = {"farm.api.resolve_targets": "validate", "farm.api.expand": "expand",
@@ -203,9 +204,8 @@ def from_the_command_line(folder: Path, devices: int, jobs: int) -> tuple[float,
 
     sweep, inventory = write_files(folder, devices, jobs)
     db = folder / f"{yaml.safe_load(sweep.read_text())['name']}.db"  # a new one each run
-    farm = str(Path(sys.executable).parent / "farm")
     t0 = time.time()
-    run = subprocess.Popen([farm, "submit", str(sweep), "-i", str(inventory), "--db", str(db)],
+    run = subprocess.Popen([FARM, "submit", str(sweep), "-i", str(inventory), "--db", str(db)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     first = None
     while run.poll() is None and first is None:
@@ -222,7 +222,7 @@ def from_the_command_line(folder: Path, devices: int, jobs: int) -> tuple[float,
 
 def first_result(jobs: int = 40, devices: int = 4, rounds: int = 3) -> dict:
     """Phases of a small sweep from submit to its first result (medians of `rounds`)."""
-    runs, command_line = [], []
+    runs = []
     with tempfile.TemporaryDirectory(prefix="farm-first-") as tmp:
         for _ in range(rounds):
             sweep, inventory = write_files(Path(tmp), devices, jobs)
@@ -236,11 +236,10 @@ def first_result(jobs: int = 40, devices: int = 4, rounds: int = 3) -> dict:
             for mark in ("first job started", "first result stored"):
                 spans[mark] = [t0, clock.marks[mark]]
             spans["whole sweep"] = [t0, done]
-            runs.append({p: (a - t0, b - t0) for p, (a, b) in spans.items()})
             first, whole = from_the_command_line(Path(tmp), devices, jobs)
-            command_line.append({"farm submit: first result": (0.0, first),
-                                 "farm submit: whole sweep": (0.0, whole)})
-    runs = [{**run, **cli} for run, cli in zip(runs, command_line)]
+            runs.append({**{p: (a - t0, b - t0) for p, (a, b) in spans.items()},
+                         "farm submit: first result": (0.0, first),
+                         "farm submit: whole sweep": (0.0, whole)})
     phases = list(runs[0])
     table = Table(title=f"time to the first result: {jobs} bert-tiny jobs on {devices} local "
                         f"devices (seconds from the call of farm.api.submit; `farm submit`'s from "

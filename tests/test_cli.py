@@ -103,14 +103,24 @@ def test_a_bad_sweep_is_answered_before_ray_is_imported(tmp_path):
     that every bad input above waited for): a bad one is answered without them."""
     (tmp_path / "inventory.yaml").write_text("devices:\n  - {name: a, kind: local}\n")
     (tmp_path / "sweep.yaml").write_text("name: s\ndevices: [nano-9gb]\nmodels: [bert-tiny]\n")
-    code = ("import sys\nfrom farm import api\nfrom farm.errors import ConfigError\ntry:\n"
-            "    api.submit('sweep.yaml', 'inventory.yaml', db='sqlite:///farm.db')\n"
-            "except ConfigError as error:\n    print(error)\n"
-            "print([m for m in ('ray', 'farm.controller', 'torch') if m in sys.modules])\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120)
-    assert done.stdout.splitlines()[1:] == ["[]"], done.stdout + done.stderr
-    assert "devices[0]" in done.stdout.splitlines()[0]
+    code, output, imported = _imports_of(
+        ["submit", "sweep.yaml", "-i", "inventory.yaml", "--db", "sqlite:///farm.db"],
+        ("ray", "farm.controller", "torch"), cwd=tmp_path)
+    assert imported == [], output
+    assert code == 2 and "devices[0]" in output, output
+
+
+def _imports_of(args: list[str], watched: tuple[str, ...], cwd=None) -> tuple[int, str, list]:
+    """A farm command run in a fresh interpreter (typer's CliRunner): its exit code, its output,
+    and the modules of `watched` it imported (a package's name stands for its modules too)."""
+    probe = ("import json, sys; from typer.testing import CliRunner; from farm.cli import app; "
+             f"done = CliRunner().invoke(app, {list(args)!r}); watched = {tuple(watched)!r}; "
+             "print(json.dumps([done.exit_code, done.output, sorted(m for m in sys.modules "
+             "if m in watched or m.split('.')[0] in watched)]))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return tuple(json.loads(done.stdout.splitlines()[-1]))
 
 
 def _row_counts(path: Path) -> dict[str, int]:
@@ -225,16 +235,9 @@ def test_sweeps_rm_frees_a_name_and_refuses_an_unknown_one(tmp_path):
 def test_the_readers_start_without_ray_or_the_controller(tmp_path):
     """farm status, sql, table, report, export and compare read the database alone: they import
     farm.readers, never Ray (most of a second before the first figure) or the controller."""
-    import sys
-
     Store(str(tmp_path / "farm.db")).close()
-    db = str(tmp_path / "farm.db")
-    probe = ("import sys; from typer.testing import CliRunner; from farm.cli import app; "
-             f"done = CliRunner().invoke(app, ['status', '--once', '--db', {db!r}]); "
-             "assert done.exit_code == 0, done.output; "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ray' "
-             "or m in ('farm.api', 'farm.cluster', 'farm.controller', 'scipy.stats')))")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    code, output, imported = _imports_of(
+        ["status", "--once", "--db", str(tmp_path / "farm.db")],
+        ("ray", "farm.api", "farm.cluster", "farm.controller", "scipy.stats"))
+    assert code == 0, output
+    assert imported == []
