@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --no-compile torch==2.13.0
 	$(BIN)/python -m pip install -q --no-compile -c constraints.txt -e '.[test]'
 	# Compiled here on every core, not file by file as pip does (68 s of one core against 40 s
-	# of two, on a 2-core machine here). A few files are not for this Python (torch's tests of 3.12's
-	# syntax) and fail, as they do in pip's own pass, where they are silently skipped.
+	# of two, on a 2-core machine here). A few files are not for this Python (torch's tests of
+	# 3.12's syntax) and fail, as they do in pip's own pass, where they are silently skipped.
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib >/dev/null || true
 	rm -f $(VENV)/.installed-*
 	touch $@

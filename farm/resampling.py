@@ -140,11 +140,11 @@ def _percentiles(distribution, confidence: float):
         between.append((j, above, 0.0 if at // 1 - 1 < 0 else at % 1))
     # one partition puts all four in place: each later rank is selected among fewer figures
     # (a third less time than a partition per bound and a max below it)
-    distribution.partition(sorted({rank for j, above, _ in between for rank in (j, above)}),
-                           axis=-1)
+    ranks = sorted({rank for j, above, _ in between for rank in (j, above)})
+    distribution.partition(ranks, axis=-1)
     found = [(1 - g) * distribution[:, j] + g * distribution[:, above] for j, above, g in between]
     # a NaN sorts last, so past the last rank partitioned, if a row has one
-    missing = np.isnan(distribution[:, between[-1][1]:]).any(axis=-1)
+    missing = np.isnan(distribution[:, ranks[-1]:]).any(axis=-1)
     return tuple(np.where(missing, np.nan, value) for value in found)
 
 
