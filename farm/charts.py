@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib import rc_context
 # No pyplot: it keeps every figure in a process-wide registry until plt.close, and choosing its
 # backend would change it for the whole process. A bare Figure on an Agg canvas renders without
 # a display and is freed like any other object once the chart is written.
@@ -83,8 +84,10 @@ def write_charts(charts: list[Chart], rows: list[dict], name: str, stem: str, ou
             fig.set_layout_engine("none")
         path = out_dir / f"{stem}-{chart.suffix}.png"
         fig.savefig(path, dpi=DPI)
-        # No date in the SVG: the same results give the same file.
-        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
+        # No date in the SVG, and its ids (of clip paths) salted alike, not at random: the same
+        # results give the same file.
+        with rc_context({"svg.hashsalt": "farm"}):
+            fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
         written.append((path, chart.caption))
     return written
 

@@ -310,12 +310,15 @@ def report(sweep: str = SWEEP_ARGUMENT,
     every job."""
     import os
 
+    from farm.console import PhaseProgress
     from farm.readers import report_rows
     from farm.report import write_report
 
     rows, against_fp32 = report_rows(sweep, db)
-    written = write_report(rows, out_dir, f"farm report: sweep {sweep}", against_fp32,
-                           per_device=per_device, processes=os.cpu_count() or 1)
+    with PhaseProgress(out, transient=True) as progress:
+        written = write_report(rows, out_dir, f"farm report: sweep {sweep}", against_fp32,
+                               per_device=per_device, processes=os.cpu_count() or 1,
+                               on_chart=lambda done, of: progress.update("charts", done, of))
     for path in written:
         out.print(f"wrote {shown(path)}", highlight=False)
 

@@ -148,10 +148,10 @@ def exits_fit(checkpoint: Path = typer.Argument(..., metavar="CHECKPOINT",
                                                       help="Use the first N train examples.")):
     """Fit one exit head per layer to a checkpoint that has none (DeeBERT's second stage: the
     backbone frozen), report each exit's dev accuracy, and save a checkpoint early_exit loads."""
-    from farm.console import FitProgress
+    from farm.console import PhaseProgress
     from farm.exits import fit, table
 
-    with FitProgress(out) as progress:
+    with PhaseProgress(out) as progress:
         report = fit(checkpoint, task, data_dir, out_dir, epochs=epochs, max_train=max_train,
                      progress=progress.update)
     out.print(table(report))

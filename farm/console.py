@@ -4,6 +4,7 @@ helpers every view uses to show text farm did not write (shown, visible)."""
 from __future__ import annotations
 
 import re
+import time
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -221,14 +222,22 @@ def _age(then, now=None) -> str:
     return f"{seconds:.0f}s ago"
 
 
-class FitProgress:
-    """One bar per phase of `farm exits fit` (reading the train set, the dev set, training)."""
+class PhaseProgress:
+    """One bar per phase of a long command: `farm exits fit` (reading the train set, the dev
+    set, training), `farm report` (its charts). Drawn as each update comes, with no thread of
+    its own (at most ten times a second): `farm report` forks its drawing processes meanwhile,
+    and a fork copies no thread (a lock one held would stay held in the copy). `transient`:
+    gone once done."""
 
-    def __init__(self, console: Console):
+    def __init__(self, console: Console, transient: bool = False):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), console=console)
+                                 TimeRemainingColumn(), console=console, auto_refresh=False,
+                                 transient=transient,
+                                 # gone once done: nothing to show where nothing is redrawn
+                                 disable=transient and not console.is_terminal)
         self.phases: dict[str, int] = {}
+        self.drawn = 0.0  # when the bars were last drawn (time.monotonic)
 
     def __enter__(self):
         self.progress.start()
@@ -241,3 +250,7 @@ class FitProgress:
         if phase not in self.phases:
             self.phases[phase] = self.progress.add_task(phase, total=total)
         self.progress.update(self.phases[phase], completed=done)
+        now = time.monotonic()
+        if done >= total or now - self.drawn >= 0.1:
+            self.progress.refresh()
+            self.drawn = now

@@ -15,6 +15,7 @@ that the tests check; the drawing around it only draws.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from statistics import median
 
@@ -287,13 +288,15 @@ def devices(rows: list[dict]) -> list[str]:
 
 
 def write_report(rows: list[dict], out_dir: Path, title: str, differences: list[dict] = (),
-                 per_device: bool = False, processes: int = 1) -> list[Path]:
+                 per_device: bool = False, processes: int = 1,
+                 on_chart: Callable[[int, int], None] | None = None) -> list[Path]:
     """Write each pool's charts (PNG and SVG), with per_device each device's fronts, latency and
     memory charts too, and index.html into out_dir; return the PNGs' and the page's paths, the
     charts first. `differences`: `farm compare`'s records of each variant against fp32
     (farm.compare_view.difference_records), shown with the non-significant ones marked ~.
-    `processes`: up to this many pools drawn at once, each in a forked process (`farm report`
-    forks one per core; a caller with threads of its own had better not fork)."""
+    `processes`: up to this many charts drawn at once, each in a forked process (`farm report`
+    forks one per core; a caller with threads of its own had better not fork). `on_chart`:
+    told (charts drawn, of how many) as each is written, and (0, how many) first."""
     from farm.exit_charts import EXIT_CHARTS
     from farm.method_charts import method_charts
     from farm.report_page import render_page
@@ -308,7 +311,7 @@ def write_report(rows: list[dict], out_dir: Path, title: str, differences: list[
                    for d in devices(rows)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    drawn = _drawn(groups, out_dir, title, processes)
+    drawn = _drawn(groups, out_dir, title, processes, on_chart or (lambda done, of: None))
     sections = [(group[0], written) for group, written in zip(groups, drawn) if written]
     page = out_dir / "index.html"
     page.write_text(render_page(rows, title, sections, differences), encoding="utf-8")
@@ -318,29 +321,50 @@ def write_report(rows: list[dict], out_dir: Path, title: str, differences: list[
 _DRAWING: tuple = ()  # what the forked processes of _drawn draw: (groups, out_dir, title)
 
 
-def _drawn(groups: list[tuple], out_dir: Path, title: str,
-           processes: int) -> list[list[tuple[Path, str]]]:
-    """Each group's charts as write_charts writes them (a pool's take seconds each): groups
-    side by side in up to `processes` forked processes where there are cores to run them on,
-    each drawing whole groups with the same code, so the files are the same."""
+def _drawn(groups: list[tuple], out_dir: Path, title: str, processes: int,
+           on_chart: Callable[[int, int], None]) -> list[list[tuple[Path, str]]]:
+    """Each group's charts as write_charts writes them (seconds each, for a pool of many models
+    and variants): chart by chart, side by side in up to `processes` forked processes where
+    there are cores to run them on (a sweep of one pool too), each with the same code, so the
+    files are the same."""
     import multiprocessing
     import os
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     global _DRAWING
+    # Which charts have something to show, asked here: what charts share (a pool's method
+    # points) is worked out once, before the processes fork, not by each that draws one. The
+    # charts of many panels first: they take longest, and the others fill in around them.
+    charts = sorted(((g, c) for g, (_, _, rows, name, group) in enumerate(groups)
+                     for c, chart in enumerate(group) if chart.shows(rows, name)),
+                    key=lambda gc: groups[gc[0]][4][gc[1]].draw_figure is None)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = min(len(groups), cores or 1, processes)
+    workers = min(len(charts), cores or 1, processes)
+    found: dict[tuple[int, int], list] = {}
+    on_chart(0, len(charts))
+
+    def collect(drawn) -> None:  # (group, chart) and what it wrote, as each is done
+        for at, written in drawn:
+            found[at] = written
+            on_chart(len(found), len(charts))
+
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_draw_group(i, (groups, out_dir, title)) for i in range(len(groups))]
-    _DRAWING = (groups, out_dir, title)  # inherited by the forked processes, never pickled
-    try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            return list(pool.map(_draw_group, range(len(groups))))
-    finally:
-        _DRAWING = ()
+        collect((at, _draw_chart(at, (groups, out_dir, title))) for at in charts)
+    else:
+        _DRAWING = (groups, out_dir, title)  # inherited by the forked processes, never pickled
+        try:
+            with ProcessPoolExecutor(workers,
+                                     mp_context=multiprocessing.get_context("fork")) as pool:
+                futures = {pool.submit(_draw_chart, at): at for at in charts}
+                collect((futures[done], done.result()) for done in as_completed(futures))
+        finally:
+            _DRAWING = ()
+    return [[item for c in range(len(group[4])) for item in found.get((g, c), [])]
+            for g, group in enumerate(groups)]
 
 
-def _draw_group(index: int, drawing: tuple = ()) -> list[tuple[Path, str]]:
+def _draw_chart(at: tuple[int, int], drawing: tuple = ()) -> list[tuple[Path, str]]:
+    """The chart at (group, chart) as write_charts writes it: its PNG and its caption."""
     groups, out_dir, title = drawing or _DRAWING
-    heading, stem, group_rows, name, charts = groups[index]
-    return write_charts(charts, group_rows, name, stem, out_dir, f"{title}: {heading}")
+    heading, stem, group_rows, name, charts = groups[at[0]]
+    return write_charts([charts[at[1]]], group_rows, name, stem, out_dir, f"{title}: {heading}")

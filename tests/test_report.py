@@ -543,18 +543,31 @@ def test_a_sweep_of_two_tasks_has_fronts_per_task_with_that_tasks_points_only(tm
         "fp32"}
 
 
-def test_pools_drawn_side_by_side_are_the_same_files(tmp_path):
-    """`farm report` draws its pools in forked processes (processes=): the very files one
-    process writes, in the same order."""
+@pytest.mark.parametrize("pools", [1, 2])
+def test_charts_drawn_side_by_side_are_the_same_files(tmp_path, pools):
+    """`farm report` draws its charts in forked processes (processes=), a pool's too: the very
+    files one process writes (the SVGs too: no date, no random ids), in the same order; and it
+    tells of each chart as it is done."""
     import os
 
     if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("one core: the pools are drawn one after another whatever is asked")
-    rows = pooled() + [dict(r, target="xeons", device=r["device"].replace("nano", "xeon"),
-                            job_key="x" + r["job_key"]) for r in pooled()]
+        pytest.skip("one core: the charts are drawn one after another whatever is asked")
+    xeons = [dict(r, target="xeons", device=r["device"].replace("nano", "xeon"),
+                  job_key="x" + r["job_key"]) for r in pooled()]
+    rows = pooled() + (xeons if pools == 2 else [])
+    told = []
     alone = write_report(rows, tmp_path / "alone", "pooled", processes=1)
-    together = write_report(rows, tmp_path / "together", "pooled", processes=2)
+    together = write_report(rows, tmp_path / "together", "pooled", processes=2,
+                            on_chart=lambda done, of: told.append((done, of)))
     assert [p.name for p in together] == [p.name for p in alone]
-    assert {"pool-nanos-memory.png", "pool-xeons-memory.png"} <= {p.name for p in alone}
-    for one, other in zip(alone, together):
-        assert one.read_bytes() == other.read_bytes(), one.name
+    assert "pool-nanos-memory.png" in {p.name for p in alone}
+    assert ("pool-xeons-memory.png" in {p.name for p in alone}) == (pools == 2)
+    files = sorted(p.name for p in (tmp_path / "alone").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "together").iterdir())
+    assert {f.rsplit(".", 1)[1] for f in files} == {"png", "svg", "html"}
+    for name in files:
+        assert (tmp_path / "alone" / name).read_bytes() == \
+            (tmp_path / "together" / name).read_bytes(), name
+    # (0, all) first, then one more as each is written
+    charts = len(together) - 1  # the page is no chart
+    assert told == [(done, charts) for done in range(charts + 1)]
