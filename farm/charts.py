@@ -76,12 +76,11 @@ def write_charts(charts: list[Chart], rows: list[dict], name: str, stem: str, ou
         fig = Figure(figsize=FIGSIZE, layout="constrained")
         FigureCanvasAgg(fig)
         chart.fill(fig, rows, name, f"{title}\n{chart.caption}")
-        if chart.draw_figure is not None:
-            # Panels by the dozen take a second to lay out, which each file would do again
-            # (twice: savefig measures, then draws): laid out once, for the PNG, and kept.
-            fig.set_dpi(DPI)
-            fig.get_layout_engine().execute(fig)
-            fig.set_layout_engine("none")
+        # Laid out once, for the PNG, and kept for the SVG: each savefig would lay it out again
+        # (panels by the dozen take a second).
+        fig.set_dpi(DPI)
+        fig.get_layout_engine().execute(fig)
+        fig.set_layout_engine("none")
         path = out_dir / f"{stem}-{chart.suffix}.png"
         fig.savefig(path, dpi=DPI)
         # No date in the SVG, and its ids (of clip paths) salted alike, not at random: the same
