@@ -77,10 +77,12 @@ def write_charts(charts: list[Chart], rows: list[dict], name: str, stem: str, ou
         FigureCanvasAgg(fig)
         chart.fill(fig, rows, name, f"{title}\n{chart.caption}")
         # Laid out once, for the PNG, and kept for the SVG: each savefig would lay it out again
-        # (panels by the dozen take a second).
+        # (panels by the dozen take a second). Then no layout engine at all: with one, even
+        # "none"'s placeholder, savefig draws the whole figure once more before it draws it.
         fig.set_dpi(DPI)
         fig.get_layout_engine().execute(fig)
-        fig.set_layout_engine("none")
+        with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+            fig.set_layout_engine(None)  # None: as these say
         path = out_dir / f"{stem}-{chart.suffix}.png"
         fig.savefig(path, dpi=DPI)
         # No date in the SVG, and its ids (of clip paths) salted alike, not at random: the same
