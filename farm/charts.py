@@ -39,6 +39,10 @@ class Chart:
     # it sizes the figure, adds its axes and puts the title where its layout wants it.
     draw_figure: Callable[[Figure, list[dict], str, str], None] | None = None
 
+    def png(self, out_dir: Path, stem: str) -> Path:
+        """Where write_charts writes it (its SVG beside it)."""
+        return out_dir / f"{stem}-{self.suffix}.png"
+
     def fill(self, fig: Figure, rows: list[dict], name: str, title: str) -> None:
         if self.draw_figure is not None:
             self.draw_figure(fig, rows, name, title)
@@ -83,7 +87,7 @@ def write_charts(charts: list[Chart], rows: list[dict], name: str, stem: str, ou
         fig.get_layout_engine().execute(fig)
         with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
             fig.set_layout_engine(None)  # None: as these say
-        path = out_dir / f"{stem}-{chart.suffix}.png"
+        path = chart.png(out_dir, stem)
         fig.savefig(path, dpi=DPI)
         # No date in the SVG, and its ids (of clip paths) salted alike, not at random: the same
         # results give the same file.

@@ -311,10 +311,10 @@ def report(sweep: str = SWEEP_ARGUMENT,
     import os
 
     from farm.console import PhaseProgress
-    from farm.readers import report_rows
+    from farm.readers import report_reading
     from farm.report import write_report
 
-    rows, against_fp32 = report_rows(sweep, db)
+    rows, against_fp32 = report_reading(sweep, db)  # compared while the charts are drawn
     with PhaseProgress(out, transient=True) as progress:
         written = write_report(rows, out_dir, f"farm report: sweep {sweep}", against_fp32,
                                per_device=per_device, processes=os.cpu_count() or 1,

@@ -5,6 +5,7 @@ the controller: a reader starts in well under a second."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 from farm.errors import QueryError
@@ -98,6 +99,15 @@ def variants_against_fp32(sweep: str, db: str | None = None) -> list[dict]:
 def report_rows(sweep: str, db: str | None = None) -> tuple[list[dict], list[dict]]:
     """What `farm report` shows, from one reading of the sweep: its v_results rows
     (sweep_rows) and its variants against fp32 (variants_against_fp32)."""
+    rows, against_fp32 = report_reading(sweep, db)
+    return rows, against_fp32()
+
+
+def report_reading(sweep: str, db: str | None = None
+                   ) -> tuple[list[dict], Callable[[], list[dict]]]:
+    """report_rows(), read now and compared later: the rows, and what works out the variants
+    against fp32 from what was read with them (`farm report` calls it while its charts are
+    drawn). Everything is read in one reading, so the two agree on a sweep still running."""
     from farm.comparisons import MIN_CHANGE
     from farm.compare_view import difference_records
 
@@ -105,10 +115,10 @@ def report_rows(sweep: str, db: str | None = None) -> tuple[list[dict], list[dic
         require_sweeps(reader, sweep)
         rows = queries.sweep_results(reader, sweep)
         try:
-            found = _compared(reader, sweep, rows, None, "variant", None, MIN_CHANGE)
+            compare_them = _to_compare(reader, sweep, rows, None, "variant", None, MIN_CHANGE)
         except QueryError:  # no fp32 in the sweep
-            return rows, []
-    return rows, difference_records(found, "variant")
+            return rows, list
+    return rows, lambda: difference_records(compare_them(), "variant")
 
 
 def compare(sweep: str, other_sweep: str | None = None, by: str = "variant",
@@ -141,6 +151,12 @@ def compare(sweep: str, other_sweep: str | None = None, by: str = "variant",
 def _compared(reader: ReadOnly, sweep: str, rows: list[dict], other_sweep: str | None, by: str,
               baseline: str | None, min_change: float) -> list:
     """compare() of a sweep's rows, read already (its arguments checked)."""
+    return _to_compare(reader, sweep, rows, other_sweep, by, baseline, min_change)()
+
+
+def _to_compare(reader: ReadOnly, sweep: str, rows: list[dict], other_sweep: str | None, by: str,
+                baseline: str | None, min_change: float) -> Callable[[], list]:
+    """_compared(), all read and checked now (a QueryError now), worked out when called."""
     from farm.comparisons import COLUMNS, differences, pairs, sweep_pairs
 
     latencies, scored = queries.raw_latencies(reader, sweep), queries.predictions(reader, sweep)
@@ -161,4 +177,4 @@ def _compared(reader: ReadOnly, sweep: str, rows: list[dict], other_sweep: str |
                              + (f" ({baseline!r})" if baseline else ""),
                              f"its {by}s: {', '.join(values) or 'none done'}")
         found = pairs(rows, by, baseline)
-    return differences(found, latencies, scored, min_change)
+    return lambda: differences(found, latencies, scored, min_change)

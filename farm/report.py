@@ -287,13 +287,15 @@ def devices(rows: list[dict]) -> list[str]:
                      "device")
 
 
-def write_report(rows: list[dict], out_dir: Path, title: str, differences: list[dict] = (),
+def write_report(rows: list[dict], out_dir: Path, title: str,
+                 differences: list[dict] | Callable[[], list[dict]] = (),
                  per_device: bool = False, processes: int = 1,
                  on_chart: Callable[[int, int], None] | None = None) -> list[Path]:
     """Write each pool's charts (PNG and SVG), with per_device each device's fronts, latency and
     memory charts too, and index.html into out_dir; return the PNGs' and the page's paths, the
     charts first. `differences`: `farm compare`'s records of each variant against fp32
-    (farm.compare_view.difference_records), shown with the non-significant ones marked ~.
+    (farm.compare_view.difference_records), shown with the non-significant ones marked ~; or
+    what works them out (farm.readers.report_reading), called while the charts are drawn.
     `processes`: up to this many charts drawn at once, each in a forked process (`farm report`
     forks one per core; a caller with threads of its own had better not fork). `on_chart`:
     told (charts drawn, of how many) as each is written, and (0, how many) first."""
@@ -311,33 +313,48 @@ def write_report(rows: list[dict], out_dir: Path, title: str, differences: list[
                    for d in devices(rows)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    drawn = _drawn(groups, out_dir, title, processes, on_chart or (lambda done, of: None))
-    sections = [(group[0], written) for group, written in zip(groups, drawn) if written]
+    # Which charts have something to show, asked here: what charts share (a pool's method
+    # points) is worked out once, before the processes fork, not by each that draws one.
+    shown = [(g, c) for g, (_, _, group_rows, name, charts) in enumerate(groups)
+             for c, chart in enumerate(charts) if chart.shows(group_rows, name)]
+    sections = [(heading, [(charts[c].png(out_dir, stem), charts[c].caption)
+                           for at, c in shown if at == g])
+                for g, (heading, stem, _, _, charts) in enumerate(groups)
+                if any(at == g for at, _ in shown)]
+
+    def page_text() -> str:  # while the charts are drawn: the page only links to them
+        found = differences() if callable(differences) else differences
+        return render_page(rows, title, sections, found)
+
+    drawn, text = _drawn(groups, shown, out_dir, title, processes,
+                         on_chart or (lambda done, of: None), page_text)
+    for (g, c) in shown:
+        heading, stem, _, _, charts = groups[g]
+        if drawn[g, c] != [(charts[c].png(out_dir, stem), charts[c].caption)]:
+            raise RuntimeError(f"{heading}'s chart {charts[c].suffix} was not written")
     page = out_dir / "index.html"
-    page.write_text(render_page(rows, title, sections, differences), encoding="utf-8")
+    page.write_text(text, encoding="utf-8")
     return [path for _, written in sections for path, _ in written] + [page]
 
 
 _DRAWING: tuple = ()  # what the forked processes of _drawn draw: (groups, out_dir, title)
 
 
-def _drawn(groups: list[tuple], out_dir: Path, title: str, processes: int,
-           on_chart: Callable[[int, int], None]) -> list[list[tuple[Path, str]]]:
-    """Each group's charts as write_charts writes them (seconds each, for a pool of many models
-    and variants): chart by chart, side by side in up to `processes` forked processes where
-    there are cores to run them on (a sweep of one pool too), each with the same code, so the
-    files are the same."""
+def _drawn(groups: list[tuple], shown: list[tuple[int, int]], out_dir: Path, title: str,
+           processes: int, on_chart: Callable[[int, int], None],
+           meanwhile: Callable[[], object]) -> tuple[dict[tuple[int, int], list], object]:
+    """The charts at `shown` ((group, chart), each with something to show) as write_charts
+    writes them (seconds each, for a pool of many models and variants), by (group, chart):
+    chart by chart, side by side in up to `processes` forked processes where there are cores
+    to run them on (a sweep of one pool too), each with the same code, so the files are the
+    same; and what `meanwhile` returns, called here while they are drawn."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     global _DRAWING
-    # Which charts have something to show, asked here: what charts share (a pool's method
-    # points) is worked out once, before the processes fork, not by each that draws one. The
-    # charts of many panels first: they take longest, and the others fill in around them.
-    charts = sorted(((g, c) for g, (_, _, rows, name, group) in enumerate(groups)
-                     for c, chart in enumerate(group) if chart.shows(rows, name)),
-                    key=lambda gc: groups[gc[0]][4][gc[1]].draw_figure is None)
+    # The charts of many panels first: they take longest, and the others fill in around them.
+    charts = sorted(shown, key=lambda gc: groups[gc[0]][4][gc[1]].draw_figure is None)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = min(len(charts), cores or 1, processes)
     found: dict[tuple[int, int], list] = {}
@@ -350,17 +367,16 @@ def _drawn(groups: list[tuple], out_dir: Path, title: str, processes: int,
 
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
         collect((at, _draw_chart(at, (groups, out_dir, title))) for at in charts)
-    else:
-        _DRAWING = (groups, out_dir, title)  # inherited by the forked processes, never pickled
-        try:
-            with ProcessPoolExecutor(workers,
-                                     mp_context=multiprocessing.get_context("fork")) as pool:
-                futures = {pool.submit(_draw_chart, at): at for at in charts}
-                collect((futures[done], done.result()) for done in as_completed(futures))
-        finally:
-            _DRAWING = ()
-    return [[item for c in range(len(group[4])) for item in found.get((g, c), [])]
-            for g, group in enumerate(groups)]
+        return found, meanwhile()
+    _DRAWING = (groups, out_dir, title)  # inherited by the forked processes, never pickled
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(_draw_chart, at): at for at in charts}
+            later = meanwhile()
+            collect((futures[done], done.result()) for done in as_completed(futures))
+    finally:
+        _DRAWING = ()
+    return found, later
 
 
 def _draw_chart(at: tuple[int, int], drawing: tuple = ()) -> list[tuple[Path, str]]:

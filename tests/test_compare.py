@@ -94,6 +94,27 @@ def test_compare_reads_only_the_columns_its_differences_hold(measured):
     assert difference_records(differences, "variant") == variants_against_fp32("speed", db)
 
 
+def test_the_report_compares_while_its_charts_are_drawn_and_shows_the_same(measured, tmp_path):
+    """`farm report` reads the sweep once and works out its variants against fp32 while its
+    charts are drawn (report_reading): the very files of the comparisons given at once."""
+    from farm.readers import report_reading, report_rows
+    from farm.report import write_report
+
+    db = str(measured / "farm.db")
+    rows, records = report_rows("speed", db)
+    assert records and {(r["baseline"], r["other"]) for r in records} == {("fp32", "int8")}
+    now = write_report(rows, tmp_path / "now", "speed", records, processes=2)
+    rows_read, later = report_reading("speed", db)
+    calls = []
+    then = write_report(rows_read, tmp_path / "later", "speed",
+                        lambda: calls.append(1) or later(), processes=2)
+    assert calls == [1] and rows_read == rows
+    assert [p.name for p in then] == [p.name for p in now]
+    for one, other in zip(now, then):
+        assert one.read_bytes() == other.read_bytes(), one.name
+    assert "int8" in then[-1].read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("args, message", [
     (["nosuch"], "error: no sweep named 'nosuch' in "),
     (["speed", "--baseline", "fp16"], "error: --baseline names no variant of sweep 'speed' "
