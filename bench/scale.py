@@ -244,12 +244,13 @@ def _sweep_readers(url: str, sweep: str, out: Path) -> list[Reader]:
 
 
 def _report(sweep: str, url: str, out: Path) -> list[Path]:
-    """farm report's work, in this process (its pools one after another)."""
-    from farm.readers import report_rows
+    """farm report's work, in this process, as the command does it (a chart per core at once,
+    the comparisons worked out meanwhile)."""
+    from farm.readers import report_reading
     from farm.report import write_report
 
-    rows, against_fp32 = report_rows(sweep, url)
-    return write_report(rows, out, sweep, against_fp32)
+    rows, against_fp32 = report_reading(sweep, url)
+    return write_report(rows, out, sweep, against_fp32, processes=os.cpu_count() or 1)
 
 
 # A user's Python keeps farm's compiled modules (__pycache__); where this shell says not to
