@@ -86,7 +86,7 @@ def write_charts(charts: list[Chart], rows: list[dict], name: str, stem: str, ou
         fig.set_dpi(DPI)
         fig.get_layout_engine().execute(fig)
         with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
-            fig.set_layout_engine(None)  # None: as these say
+            fig.set_layout_engine(None)  # None: what these say, no engine
         path = chart.png(out_dir, stem)
         fig.savefig(path, dpi=DPI)
         # No date in the SVG, and its ids (of clip paths) salted alike, not at random: the same

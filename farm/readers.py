@@ -117,7 +117,7 @@ def report_reading(sweep: str, db: str | None = None
         try:
             compare_them = _to_compare(reader, sweep, rows, None, "variant", None, MIN_CHANGE)
         except QueryError:  # no fp32 in the sweep
-            return rows, list
+            return rows, list  # list() is [], nothing to compare
     return rows, lambda: difference_records(compare_them(), "variant")
 
 
