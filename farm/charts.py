@@ -40,7 +40,7 @@ class Chart:
     draw_figure: Callable[[Figure, list[dict], str, str], None] | None = None
 
     def png(self, out_dir: Path, stem: str) -> Path:
-        """Where write_charts writes it (its SVG beside it)."""
+        """Where write_chart writes it (its SVG beside it)."""
         return out_dir / f"{stem}-{self.suffix}.png"
 
     def fill(self, fig: Figure, rows: list[dict], name: str, title: str) -> None:
@@ -69,32 +69,27 @@ def file_safe(names: list[str], what: str) -> list[str]:
     return names
 
 
-def write_charts(charts: list[Chart], rows: list[dict], name: str, stem: str, out_dir: Path,
-                 title: str) -> list[tuple[Path, str]]:
-    """Each chart that has something to show, as stem-suffix.png and .svg in out_dir; returns
-    (the PNG's path, its caption) of those written."""
-    written = []
-    for chart in charts:
-        if not chart.shows(rows, name):
-            continue
-        fig = Figure(figsize=FIGSIZE, layout="constrained")
-        FigureCanvasAgg(fig)
-        chart.fill(fig, rows, name, f"{title}\n{chart.caption}")
-        # Laid out once, for the PNG, and kept for the SVG: each savefig would lay it out again
-        # (panels by the dozen take a second). Then no layout engine at all: with one, even
-        # "none"'s placeholder, savefig draws the whole figure once more before it draws it.
-        fig.set_dpi(DPI)
-        fig.get_layout_engine().execute(fig)
-        with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
-            fig.set_layout_engine(None)  # None: what these say, no engine
-        path = chart.png(out_dir, stem)
-        fig.savefig(path, dpi=DPI)
-        # No date in the SVG, and its ids (of clip paths) salted alike, not at random: the same
-        # results give the same file.
-        with rc_context({"svg.hashsalt": "farm"}):
-            fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
-        written.append((path, chart.caption))
-    return written
+def write_chart(chart: Chart, rows: list[dict], name: str, stem: str, out_dir: Path,
+                title: str) -> Path:
+    """The chart (one with something to show: Chart.shows) as stem-suffix.png and .svg in
+    out_dir; returns the PNG's path."""
+    fig = Figure(figsize=FIGSIZE, layout="constrained")
+    FigureCanvasAgg(fig)
+    chart.fill(fig, rows, name, f"{title}\n{chart.caption}")
+    # Laid out once, for the PNG, and kept for the SVG: each savefig would lay it out again
+    # (panels by the dozen take a second). Then no layout engine at all: with one, even
+    # "none"'s placeholder, savefig draws the whole figure once more before it draws it.
+    fig.set_dpi(DPI)
+    fig.get_layout_engine().execute(fig)
+    with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)  # None: what these say, no engine
+    path = chart.png(out_dir, stem)
+    fig.savefig(path, dpi=DPI)
+    # No date in the SVG, and its ids (of clip paths) salted alike, not at random: the same
+    # results give the same file.
+    with rc_context({"svg.hashsalt": "farm"}):
+        fig.savefig(path.with_suffix(".svg"), metadata={"Date": None})
+    return path
 
 
 def legend_outside(ax: Axes, title: str | None = None) -> None:

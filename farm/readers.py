@@ -144,19 +144,14 @@ def compare(sweep: str, other_sweep: str | None = None, by: str = "variant",
                          "use e.g. --min-change 0.02 for 2% (0: any significant change counts)")
     with contextlib.closing(ReadOnly(db)) as reader:
         require_sweeps(reader, *filter(None, (sweep, other_sweep)))
-        return _compared(reader, sweep, queries.sweep_results(reader, sweep, COLUMNS),
-                         other_sweep, by, baseline, min_change)
-
-
-def _compared(reader: ReadOnly, sweep: str, rows: list[dict], other_sweep: str | None, by: str,
-              baseline: str | None, min_change: float) -> list:
-    """compare() of a sweep's rows, read already (its arguments checked)."""
-    return _to_compare(reader, sweep, rows, other_sweep, by, baseline, min_change)()
+        return _to_compare(reader, sweep, queries.sweep_results(reader, sweep, COLUMNS),
+                           other_sweep, by, baseline, min_change)()
 
 
 def _to_compare(reader: ReadOnly, sweep: str, rows: list[dict], other_sweep: str | None, by: str,
                 baseline: str | None, min_change: float) -> Callable[[], list]:
-    """_compared(), all read and checked now (a QueryError now), worked out when called."""
+    """compare() of a sweep's rows, read already (its arguments checked): all read and
+    checked now (a QueryError now), worked out when called."""
     from farm.comparisons import COLUMNS, differences, pairs, sweep_pairs
 
     latencies, scored = queries.raw_latencies(reader, sweep), queries.predictions(reader, sweep)

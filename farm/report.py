@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
 from farm.charts import (Chart, file_safe, legend_outside, place_labels, pool_file, pool_name,
-                         write_charts)
+                         write_chart)
 from farm.results import Status, job_memory
 
 LABELS = {"per_sample_ms": "latency per sample (ms)", "memory": "memory (MiB)"}
@@ -313,74 +313,65 @@ def write_report(rows: list[dict], out_dir: Path, title: str,
                    for d in devices(rows)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Which charts have something to show, asked here: what charts share (a pool's method
-    # points) is worked out once, before the processes fork, not by each that draws one.
-    shown = [(g, c) for g, (_, _, group_rows, name, charts) in enumerate(groups)
-             for c, chart in enumerate(charts) if chart.shows(group_rows, name)]
-    sections = [(heading, [(charts[c].png(out_dir, stem), charts[c].caption)
-                           for at, c in shown if at == g])
-                for g, (heading, stem, _, _, charts) in enumerate(groups)
-                if any(at == g for at, _ in shown)]
+    # Which charts have something to show, asked once, here: what charts share (a pool's method
+    # points) is worked out before the processes fork, not by each that draws one.
+    shown = [[chart for chart in charts if chart.shows(group_rows, name)]
+             for _, _, group_rows, name, charts in groups]
+    sections = [(heading, [(chart.png(out_dir, stem), chart.caption) for chart in charts])
+                for (heading, stem, *_), charts in zip(groups, shown) if charts]
 
     def page_text() -> str:  # while the charts are drawn: the page only links to them
         found = differences() if callable(differences) else differences
         return render_page(rows, title, sections, found)
 
-    drawn, text = _drawn(groups, shown, out_dir, title, processes,
-                         on_chart or (lambda done, of: None), page_text)
-    for (g, c) in shown:
-        heading, stem, _, _, charts = groups[g]
-        if drawn[g, c] != [(charts[c].png(out_dir, stem), charts[c].caption)]:
-            raise RuntimeError(f"{heading}'s chart {charts[c].suffix} was not written")
+    text = _drawn([(chart, group_rows, name, stem, f"{title}: {heading}")
+                   for (heading, stem, group_rows, name, _), charts in zip(groups, shown)
+                   for chart in charts],
+                  out_dir, processes, on_chart or (lambda done, of: None), page_text)
     page = out_dir / "index.html"
     page.write_text(text, encoding="utf-8")
     return [path for _, written in sections for path, _ in written] + [page]
 
 
-_DRAWING: tuple = ()  # what the forked processes of _drawn draw: (groups, out_dir, title)
+_DRAWING: tuple = ()  # what the forked processes of _drawn draw: (charts, out_dir)
 
 
-def _drawn(groups: list[tuple], shown: list[tuple[int, int]], out_dir: Path, title: str,
-           processes: int, on_chart: Callable[[int, int], None],
-           meanwhile: Callable[[], object]) -> tuple[dict[tuple[int, int], list], object]:
-    """The charts at `shown` ((group, chart), each with something to show) as write_charts
-    writes them (seconds each, for a pool of many models and variants), by (group, chart):
-    chart by chart, side by side in up to `processes` forked processes where there are cores
-    to run them on (a sweep of one pool too), each with the same code, so the files are the
-    same; and what `meanwhile` returns, called here while they are drawn."""
+def _drawn(charts: list[tuple], out_dir: Path, processes: int,
+           on_chart: Callable[[int, int], None], meanwhile: Callable[[], object]) -> object:
+    """Each of `charts` ((chart, rows, pool or device, file stem, title)) as write_chart writes
+    it (seconds each, for a pool of many models and variants), side by side in up to
+    `processes` forked processes where there are cores to run them on (a sweep of one pool
+    too), each with the same code, so the files are the same; returns what `meanwhile`
+    returns, called here while they are drawn."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     global _DRAWING
     # The charts of many panels first: they take longest, and the others fill in around them.
-    charts = sorted(shown, key=lambda gc: groups[gc[0]][4][gc[1]].draw_figure is None)
+    order = sorted(range(len(charts)), key=lambda i: charts[i][0].draw_figure is None)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    workers = min(len(charts), cores or 1, processes)
-    found: dict[tuple[int, int], list] = {}
-    on_chart(0, len(charts))
-
-    def collect(drawn) -> None:  # (group, chart) and what it wrote, as each is done
-        for at, written in drawn:
-            found[at] = written
-            on_chart(len(found), len(charts))
-
+    workers = min(len(order), cores or 1, processes)
+    on_chart(0, len(order))
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        collect((at, _draw_chart(at, (groups, out_dir, title))) for at in charts)
-        return found, meanwhile()
-    _DRAWING = (groups, out_dir, title)  # inherited by the forked processes, never pickled
+        for done, index in enumerate(order, 1):
+            _draw(index, (charts, out_dir))
+            on_chart(done, len(order))
+        return meanwhile()
+    _DRAWING = (charts, out_dir)  # inherited by the forked processes, never pickled
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            futures = {pool.submit(_draw_chart, at): at for at in charts}
+            futures = [pool.submit(_draw, index) for index in order]
             later = meanwhile()
-            collect((futures[done], done.result()) for done in as_completed(futures))
+            for done, future in enumerate(as_completed(futures), 1):
+                future.result()  # a chart that failed fails the report
+                on_chart(done, len(order))
     finally:
         _DRAWING = ()
-    return found, later
+    return later
 
 
-def _draw_chart(at: tuple[int, int], drawing: tuple = ()) -> list[tuple[Path, str]]:
-    """The chart at (group, chart) as write_charts writes it: its PNG and its caption."""
-    groups, out_dir, title = drawing or _DRAWING
-    heading, stem, group_rows, name, charts = groups[at[0]]
-    return write_charts([charts[at[1]]], group_rows, name, stem, out_dir, f"{title}: {heading}")
+def _draw(index: int, drawing: tuple = ()) -> None:
+    charts, out_dir = drawing or _DRAWING
+    chart, rows, name, stem, title = charts[index]
+    write_chart(chart, rows, name, stem, out_dir, title)
