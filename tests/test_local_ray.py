@@ -64,3 +64,41 @@ def test_a_start_that_gives_up_is_stopped_and_started_again(monkeypatch):
     assert services.get_node is first_node_never_registers  # put back after the start
     # a node whose raylet has ended is given up at once: neither farm's 240 s nor Ray's own 30
     assert took < 30, took
+
+
+def test_the_node_is_looked_up_once_it_is_listed(monkeypatch):
+    """Ray's own look for a node that has not registered yet waits a whole second before it
+    asks again, and the node of a local start registers a moment after the first ask: farm
+    waits for the node in the GCS's table (asked every 50 ms) and only then asks Ray, whose
+    look then finds it at once. And a node that never registers is waited for no longer than
+    the deadline, nor at all once its raylet is gone."""
+    from ray._private import state
+
+    real, asked = services.get_node, []
+
+    def listed_when_asked(gcs_address, node_id):
+        table = state.GlobalState()
+        table._initialize_global_state(services._get_gcs_client_options(gcs_address))
+        asked.append(any(node["NodeID"] == node_id and node["Alive"]
+                         for node in table.node_table()))
+        return real(gcs_address, node_id)
+
+    monkeypatch.setattr(services, "get_node", listed_when_asked)
+    try:
+        cluster.start_local_instance(num_cpus=1, include_dashboard=False,
+                                     object_store_memory=80 * 2**20, log_to_driver=False)
+        assert asked == [True]
+        gcs = ray._private.worker.global_worker.node.gcs_address
+        here = ray.get_runtime_context().get_node_id()
+        started = time.monotonic()
+        cluster.registered(gcs, here, started + 30, lambda: False)
+        assert time.monotonic() - started < 5  # listed: no wait for the deadline
+        nowhere = "ff" * 28
+        started = time.monotonic()
+        cluster.registered(gcs, nowhere, started + 0.5, lambda: False)
+        assert time.monotonic() - started >= 0.5
+        started = time.monotonic()
+        cluster.registered(gcs, nowhere, started + 30, lambda: True)
+        assert time.monotonic() - started < 5  # its raylet gone: no wait at all
+    finally:
+        ray.shutdown()
