@@ -154,9 +154,9 @@ def _mann_whitney(other, base):
     (most of a second, on every `farm compare` and `farm report`): the exact distribution of
     U where either sample has 8 values or fewer and the row has no ties, else the normal
     approximation with its tie and continuity corrections. tests/test_compare.py holds the
-    figures to scipy's own, to the bit."""
+    figures to scipy's own, to the bit. scipy.special (a quarter of a second to import) only
+    where a row needs the normal approximation: farm's few repeats of a job are exact."""
     import numpy as np
-    from scipy import special
 
     n1, n2 = other.shape[-1], base.shape[-1]
     ranks, ties = _ranks(np.concatenate([other, base], axis=-1))
@@ -173,6 +173,7 @@ def _mann_whitney(other, base):
         spread = np.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
         numerator = u[~exact] - n1 * n2 / 2
         numerator -= 0.5  # continuity, as scipy: the p-value is the SF at U less a half
+        from scipy import special
         with np.errstate(divide="ignore", invalid="ignore"):
             p_values[~exact] = special.ndtr(-(numerator / spread))
     return np.clip(p_values * 2, 0.0, 1.0)
@@ -219,7 +220,6 @@ def _exact_sf(u, n1: int, n2: int):
 def _u_frequencies(n1: int, n2: int, most: int):
     """The null distribution of U from 0 to most (n1 <= n2, most <= n1 * n2 / 2)."""
     import numpy as np
-    from scipy import special
 
     sigma = np.zeros(most + 1, dtype=int)
     for d in np.arange(1, n1 + 1):
@@ -235,7 +235,25 @@ def _u_frequencies(n1: int, n2: int, most: int):
         if value > largest and counts_are_ints:  # past uint64: floats from here, as scipy
             counts, counts_are_ints = counts.astype(float), False
         counts[u] = value
-    return counts / special.binom(n1 + n2, n1)
+    return counts / _binomial(n1 + n2, n1)
+
+
+def _binomial(n: int, k: int) -> float:
+    """n choose k as the float scipy.special.binom gives for whole n >= k >= 0: its product of
+    k (or n - k, the fewer) factors in the order it takes them, which is not always the float
+    nearest the true count (math.comb's). tests/test_compare.py holds it to scipy's."""
+    k = min(k, n - k)
+    if k >= 20:  # scipy goes by its beta function from here; a sample of 8 never gets here
+        from scipy import special
+        return float(special.binom(n, k))
+    numerator = denominator = 1.0
+    for i in range(1, k + 1):
+        numerator *= i + float(n) - k
+        denominator *= i
+        if abs(numerator) > 1e50:
+            numerator /= denominator
+            denominator = 1.0
+    return numerator / denominator
 
 
 def _finite(value) -> float | None:

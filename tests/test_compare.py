@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sqlite3
 from pathlib import Path
 
@@ -220,6 +221,19 @@ def test_mann_whitney_of_many_pairs_at_once_is_scipys_to_the_bit():
         assert mine.tolist() == theirs, (n1, n2)
     same = np.ones((1, 4))  # every value tied: p is 1, as scipy says
     assert _mann_whitney(same, same).tolist() == [stats.mannwhitneyu(same[0], same[0]).pvalue]
+
+
+def test_the_binomial_of_the_exact_p_is_scipys_to_the_bit():
+    """The exact Mann-Whitney p divides by n choose k as scipy.special.binom works it out (a
+    product of floats, not always the float nearest the count: 185 choose 8 is not), without
+    importing scipy.special."""
+    from scipy import special
+
+    from farm.resampling import _binomial
+
+    pairs = [(n, k) for n in range(0, 400) for k in range(0, min(n, 30) + 1)]
+    assert [_binomial(n, k) for n, k in pairs] == [special.binom(n, k) for n, k in pairs]
+    assert any(_binomial(n, k) != float(math.comb(n, k)) for n, k in pairs)
 
 
 def test_resamples_are_counted_as_numpy_finds_the_distinct_ones():
