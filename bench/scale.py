@@ -195,7 +195,9 @@ def _figures(spec: dict, nano: bool, memory: float, rng, group) -> dict:
         "baseline_mb": 180.0, "memory_mb": memory, "noise": rng.uniform(0.01, 0.06),
         "load_avg_1m": rng.uniform(0.5, 1.5), "cpu_list": "0", "cpu_mhz_start": 2450.0,
         "cpu_mhz_end": 2440.0, "cpu_mhz_min": 2400.0, "temp_c_end": 48.0,
-        "clock_source": "cpufreq", "latencies_ms": [round(ms, 4) for ms in rng.sample(
+        # to the nanosecond, as an agent reports them (to a tenth of a microsecond, a
+        # sweep's repeats had the same medians, which measured latencies never have)
+        "clock_source": "cpufreq", "latencies_ms": [round(ms, 6) for ms in rng.sample(
             latencies, len(latencies))],
         "logits": [[round(rng.gauss(0, 1), 5) for _ in range(2)] for _ in range(batch)],
         "env": {"python": "3.11.9", "torch": "2.5.1", "cpu": "AMD EPYC 7B13", "host": "lab-1"},
