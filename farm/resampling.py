@@ -155,7 +155,8 @@ def _mann_whitney(other, base):
     U where either sample has 8 values or fewer and the row has no ties, else the normal
     approximation with its tie and continuity corrections. tests/test_compare.py holds the
     figures to scipy's own, to the bit. scipy.special (a quarter of a second to import) only
-    where a row needs the normal approximation: farm's few repeats of a job are exact."""
+    where a row needs the normal approximation: a sweep's jobs compared by their few repeats,
+    measured latencies without ties, are exact."""
     import numpy as np
 
     n1, n2 = other.shape[-1], base.shape[-1]
