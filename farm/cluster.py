@@ -90,9 +90,9 @@ def local_start(seconds: float):
     statistics alone) and waits for before it goes on; without them the agents have the core
     to themselves sooner. ray.init takes none of these settings, so the head's parameters
     are set as its Node is made (and a Node that gave up stops what it started); and Ray's
-    look for the node (services.get_node, RuntimeError until it is there) keeps looking
-    until `seconds` have passed, and where the raylet has ended, ends the start at once
-    (RayletEnded). Another Ray, without these names, starts as it would."""
+    look for the node (services.get_node, RuntimeError until it is there) is made once the
+    node is listed (registered), keeps looking until `seconds` have passed, and where the
+    raylet has ended, ends the start at once (RayletEnded). Another Ray, without these names, starts as it would."""
     from ray._private import node, services
     made, look = node.Node.__init__, getattr(services, "get_node", None)
     if look is None:
@@ -145,9 +145,9 @@ def registered(gcs_address: str, node_id: str, deadline: float,
     deadline passed, the table unreadable; Ray's own look says why). Ray's look for a node
     that has not registered yet waits a whole second before it asks again (its C++
     GlobalStateAccessor::GetNode), and the node of a local start registers a moment after the
-    first ask: up to a second of each start spent waiting (a start took 1.4-1.6 s here, and
-    1.8-2.9 s before). Here the table is asked every REGISTERED_POLL_S, or less often where
-    asking takes longer."""
+    first ask: up to a second of each start spent waiting (README, "Running on a Ray
+    cluster"). Here the table is asked every REGISTERED_POLL_S, or less often where asking
+    takes longer."""
     from ray._private import services, state
     table = state.GlobalState()
     try:
