@@ -122,7 +122,15 @@ def compare(rows: list[dict], elsewhere: Mapping[tuple, list[dict]] | None = Non
     """Every row of the sweep (the baselines too), with its baseline and reference.
     `elsewhere`: by row_key, results of other sweeps that may stand in for a row's own (newest
     first), looked at only where the rows hold none."""
-    variants = [variant_of(r) for r in rows]
+    parsed: dict[tuple, Variant] = {}  # a sweep's thousands of rows hold a dozen variants
+
+    def variant(row: dict) -> Variant:
+        key = (row["variant"], row.get("variant_spec"))
+        if key not in parsed:
+            parsed[key] = variant_of(row)
+        return parsed[key]
+
+    variants = [variant(r) for r in rows]
     elsewhere = elsewhere or {}
 
     def same_work(a: dict, b: dict) -> bool:
@@ -138,16 +146,27 @@ def compare(rows: list[dict], elsewhere: Mapping[tuple, list[dict]] | None = Non
     for r, v in zip(rows, variants):
         if r["status"] == Status.DONE and not v.streamed:
             candidates.setdefault(near(r, v.precision, v.methods), []).append((r, v))
+    # What eager() found, by its near() key, its methods (their repr: parameters are dicts) and
+    # the device: every repeat of a work on a device has the same baseline.
+    found: dict[tuple, dict] = {}
 
     def eager(row: dict, precision: str, methods: tuple) -> dict | None:
         def fits(r: dict, v: Variant) -> bool:
             return (r["status"] == Status.DONE and not v.streamed and v.precision == precision
                     and v.methods == methods and same_work(r, row))
 
-        done = [r for r, v in candidates.get(near(row, precision, methods), ()) if fits(r, v)] \
-            or [r for r in elsewhere.get(row_key(row), ()) if fits(r, variant_of(r))]
+        key = near(row, precision, methods)
+        seen = (key, repr(methods), row["device"])
+        if seen in found:
+            return found[seen]
+        done = [r for r, v in candidates.get(key, ()) if fits(r, v)]
+        shared = bool(done)  # else the row's own stand-ins from elsewhere: not kept for others
+        done = done or [r for r in elsewhere.get(row_key(row), ()) if fits(r, variant_of(r))]
         here = [r for r in done if r["device"] == row["device"]]
-        return (here or done or [None])[0]
+        pick = (here or done or [None])[0]
+        if shared:
+            found[seen] = pick
+        return pick
 
     return [Compared(r, v, eager(r, "fp32", ()),
                      eager(r, v.precision, v.methods) if v.streamed else None)

@@ -216,3 +216,64 @@ def test_the_methods_table_marks_a_ratio_against_another_sweep(store):
     cells = _line(text, "heads-50")
     assert "1.00†" in cells and "6.2e-02†" in cells
     assert "sweep fp32-first on box-1" in text
+
+
+# --- compare()'s choice of baseline over a grid -------------------------------------------------
+
+def _spec(precision: str, execution: str, methods: list) -> str:
+    return json.dumps({"precision": precision, "execution": execution, "methods": methods})
+
+
+def _chosen_by_scan(rows: list[dict], row: dict, precision: str, methods: list) -> dict | None:
+    """compare()'s rule, row by row over every row: the first done eager result of the same
+    work, precision and methods on the row's device, else the first on any device."""
+    def spec(r):
+        return json.loads(r["variant_spec"]) if r["variant_spec"] else {
+            "fp32": ("fp32", "eager", []), "int8": ("int8", "eager", []),
+            "stream": ("fp32", "stream", [])}[r["variant"]]
+
+    def fits(r):
+        s = spec(r)
+        s = (s["precision"], s["execution"], s["methods"]) if isinstance(s, dict) else s
+        return (r["status"] == Status.DONE and s == (precision, "eager", methods)
+                and all(r[k] == row[k] for k in ("model", "task", "batch_size", "seq_len")))
+
+    done = [r for r in rows if fits(r)]
+    return ([r for r in done if r["device"] == row["device"]] or done or [None])[0]
+
+
+def test_each_row_gets_the_baseline_a_scan_of_every_row_finds():
+    """A grid of works, devices, repeats and variants (methods with parameters, a streamed
+    one, failed baselines, a work that one device never finished): every row's baseline and
+    reference are those the rule picks when every row is looked at."""
+    heads, quarter = [["prune_heads", {"fraction": 0.5}]], [["prune_heads", {"fraction": 0.25}]]
+    variants = [("fp32", None), ("int8", None), ("stream", None),
+                ("heads-50", _spec("fp32", "eager", heads)),
+                ("heads-25", _spec("fp32", "eager", quarter)),
+                ("heads-50s", _spec("fp32", "stream", heads)),
+                ("heads-25s", _spec("fp32", "stream", quarter))]
+    rows = []
+    for batch in (1, 8):
+        for seq in (64, 128):
+            for device in ("box-1", "box-2", "box-3"):
+                for repeat in (1, 2):
+                    for name, spec in variants:
+                        # box-2's fp32 failed at batch 8; box-3 never ran heads-50 at seq 64
+                        failed = device == "box-2" and name == "fp32" and batch == 8
+                        if device == "box-3" and name == "heads-50" and seq == 64:
+                            continue
+                        rows.append(v_result(
+                            name, Status.FAILED if failed else Status.DONE, device=device,
+                            batch_size=batch, seq_len=seq, repeat=repeat, variant_spec=spec,
+                            job_key=f"s-{name}-{device}-b{batch}-s{seq}-r{repeat}"))
+    compared = compare(rows)
+    assert [c.result for c in compared] == rows
+    for c in compared:
+        assert c.baseline is _chosen_by_scan(rows, c.result, "fp32", [])
+        streamed = c.result["variant"] in ("stream", "heads-50s", "heads-25s")
+        methods = {"heads-50s": heads, "heads-25s": quarter}.get(c.result["variant"], [])
+        assert c.reference is (_chosen_by_scan(rows, c.result, "fp32", methods) if streamed
+                               else None)
+    # the rule's cases are there: another device's baseline, and a reference on another device
+    assert any(c.baseline["device"] != c.result["device"] for c in compared)
+    assert any(c.reference and c.reference["device"] != c.result["device"] for c in compared)
