@@ -6,6 +6,7 @@ same weights on the same kind of device."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 
 import pytest
@@ -227,15 +228,14 @@ def _spec(precision: str, execution: str, methods: list) -> str:
 def _chosen_by_scan(rows: list[dict], row: dict, precision: str, methods: list) -> dict | None:
     """compare()'s rule, row by row over every row: the first done eager result of the same
     work, precision and methods on the row's device, else the first on any device."""
-    def spec(r):
-        return json.loads(r["variant_spec"]) if r["variant_spec"] else {
-            "fp32": ("fp32", "eager", []), "int8": ("int8", "eager", []),
-            "stream": ("fp32", "stream", [])}[r["variant"]]
+    named = {"fp32": _spec("fp32", "eager", []), "int8": _spec("int8", "eager", []),
+             "stream": _spec("fp32", "stream", [])}
 
     def fits(r):
-        s = spec(r)
-        s = (s["precision"], s["execution"], s["methods"]) if isinstance(s, dict) else s
-        return (r["status"] == Status.DONE and s == (precision, "eager", methods)
+        spec = json.loads(r["variant_spec"] or named[r["variant"]])
+        return (r["status"] == Status.DONE
+                and (spec["precision"], spec["execution"], spec["methods"]) ==
+                (precision, "eager", methods)
                 and all(r[k] == row[k] for k in ("model", "task", "batch_size", "seq_len")))
 
     done = [r for r in rows if fits(r)]
@@ -253,19 +253,15 @@ def test_each_row_gets_the_baseline_a_scan_of_every_row_finds():
                 ("heads-50s", _spec("fp32", "stream", heads)),
                 ("heads-25s", _spec("fp32", "stream", quarter))]
     rows = []
-    for batch in (1, 8):
-        for seq in (64, 128):
-            for device in ("box-1", "box-2", "box-3"):
-                for repeat in (1, 2):
-                    for name, spec in variants:
-                        # box-2's fp32 failed at batch 8; box-3 never ran heads-50 at seq 64
-                        failed = device == "box-2" and name == "fp32" and batch == 8
-                        if device == "box-3" and name == "heads-50" and seq == 64:
-                            continue
-                        rows.append(v_result(
-                            name, Status.FAILED if failed else Status.DONE, device=device,
-                            batch_size=batch, seq_len=seq, repeat=repeat, variant_spec=spec,
-                            job_key=f"s-{name}-{device}-b{batch}-s{seq}-r{repeat}"))
+    for batch, seq, device, repeat, (name, spec) in itertools.product(
+            (1, 8), (64, 128), ("box-1", "box-2", "box-3"), (1, 2), variants):
+        # box-2's fp32 failed at batch 8; box-3 never ran heads-50 at seq 64
+        if device == "box-3" and name == "heads-50" and seq == 64:
+            continue
+        failed = device == "box-2" and name == "fp32" and batch == 8
+        rows.append(v_result(name, Status.FAILED if failed else Status.DONE, device=device,
+                             batch_size=batch, seq_len=seq, repeat=repeat, variant_spec=spec,
+                             job_key=f"s-{name}-{device}-b{batch}-s{seq}-r{repeat}"))
     compared = compare(rows)
     assert [c.result for c in compared] == rows
     for c in compared:
