@@ -393,7 +393,7 @@ def compare_command(
         out.print(f"{against}: nothing to compare (no done result has a done baseline on the "
                   "same work)", highlight=False)
         return
-    out.print(Tall(differences_table(against, differences, by_what)))  # its thousands of rows
+    out.print(Tall(differences_table(against, differences, by_what, out.width)))  # thousands of rows
 
 
 app.add_typer(devices_app, name="devices")  # after the commands, in --help's order

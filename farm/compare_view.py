@@ -3,6 +3,7 @@
 Apart from farm.results_view, whose tables end a sweep's run: these are verdicts on demand."""
 from __future__ import annotations
 
+from rich.cells import cell_len
 from rich.table import Table
 
 from farm.console import _num, shown
@@ -10,18 +11,59 @@ from farm.results import label
 
 
 VERDICT_STYLE = {"faster": "green", "slower": "red", "~": "dim", "n/a": "dim"}
+# By what is compared: what else the two sides of a comparison share (farm.comparisons.pairs
+# and sweep_pairs): variants are compared within a target (the sweep's pool of devices),
+# devices within a variant, sweeps within both.
+_APART = {"variant": ("target",), "device": ("variant",), "sweep": ("target", "variant")}
 
 
-def differences_table(title: str, differences: list, by: str) -> Table:
+def differences_table(title: str, differences: list, by: str,
+                      width: int | None = None) -> Table:
     """`farm compare`: each result against its baseline, green where it is significantly
-    faster, red where slower, dim where the two cannot be told apart (~)."""
+    faster, red where slower, dim where the two cannot be told apart (~). Within `width`
+    cells, where given: the columns that matter least are left out until the rest fit (the
+    baseline first, which the title names; the work, what is compared, the ratio and the
+    verdict never), each column whole, never a figure cut."""
     change = differences[0].min_change if differences else 0.02
-    caption = ("median ms: of the calls, or of the repeats' medians; × baseline: the ratio of "
-               "medians, with its 95% bootstrap interval; p: Mann-Whitney U; from: between N "
-               "and M repeats (each repeat's median, each a fresh agent process), or the calls "
-               "of one process each; ~: no significant difference (p ≥ 0.05, or the interval "
-               f"holds 1) or a change within ±{100 * change:g}%; Δ score: paired bootstrap "
-               "over the examples both scored")
+    scored = any(d.score_diff is not None for d in differences)
+    rows = [d.other for d in differences]
+    varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
+    # What pairs the two sides besides the work, where the rows hold more than one of it:
+    # without it, two pools' (or two variants') comparisons of one work read as one.
+    apart = [c for c in _APART[by] if len({r[c] for r in rows}) > 1]
+    styles = [VERDICT_STYLE[d.verdict] for d in differences]
+    # (header, plain cells, how much it matters: the least is left out first, _KEPT never)
+    columns = [
+        *[(label(c), [shown(r[c]) for r in rows], _KEPT) for c in ("model", *varying)],
+        (label("batch_size"), [str(r["batch_size"]) for r in rows], _KEPT),
+        *[(label(c), [shown(r[c]) for r in rows], _KEPT) for c in apart],
+        ("baseline", [shown(_side(d.baseline, by)) for d in differences], 0),
+        (by if by != "sweep" else "against", [shown(_side(r, by)) for r in rows], _KEPT),
+        ("median ms", [f"{_num(d.medians[0], '.2f')} → {_num(d.medians[1], '.2f')}"
+                       for d in differences], 4),
+        ("× baseline", [_num(d.ratio, ".3f") for d in differences], _KEPT),
+        ("95% interval", [f"[{d.low:.3f}, {d.high:.3f}]" if d.low is not None else ""
+                          for d in differences], 6),
+        ("p", [_num(d.p_value, ".2g") for d in differences], 5),
+        ("from", [_evidence(d) for d in differences], 3),
+        ("verdict", [d.verdict for d in differences], _KEPT),
+        ("Δ MiB", [_whole_mib(d.memory_diff_mb) for d in differences], 1),
+        *([("Δ score", [_score(d) for d in differences], 2)] if scored else [])]
+    if width is not None:
+        columns = _fit(columns, width)
+    names = [header for header, _, _ in columns]
+    caption = "; ".join(
+        part for name, part in (
+            ("median ms", "median ms: of the calls, or of the repeats' medians"),
+            ("× baseline", "× baseline: the ratio of medians"
+             + (", with its 95% bootstrap interval" if "95% interval" in names else "")),
+            ("p", "p: Mann-Whitney U"),
+            ("from", "from: N / M repeats (each repeat's median, each a fresh agent process), "
+                     "or the calls of one process each"),
+            ("verdict", "~: no significant difference (p ≥ 0.05, or the interval holds 1) or "
+                        f"a change within ±{100 * change:g}%"),
+            ("Δ score", "Δ score: paired bootstrap over the examples both scored"))
+        if name in names)
     few = next((d.repeats for d in differences if not d.decidable), None)
     if few:
         caption += (f"; {few[0]} and {few[1]} repeats are too few for p < 0.05 at all (use "
@@ -30,30 +72,46 @@ def differences_table(title: str, differences: list, by: str) -> Table:
         caption += ("; judged on calls, the spread between agent processes is unseen (give "
                     "the sweep repeats: 5 to see it)")
     table = Table(title=title, header_style="bold", pad_edge=False, caption=caption)
-    rows = [d.other for d in differences]
-    varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
-    for name in ("model", *varying, "batch_size"):
-        table.add_column(label(name), no_wrap=True)
-    table.add_column("baseline", no_wrap=True)
-    table.add_column(by if by != "sweep" else "against", no_wrap=True)
-    for name in ("median ms", "× baseline", "95% interval", "p", "from", "verdict", "Δ MiB",
-                 "Δ score"):
-        table.add_column(name, justify="right")
-    for d in differences:
-        style = VERDICT_STYLE[d.verdict]
-        interval = f"[{d.low:.3f}, {d.high:.3f}]" if d.low is not None else ""
-        score = ""
-        if d.score_diff is not None:
-            score = f"{d.score_diff:+.3f}"
-            if d.score_low is not None:
-                score += f" [{d.score_low:+.3f}, {d.score_high:+.3f}]"
-        table.add_row(
-            shown(d.other["model"]), *[shown(d.other[c]) for c in varying],
-            str(d.other["batch_size"]), shown(_side(d.baseline, by)), shown(_side(d.other, by)),
-            f"{_num(d.medians[0], '.2f')} → {_num(d.medians[1], '.2f')}",
-            f"[{style}]{_num(d.ratio, '.3f')}[/]", interval, _num(d.p_value, ".2g"),
-            _evidence(d), f"[{style}]{d.verdict}[/]", _whole_mib(d.memory_diff_mb), score)
+    for header, _, _ in columns:  # the names to the left, the figures to the right
+        table.add_column(header, no_wrap=True, justify="right" if header in _FIGURES else "left")
+    cells = [(header in _COLOURED, values) for header, values, _ in columns]
+    for i, style in enumerate(styles):
+        table.add_row(*(f"[{style}]{values[i]}[/]" if coloured else values[i]
+                        for coloured, values in cells))
     return table
+
+
+_KEPT = 100  # a column that is never left out
+_FIGURES = {"median ms", "× baseline", "95% interval", "p", "from", "verdict", "Δ MiB", "Δ score"}
+_COLOURED = {"× baseline", "verdict"}  # by the verdict
+_BORDERS = 3  # a column's rule and its padding (no padding at the table's edges: one less)
+
+
+def _fit(columns: list[tuple], width: int) -> list[tuple]:
+    """The columns, the least important left out first, until the table is within `width`
+    cells (the kept ones are kept even where they alone are wider)."""
+    def natural(column) -> int:
+        header, values, _ = column
+        return max(cell_len(header), *(cell_len(v) for v in set(values)))
+
+    widths = [natural(c) for c in columns]
+    out: set[int] = set()
+    for i in sorted(range(len(columns)), key=lambda i: columns[i][2]):
+        total = sum(w for j, w in enumerate(widths) if j not in out)
+        if total + _BORDERS * (len(columns) - len(out)) - 1 <= width or \
+                columns[i][2] == _KEPT:
+            break
+        out.add(i)
+    return [c for i, c in enumerate(columns) if i not in out]
+
+
+def _score(d) -> str:
+    if d.score_diff is None:
+        return ""
+    score = f"{d.score_diff:+.3f}"
+    if d.score_low is not None:
+        score += f" [{d.score_low:+.3f}, {d.score_high:+.3f}]"
+    return score
 
 
 def _whole_mib(change: float | None) -> str:
@@ -62,9 +120,9 @@ def _whole_mib(change: float | None) -> str:
 
 
 def _evidence(d) -> str:
-    """What a comparison was judged on: 'between 5 and 5 repeats', or '312 / 298 calls'."""
+    """What a comparison was judged on: '5 / 5 repeats', or '312 / 298 calls'."""
     if d.between_repeats:
-        return f"between {d.repeats[0]} and {d.repeats[1]} repeats"
+        return f"{d.repeats[0]} / {d.repeats[1]} repeats"
     return f"{d.calls[0]} / {d.calls[1]} calls"
 
 
@@ -87,5 +145,7 @@ def difference_records(differences: list, by: str) -> list[dict]:
              "baseline_repeats": d.repeats[0], "other_repeats": d.repeats[1],
              "between": "repeats" if d.between_repeats else "calls",
              "baseline_median_ms": d.medians[0], "other_median_ms": d.medians[1],
-             "min_change": d.min_change}
+             "min_change": d.min_change,
+             # both sides' (with by device: the other side's, its own device's pool)
+             "target": d.other["target"], "variant": d.other["variant"]}
             for d in differences]

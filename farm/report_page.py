@@ -116,7 +116,12 @@ def compared_section(differences: list[dict]) -> str:
     """Each variant's time against fp32's on the same work, as `farm compare` judges it."""
     if not differences:
         return ""
-    head = "".join(f"<th>{esc(h)}</th>" for h in COMPARED_HEADERS)
+    # The target (the sweep's pool) where there are several: a work's variants are compared
+    # within each, and its rows would otherwise read as the same comparison twice.
+    pooled = len({d["target"] for d in differences}) > 1
+    headers = (*COMPARED_HEADERS[:4], "target", *COMPARED_HEADERS[4:]) if pooled \
+        else COMPARED_HEADERS
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     lines = []
     for d in differences:
         faint = d["verdict"] not in ("faster", "slower")
@@ -126,7 +131,7 @@ def compared_section(differences: list[dict]) -> str:
                   if d["between"] == "repeats" else
                   f"{d['baseline_calls']} / {d['other_calls']} calls")
         cells = [esc(d["model"]), esc(d["task"]), esc(d["batch_size"]), esc(d["seq_len"]),
-                 esc(d["other"])]
+                 *([esc(d["target"])] if pooled else []), esc(d["other"])]
         figures = [number(d["ratio"], ".3f"), interval, number(d["p_value"], ".3g"),
                    esc(d["verdict"]), source]
         lines.append(f'<tr class="{"ns" if faint else esc(d["verdict"])}">'

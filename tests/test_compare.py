@@ -248,3 +248,69 @@ def test_resamples_are_counted_as_numpy_finds_the_distinct_ones():
         drawn = np.stack([np.bincount(row, minlength=size) for row in indices])
         distinct, inverse = np.unique(drawn, axis=0, return_inverse=True)
         assert np.array_equal(counts.T, distinct) and np.array_equal(which, inverse.ravel())
+
+
+def test_a_sweep_of_two_pools_names_the_pool_of_each_comparison():
+    """A work's variants are compared within each pool (the sweep's target): the table, the
+    records and the report page name it, else the pools' rows of a work read as one
+    comparison twice with different figures. What the sides share and the table would not show
+    otherwise: the variant between devices, the pool and the variant between sweeps."""
+    from rich.console import Console
+
+    from farm.compare_view import difference_records, differences_table
+    from farm.comparisons import differences, pairs
+    from farm.report_page import compared_section
+
+    rng = np.random.default_rng(7)
+    rows, latencies = [], {}
+    for target, device, scale in (("nano", "nano-1", 4.0), ("xeon", "xeon-1", 1.0)):
+        for variant, speed in (("fp32", 1.0), ("int8", 0.5)):
+            key = f"{device}-{variant}"
+            rows.append({"sweep": "s", "job_key": key, "device": device, "target": target,
+                         "model": "bert-tiny", "task": "synthetic", "batch_size": 1,
+                         "seq_len": 64, "variant": variant, "status": "done", "repeat": None,
+                         "p50_ms": None, "memory_mb": 10.0, "peak_mem_mb": 20.0})
+            latencies[key] = list(rng.normal(scale * speed, 0.01, 50))
+
+    def printed(table) -> list[str]:
+        console = Console(width=200, color_system=None, file=io.StringIO())
+        console.print(table)
+        return [line for line in console.file.getvalue().splitlines() if "bert-tiny" in line]
+
+    found = differences(pairs(rows, "variant", "fp32"), latencies, {})
+    by_target = {d.other["target"]: d for d in found}
+    assert sorted(by_target) == ["nano", "xeon"]
+    lines = printed(differences_table("t", found, "variant"))
+    assert len(lines) == 2  # a row a line: "from" is short enough not to wrap
+    for target, d in by_target.items():
+        line, = [line for line in lines if f" {target} " in line]
+        assert f"{d.medians[0]:.2f} → {d.medians[1]:.2f}" in line and "50 / 50 calls" in line
+    # at 80 columns the figures that matter least are left out whole, none cut or wrapped
+    narrow = Console(width=80, color_system=None, file=io.StringIO())
+    narrow.print(differences_table("t", found, "variant", width=80))
+    text = narrow.file.getvalue()
+    head, = [line for line in text.splitlines() if "model" in line]
+    assert max(map(len, text.splitlines())) <= 80
+    assert "┃ baseline" not in head and "Δ MiB" not in head  # the two that matter least
+    for target, d in by_target.items():
+        line, = [line for line in text.splitlines() if f" {target} " in line]
+        assert f" {d.ratio:.3f} " in line and d.verdict in line and " int8 " in line
+    wide = Console(width=200, color_system=None, file=io.StringIO())
+    wide.print(differences_table("t", found, "variant", width=200))
+    assert all(h in wide.file.getvalue() for h in ("baseline", "95% interval", "Δ MiB", "from"))
+    records = difference_records(found, "variant")
+    assert {(r["target"], r["other_job"]) for r in records} == {("nano", "nano-1-int8"),
+                                                                ("xeon", "xeon-1-int8")}
+    page = compared_section(records)
+    assert "<th>target</th>" in page and "<td>nano</td>" in page and "<td>xeon</td>" in page
+    # one pool: no target column; no score on either side: no Δ score column
+    one = [d for d in found if d.other["target"] == "xeon"]
+    header = Console(width=200, color_system=None, file=io.StringIO())
+    header.print(differences_table("t", one, "variant"))
+    assert " target " not in header.file.getvalue() and "Δ score" not in header.file.getvalue()
+    assert "<th>target</th>" not in compared_section(difference_records(one, "variant"))
+    # between devices the variant differs from row to row, and is shown
+    by_device = differences(pairs(rows, "device", "nano-1"), latencies, {})
+    assert {d.other["variant"] for d in by_device} == {"fp32", "int8"}
+    for d, line in zip(by_device, printed(differences_table("t", by_device, "device"))):
+        assert f" {d.other['variant']} " in line

@@ -175,7 +175,7 @@ def test_a_variant_against_itself_is_no_difference_between_repeats(repeated):
                                           "verdict", "baseline_median_ms", "other_median_ms")})
     table = _farm("compare", "aa", cwd=repeated)
     assert table.returncode == 0, table.stderr
-    assert f"between {REPEATS} and {REPEATS}" in table.stdout and "unseen" not in table.stdout
+    assert f"{REPEATS} / {REPEATS} repeats" in table.stdout and "unseen" not in table.stdout
 
 
 def test_the_report_marks_the_difference_that_is_not_one(repeated):
