@@ -254,19 +254,34 @@ def _latex_cell(table: ResearchTable, cell: Cell) -> str:
 
 
 def to_rich(table: ResearchTable, title: str | None = None) -> Table:
-    """Task groups in the header as "task" over its column's name (e.g. "sst2\\naccuracy")."""
-    out = Table(title=title and shown(title), caption=Text(visible(table.caption)),
-                header_style="bold", pad_edge=False)
+    """Task groups in the header as "task" over its column's name (e.g. "sst2\naccuracy"); a
+    table of one task names it in the title, over one-line headers. A task whose jobs no score
+    came from (synthetic text has no labels) shows no score column: a column of – alone says
+    nothing, and takes the room that keeps the others whole at 80 columns."""
+    one = len(table.tasks) == 1 and title is not None
+    shown_title = title and shown(f"{title} · {table.tasks[0]}" if one else title)
+    caption = table.caption
+    unscored = [t for t in table.tasks
+                if all(cells.get(t, Cell()).score is None for _, cells in table.rows)]
+    if unscored:
+        caption += (f" No job of {', '.join(unscored)} was scored: "
+                    f"{'its' if len(unscored) == 1 else 'their'} score column is left out.")
+    out = Table(title=shown_title, caption=Text(visible(caption)), header_style="bold",
+                pad_edge=False)
     for key in table.keys:
-        out.add_column(key, no_wrap=True)
+        out.add_column(label(key), no_wrap=True)
+    kept = {t: [i for i in range(3) if i or t not in unscored] for t in table.tasks}
     for task in table.tasks:
-        for label in table.labels(task):
-            out.add_column(Text(f"{visible(task)}\n{label}"), justify="right", no_wrap=True)
+        names = table.labels(task)
+        for i in kept[task]:
+            out.add_column(Text(names[i] if one else f"{visible(task)}\n{names[i]}"),
+                           justify="right", no_wrap=True)
     for key, cells in table.rows:
         figures = []
         for task in table.tasks:
             cell = cells.get(task, Cell())
             style = STATUS_STYLE.get(cell.status, "") if cell.status != Status.DONE else ""
-            figures += [Text(text, style=style) for text in _texts(table, cell)]
+            texts = _texts(table, cell)
+            figures += [Text(texts[i], style=style) for i in kept[task]]
         out.add_row(*(Text(visible(_key_text(k))) for k in key), *figures)
     return out

@@ -266,3 +266,34 @@ def test_farm_table_reads_every_column_it_shows(rows):
         assert printed(to_rich(narrow, title="t")) == printed(to_rich(whole, title="t"))
     assert "entropy 0.4" in printed(exits_table("exits", read))
     assert printed(exits_table("exits", read)) == printed(exits_table("exits", every))
+
+
+def test_a_table_of_one_unscored_task_names_it_once_and_fits_80_columns():
+    """`farm table` of a synthetic sweep (no labels: no score) on a terminal of 80 columns:
+    the task in the title, one-line headers, no column of – alone, every figure whole."""
+    rows = [result(model, variant, "synthetic", seq_len=seq, per_sample_ms=ms,
+                   peak_mem_mb=mib, device=device, target="pool")
+            for model, variant, device, seq, ms, mib in (
+                ("bert-medium", "stream+int8", "nano-1", 512, 39.3012, 564.0),
+                ("bert-medium", "stream+int8", "nano-2", 64, 5.0712, 508.0),
+                ("bert-tiny", "fp32", "nano-1", 512, 0.5612, 207.0))]
+    console = Console(width=80, record=True, color_system=None)
+    console.print(to_rich(research_table(rows), title="sweep s"))
+    text = console.export_text()
+    assert "sweep s · synthetic" in text and "…" not in text
+    assert max(map(len, text.splitlines())) <= 80
+    head = next(line for line in text.splitlines() if "model" in line)
+    assert head.split() == ["┃model", "┃", "variant", "┃", "seq", "┃", "ms/sample", "┃", "MiB┃"]
+    for model, variant, seq, ms, mib in (("bert-medium", "stream+int8", 512, "39.30", "564"),
+                                         ("bert-tiny", "fp32", 512, "0.56", "207")):
+        line = next(line for line in text.splitlines()
+                    if f" {variant} " in line and f" {seq} " in line and model in line)
+        assert f" {ms} " in line and f" {mib}" in line
+    assert "No job of synthetic was scored" in text
+    # a scored task keeps its score column, and two tasks keep their two-line headers
+    scored = [*rows, result("bert-tiny", "fp32", "sst2", score=0.75, per_sample_ms=1.0,
+                            peak_mem_mb=200.0, seq_len=512, device="nano-1", target="pool")]
+    console = Console(width=200, record=True, color_system=None)
+    console.print(to_rich(research_table(scored), title="sweep s"))
+    text = console.export_text()
+    assert "sst2" in text and "0.750" in text and "sweep s ·" not in text
