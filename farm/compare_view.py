@@ -28,15 +28,18 @@ def differences_table(title: str, differences: list, by: str,
     scored = any(d.score_diff is not None for d in differences)
     rows = [d.other for d in differences]
     varying = [c for c in ("task", "seq_len") if len({r[c] for r in rows}) > 1]
-    # What pairs the two sides besides the work, where the rows hold more than one of it:
-    # without it, two pools' (or two variants') comparisons of one work read as one.
-    apart = [c for c in _APART[by] if len({r[c] for r in rows}) > 1]
+    # What pairs the two sides besides the work, where the rows hold more than one of it or
+    # a row's two sides differ in it (two sweeps' single pools): without it, two pools' (or two
+    # variants') comparisons of one work read as one.
+    apart = {c: [_both(d, c) for d in differences] for c in _APART[by]}
+    apart = {c: cells for c, cells in apart.items()
+             if len(set(cells)) > 1 or any(d.baseline[c] != d.other[c] for d in differences)}
     styles = [VERDICT_STYLE[d.verdict] for d in differences]
     # (header, plain cells, how much it matters: the least is left out first, _KEPT never)
     columns = [
         *[(label(c), [shown(r[c]) for r in rows], _KEPT) for c in ("model", *varying)],
         (label("batch_size"), [str(r["batch_size"]) for r in rows], _KEPT),
-        *[(label(c), [shown(r[c]) for r in rows], _KEPT) for c in apart],
+        *[(label(c), cells, _KEPT) for c, cells in apart.items()],
         ("baseline", [shown(_side(d.baseline, by)) for d in differences], 0),
         (by if by != "sweep" else "against", [shown(_side(r, by)) for r in rows], _KEPT),
         ("median ms", [f"{_num(d.medians[0], '.2f')} → {_num(d.medians[1], '.2f')}"
@@ -126,6 +129,13 @@ def _evidence(d) -> str:
     return f"{d.calls[0]} / {d.calls[1]} calls"
 
 
+def _both(d, column: str) -> str:
+    """What the two sides of a comparison share in a column ("nano"), or each one's where they
+    differ ("nano → orin")."""
+    a, b = d.baseline[column], d.other[column]
+    return shown(a) if a == b else f"{shown(a)} → {shown(b)}"
+
+
 def _side(row: dict, by: str) -> str:
     return str(row["sweep"] if by == "sweep" else row[by])
 
@@ -146,6 +156,8 @@ def difference_records(differences: list, by: str) -> list[dict]:
              "between": "repeats" if d.between_repeats else "calls",
              "baseline_median_ms": d.medians[0], "other_median_ms": d.medians[1],
              "min_change": d.min_change,
-             # both sides' (with by device: the other side's, its own device's pool)
-             "target": d.other["target"], "variant": d.other["variant"]}
+             # the side compared's (the baseline's variant too, but with by variant; its
+             # target too, but with by device or between sweeps of one pool each)
+             "target": d.other["target"], "variant": d.other["variant"],
+             "baseline_target": d.baseline["target"]}
             for d in differences]

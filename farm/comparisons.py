@@ -377,8 +377,20 @@ def pairs(rows: list[dict], by: str, baseline: str) -> list[tuple[list[dict], li
 
 def sweep_pairs(first: list[dict], second: list[dict]) -> list[tuple[list[dict], list[dict]]]:
     """(first sweep's repeats, second's) for each work and variant both finished: the same
-    jobs in two sweeps (two devices, two releases of a model, two days)."""
+    jobs in two sweeps (two devices, two releases of a model, two days). A side is paired with
+    the other sweep's on the same target (pool of devices); where that sweep ran the work on
+    one target alone, with that one (a sweep on the Nano against one on the Orin). A work the
+    other sweep ran on several targets, none of them this side's, has no pair: which of them
+    it should be held against, nothing says."""
     key = _WORK + ("variant",)
-    theirs = {k[:-1]: side for k, side in runs(second, key + ("target",)).items()}
-    return [(side, theirs[k[:-1]]) for k, side in runs(first, key + ("target",)).items()
-            if k[:-1] in theirs]
+    theirs: dict[tuple, dict] = {}
+    for k, side in runs(second, key + ("target",)).items():
+        theirs.setdefault(k[:-1], {})[k[-1]] = side
+    found = []
+    for k, side in runs(first, key + ("target",)).items():
+        targets = theirs.get(k[:-1], {})
+        if k[-1] in targets:
+            found.append((side, targets[k[-1]]))
+        elif len(targets) == 1:
+            found.append((side, *targets.values()))
+    return found

@@ -314,3 +314,45 @@ def test_a_sweep_of_two_pools_names_the_pool_of_each_comparison():
     assert {d.other["variant"] for d in by_device} == {"fp32", "int8"}
     for d, line in zip(by_device, printed(differences_table("t", by_device, "device"))):
         assert f" {d.other['variant']} " in line
+
+
+def test_two_sweeps_are_compared_pool_by_pool_or_one_pool_against_the_other():
+    """farm compare A B: each of A's results against B's of the same work and variant on the
+    same target (pool); a sweep of one pool against a sweep of another, across (the table says
+    "nano → orin"); where B ran the work on several pools, none of them A's, no pair."""
+    from rich.console import Console
+
+    from farm.compare_view import difference_records, differences_table
+    from farm.comparisons import differences, sweep_pairs
+
+    def row(sweep, target, seq=64):
+        return {"sweep": sweep, "job_key": f"{sweep}-{target}-{seq}", "device": f"{target}-1",
+                "target": target, "model": "bert-tiny", "task": "synthetic", "batch_size": 1,
+                "seq_len": seq, "variant": "fp32", "status": "done", "repeat": None,
+                "p50_ms": None, "memory_mb": None, "peak_mem_mb": None}
+
+    def keys(found):
+        return sorted((a[0]["job_key"], b[0]["job_key"]) for a, b in found)
+
+    both = [row("a", "nano"), row("a", "xeon")]
+    again = [row("b", "xeon"), row("b", "nano")]
+    assert keys(sweep_pairs(both, again)) == [("a-nano-64", "b-nano-64"),
+                                              ("a-xeon-64", "b-xeon-64")]
+    # one pool each: across them
+    assert keys(sweep_pairs([row("a", "nano")], [row("c", "orin")])) == [("a-nano-64",
+                                                                           "c-orin-64")]
+    # two pools each, none in common: nothing says which to hold against which
+    assert sweep_pairs(both, [row("d", "orin"), row("d", "agx")]) == []
+    # several pools against one: each against it
+    found = sweep_pairs(both, [row("c", "orin")])
+    assert keys(found) == [("a-nano-64", "c-orin-64"), ("a-xeon-64", "c-orin-64")]
+    rng = np.random.default_rng(11)
+    latencies = {r["job_key"]: list(rng.normal(1.0, 0.01, 20))
+                 for r in [*both, row("c", "orin")]}
+    judged = differences(found, latencies, {})
+    console = Console(width=200, color_system=None, file=io.StringIO())
+    console.print(differences_table("t", judged, "sweep"))
+    text = console.file.getvalue()
+    assert " nano → orin " in text and " xeon → orin " in text
+    assert {(r["baseline_target"], r["target"]) for r in difference_records(judged, "sweep")} \
+        == {("nano", "orin"), ("xeon", "orin")}
