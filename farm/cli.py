@@ -272,8 +272,9 @@ def table(sweep: str = SWEEP_ARGUMENT,
                                                    help="Figures at this batch size (default: "
                                                    "1, else the smallest)."),
           by_device: Optional[bool] = typer.Option(None, "--by-device/--no-by-device",
-                                                   help="A row per device too (default: only "
-                                                   "where two devices ran the same work)."),
+                                                   help="A row per device too (default: a row per "
+                                                   "pool where several ran the same work; per "
+                                                   "device only where two devices of one did)."),
           db: Optional[str] = DB_OPTION):
     """The researchers' table: a row per model variant, a column group per task with accuracy,
     latency per sample and peak memory."""
@@ -393,7 +394,8 @@ def compare_command(
         out.print(f"{against}: nothing to compare (no done result has a done baseline on the "
                   "same work)", highlight=False)
         return
-    out.print(Tall(differences_table(against, differences, by_what, out.width)))  # thousands of rows
+    # Tall: its thousands of rows drawn at a fraction of Rich's cost
+    out.print(Tall(differences_table(against, differences, by_what, out.width)))
 
 
 app.add_typer(devices_app, name="devices")  # after the commands, in --help's order

@@ -85,7 +85,8 @@ def differences_table(title: str, differences: list, by: str,
 
 
 _KEPT = 100  # a column that is never left out
-_FIGURES = {"median ms", "× baseline", "95% interval", "p", "from", "verdict", "Δ MiB", "Δ score"}
+_FIGURES = {"median ms", "× baseline", "95% interval", "p", "from", "verdict", "Δ MiB",
+            "Δ score"}
 _COLOURED = {"× baseline", "verdict"}  # by the verdict
 _BORDERS = 3  # a column's rule and its padding (no padding at the table's edges: one less)
 

@@ -50,7 +50,7 @@ class Cell:
 
 @dataclass(frozen=True)
 class ResearchTable:
-    keys: tuple[str, ...]                 # ("model", "variant") plus "device", "seq_len" if they vary
+    keys: tuple[str, ...]  # ("model", "variant"), "target" or "device", "seq_len" if they vary
     tasks: tuple[str, ...]                # in first-seen order
     metrics: dict[str, str | None]        # task -> its metric, None where no row names one
     rows: tuple[tuple[tuple, dict[str, Cell]], ...]
@@ -66,20 +66,32 @@ def research_table(rows, by_device: bool | None = None, *,
     """Lay v_results rows out for a paper: see the module docstring for what each cell holds.
 
     by_device: one row per device too. By default the rows of a pool's devices are merged (a
-    pooled sweep spreads one variant's jobs over them, and a row per device would split it),
-    and only where two devices ran the same work is there a row per device. With False, two
+    pooled sweep spreads one variant's jobs over them, and a row per device would split it):
+    where the sweep ran the same work on several pools (its targets), a row per pool; and only
+    where two devices ran the same work otherwise is there a row per device. With False, two
     results for one cell raise ValueError.
     batch_size: take figures at this batch size (default: 1, else the cell's smallest).
     Rows of several sequence lengths get a `seq_len` key column rather than being mixed.
     """
     rows = list(rows)
-    if by_device is None:
+    if by_device:
+        return _laid_out(rows, ("model", "variant", "device"), batch_size)
+    tries = [("model", "variant")]
+    if by_device is None and len(_distinct(r.get("target") for r in rows)) > 1:
+        tries.append(("model", "variant", "target"))
+    for i, keys in enumerate(tries):
         try:
-            return research_table(rows, False, batch_size=batch_size)
+            return _laid_out(rows, keys, batch_size)
         except ValueError:
-            by_device = True
-    keys = ("model", "variant") + (("device",) if by_device else ()) \
-        + (("seq_len",) if len(_distinct(r["seq_len"] for r in rows)) > 1 else ())
+            if by_device is False and i == len(tries) - 1:
+                raise
+    return _laid_out(rows, ("model", "variant", "device"), batch_size)
+
+
+def _laid_out(rows: list[dict], keys: tuple[str, ...], batch_size: int | None) -> ResearchTable:
+    """The table with a row per value of these keys (and of seq_len, where it varies); a
+    ValueError where two results fall in one cell."""
+    keys += ("seq_len",) if len(_distinct(r["seq_len"] for r in rows)) > 1 else ()
     tasks = tuple(_distinct(r["task"] for r in rows))
     groups: dict[tuple, dict[str, list[dict]]] = {}
     for r in rows:

@@ -283,7 +283,8 @@ def test_a_table_of_one_unscored_task_names_it_once_and_fits_80_columns():
     assert "sweep s · synthetic" in text and "…" not in text
     assert max(map(len, text.splitlines())) <= 80
     head = next(line for line in text.splitlines() if "model" in line)
-    assert head.split() == ["┃model", "┃", "variant", "┃", "seq", "┃", "ms/sample", "┃", "MiB┃"]
+    assert head.split() == ["┃model", "┃", "variant", "┃", "seq", "┃", "ms/sample", "┃",
+                            "MiB┃"]
     for model, variant, seq, ms, mib in (("bert-medium", "stream+int8", 512, "39.30", "564"),
                                          ("bert-tiny", "fp32", 512, "0.56", "207")):
         line = next(line for line in text.splitlines()
@@ -297,3 +298,25 @@ def test_a_table_of_one_unscored_task_names_it_once_and_fits_80_columns():
     console.print(to_rich(research_table(scored), title="sweep s"))
     text = console.export_text()
     assert "sst2" in text and "0.750" in text and "sweep s ·" not in text
+
+
+def test_a_sweep_of_two_pools_gets_a_row_per_pool_not_per_device(rows):
+    """A sweep on two pools runs each work once per pool, on whichever of its devices was free:
+    a row per pool (its target), each cell its pool's job, not a row per device."""
+    pooled = [dict(r, device=f"{pool}-{i % 2 + 1}", target=pool,
+                   job_key=f"{r['job_key']}-{pool}", per_sample_ms=(r["per_sample_ms"] or 0) * k)
+              for pool, k in (("nano", 4.0), ("xeon", 1.0)) for i, r in enumerate(rows)]
+    table = research_table(pooled)
+    assert table.keys == ("model", "variant", "target")
+    pairs = {(r["model"], r["variant"]) for r in rows}
+    assert len(table.rows) == 2 * len(pairs)
+    by_key = dict(table.rows)
+    tiny = [r for r in rows if (r["model"], r["variant"], r["task"], r["batch_size"]) ==
+            ("bert_tiny", "fp32", "sst2", 1)][0]
+    for pool, k in (("nano", 4.0), ("xeon", 1.0)):
+        assert by_key[("bert_tiny", "fp32", pool)]["sst2"].per_sample_ms == \
+            tiny["per_sample_ms"] * k
+    # no merging across pools where asked not to, and a row per device where asked
+    with pytest.raises(ValueError):
+        research_table(pooled, by_device=False)
+    assert research_table(pooled, by_device=True).keys == ("model", "variant", "device")
