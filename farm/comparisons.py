@@ -4,10 +4,13 @@ on the same work, and whether its outputs are still the model's.
     compare(rows, elsewhere) -> [Compared]   every v_results row of a sweep, with its baselines
 
 A row's baseline is the eager fp32 run (no methods) of the same model, task, batch size and
-sequence length: on the same device where it finished there, else on another device of the
-sweep, else one of `elsewhere`: the results of other sweeps that may stand in for the row's own
-(farm.store.queries.baselines_elsewhere: the same weights on the same kind of device), on the
-same device first. An fp32 run that ended oom in a small container is compared nowhere. Against
+sequence length: on the same device where it finished there, else on another device of its
+pool (the sweep's target: a pool's devices are alike, and its jobs land on any of them), else
+on another pool's device of the sweep (a smaller container's streamed variant against eager
+where eager ran out of memory), else one of `elsewhere`: the results of other sweeps that may
+stand in for the row's own (farm.store.queries.baselines_elsewhere: the same weights on the same
+kind of device), on the same device first. One of another pool or another sweep may have run on
+other hardware: baseline_elsewhere says so, and the tables mark it. An fp32 run that ended oom in a small container is compared nowhere. Against
 it: time per sample, model memory, parameters and FLOPs as ratios, and Δlogit, the largest
 |logit − fp32's| on the first batch (catalog weights are seeded, so every variant of a catalog
 model starts from the same weights; a method's Δlogit is what it changed). A streamed variant
@@ -48,12 +51,13 @@ class Compared:
 
     @property
     def baseline_elsewhere(self) -> bool:
-        """The baseline ran in another sweep (one of compare's `elsewhere`)."""
-        return _other_sweep(self.result, self.baseline)
+        """The baseline ran in another sweep (one of compare's `elsewhere`), or in another pool
+        of this one (its target's devices finished none)."""
+        return _elsewhere(self.result, self.baseline)
 
     @property
     def reference_elsewhere(self) -> bool:
-        return _other_sweep(self.result, self.reference)
+        return _elsewhere(self.result, self.reference)
 
     def _ratio(self, column: str) -> float | None:
         value, against = self.result.get(column), self.baseline and self.baseline.get(column)
@@ -90,8 +94,11 @@ class Compared:
         return logit_gap(self.result.get("logits_json"), self.reference.get("logits_json"))
 
 
-def _other_sweep(row: dict, other: dict | None) -> bool:
-    return other is not None and other.get("sweep") != row.get("sweep")
+def _elsewhere(row: dict, other: dict | None) -> bool:
+    """`other` ran in another sweep, or on another pool (target) than row: perhaps on other
+    hardware, which the tables mark."""
+    return other is not None and (other.get("sweep") != row.get("sweep")
+                                  or other.get("target") != row.get("target"))
 
 
 def logit_gap(a: str | None, b: str | None) -> float | None:
@@ -163,7 +170,8 @@ def compare(rows: list[dict], elsewhere: Mapping[tuple, list[dict]] | None = Non
         shared = bool(done)  # else the row's own stand-ins from elsewhere: not kept for others
         done = done or [r for r in elsewhere.get(row_key(row), ()) if fits(r, variant_of(r))]
         here = [r for r in done if r["device"] == row["device"]]
-        pick = (here or done or [None])[0]
+        pool = [r for r in done if r.get("target") == row.get("target")]
+        pick = (here or pool or done or [None])[0]
         if shared:
             found[seen] = pick
         return pick

@@ -117,7 +117,8 @@ def _gap_cell(compared) -> str:
 
 def _elsewhere_note(compared, reference: bool = False) -> str:
     """'; †: compared with sweep s on d ...', naming the sweep and device of each baseline (and,
-    with reference, each streamed variant's eager reference) that came from another sweep."""
+    with reference, each streamed variant's eager reference) that came from another sweep or
+    another pool of this one: perhaps other hardware."""
     found = sorted({(other["sweep"], other["device"]) for c in compared
                     for other, far in ((c.baseline, c.baseline_elsewhere),
                                        (c.reference, reference and c.reference_elsewhere))
@@ -126,7 +127,7 @@ def _elsewhere_note(compared, reference: bool = False) -> str:
         return ""
     return ("; †: compared with " + ", ".join(f"sweep {shown(sweep)} on {shown(device)}"
                                              for sweep, device in found)
-            + " (no run of that work here)")
+            + " (none of that work done in the row's own pool)")
 
 
 def _work_columns(table: Table, rows: list[dict]) -> list[str]:

@@ -219,6 +219,25 @@ def test_the_methods_table_marks_a_ratio_against_another_sweep(store):
     assert "sweep fp32-first on box-1" in text
 
 
+def test_a_ratio_against_another_pools_fp32_is_marked_with_the_device_named():
+    """A sweep on two pools whose small one ran out of memory in fp32: its variant's ratio is
+    against the other pool's fp32 (perhaps other hardware), marked †, the device named; the
+    other pool's own, against its own fp32, unmarked."""
+    heads = json.dumps({"precision": "fp32", "execution": "eager",
+                        "methods": [["prune_heads", {"fraction": 0.5}]]}, sort_keys=True)
+    rows = [v_result("fp32", Status.DONE, device="big-1", target="big", job_key="fp32-big"),
+            v_result("heads-50", Status.DONE, device="big-1", target="big", job_key="h-big",
+                     per_sample_ms=1.0, variant_spec=heads),
+            v_result("fp32", Status.OOM, device="small-1", target="small", job_key="fp32-s"),
+            v_result("heads-50", Status.DONE, device="small-1", target="small", job_key="h-s",
+                     per_sample_ms=3.0, variant_spec=heads)]
+    text = _text(methods_table("sweep s: methods against eager fp32", rows, {}))
+    small = next(line for line in text.splitlines() if "heads-50" in line and "small-1" in line)
+    big = next(line for line in text.splitlines() if "heads-50" in line and "big-1" in line)
+    assert "1.50†" in small and "0.50" in big and "0.50†" not in big
+    assert "†: compared with sweep s on big-1" in text
+
+
 # --- compare()'s choice of baseline over a grid -------------------------------------------------
 
 def _spec(precision: str, execution: str, methods: list) -> str:
@@ -227,7 +246,8 @@ def _spec(precision: str, execution: str, methods: list) -> str:
 
 def _chosen_by_scan(rows: list[dict], row: dict, precision: str, methods: list) -> dict | None:
     """compare()'s rule, row by row over every row: the first done eager result of the same
-    work, precision and methods on the row's device, else the first on any device."""
+    work, precision and methods on the row's device, else the first on a device of the row's
+    pool (its target), else the first on any device."""
     named = {"fp32": _spec("fp32", "eager", []), "int8": _spec("int8", "eager", []),
              "stream": _spec("fp32", "stream", [])}
 
@@ -239,13 +259,15 @@ def _chosen_by_scan(rows: list[dict], row: dict, precision: str, methods: list) 
                 and all(r[k] == row[k] for k in ("model", "task", "batch_size", "seq_len")))
 
     done = [r for r in rows if fits(r)]
-    return ([r for r in done if r["device"] == row["device"]] or done or [None])[0]
+    return ([r for r in done if r["device"] == row["device"]] or
+            [r for r in done if r["target"] == row["target"]] or done or [None])[0]
 
 
 def test_each_row_gets_the_baseline_a_scan_of_every_row_finds():
     """A grid of works, devices, repeats and variants (methods with parameters, a streamed
-    one, failed baselines, a work that one device never finished): every row's baseline and
-    reference are those the rule picks when every row is looked at."""
+    one, failed baselines, a work that one device never finished) on two pools: every row's
+    baseline and reference are those the rule picks when every row is looked at; one from
+    another pool is marked as from elsewhere."""
     heads, quarter = [["prune_heads", {"fraction": 0.5}]], [["prune_heads", {"fraction": 0.25}]]
     variants = [("fp32", None), ("int8", None), ("stream", None),
                 ("heads-50", _spec("fp32", "eager", heads)),
@@ -253,14 +275,19 @@ def test_each_row_gets_the_baseline_a_scan_of_every_row_finds():
                 ("heads-50s", _spec("fp32", "stream", heads)),
                 ("heads-25s", _spec("fp32", "stream", quarter))]
     rows = []
+    # big-1 comes first: a row of the boxes finds it before its own pool's in a plain scan
+    pools = {"big-1": "big", "box-1": "boxes", "box-2": "boxes", "box-3": "boxes"}
     for batch, seq, device, repeat, (name, spec) in itertools.product(
-            (1, 8), (64, 128), ("box-1", "box-2", "box-3"), (1, 2), variants):
-        # box-2's fp32 failed at batch 8; box-3 never ran heads-50 at seq 64
+            (1, 8), (64, 128), pools, (1, 2), variants):
+        # box-2's fp32 failed at batch 8 (its pool's box-1 and box-3 did it), and every box's
+        # at seq 128 batch 1; box-3 never ran heads-50 at seq 64
         if device == "box-3" and name == "heads-50" and seq == 64:
             continue
-        failed = device == "box-2" and name == "fp32" and batch == 8
+        failed = name == "fp32" and (device == "box-2" and batch == 8 or
+                                     device != "big-1" and (batch, seq) == (1, 128))
         rows.append(v_result(name, Status.FAILED if failed else Status.DONE, device=device,
-                             batch_size=batch, seq_len=seq, repeat=repeat, variant_spec=spec,
+                             target=pools[device], batch_size=batch, seq_len=seq,
+                             repeat=repeat, variant_spec=spec,
                              job_key=f"s-{name}-{device}-b{batch}-s{seq}-r{repeat}"))
     compared = compare(rows)
     assert [c.result for c in compared] == rows
@@ -273,3 +300,9 @@ def test_each_row_gets_the_baseline_a_scan_of_every_row_finds():
     # the rule's cases are there: another device's baseline, and a reference on another device
     assert any(c.baseline["device"] != c.result["device"] for c in compared)
     assert any(c.reference and c.reference["device"] != c.result["device"] for c in compared)
+    # another device of the pool before another pool's; one of another pool, marked
+    assert any(c.baseline["device"] not in (c.result["device"], "big-1") for c in compared
+               if c.result["target"] == "boxes")
+    far = [c for c in compared if c.baseline and c.baseline["target"] != c.result["target"]]
+    assert far and all(c.baseline_elsewhere for c in far)
+    assert not any(c.baseline_elsewhere for c in compared if c not in far)
