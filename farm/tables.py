@@ -147,6 +147,9 @@ def _median(figures) -> float | None:
     return statistics.median(values) if values else None
 
 
+SCORE_CLAUSE = "; first column: the task's score (its metric named where known)"
+
+
 def _caption(rows: list[dict], batch_size: int | None, scores_differ: list[str]) -> str:
     at = (f"batch size {batch_size}" if batch_size is not None else
           "batch size 1 (where a cell has no batch-1 job: its smallest batch size, marked (bN))")
@@ -157,7 +160,7 @@ def _caption(rows: list[dict], batch_size: int | None, scores_differ: list[str])
             (r.get("score_note") or "").startswith("no score") for r in rows) else ""
     caption = (f"{MS}: mean latency per sample at {at}{seq_text}; {MIB}: that job's memory "
                f"(its resident peak; the container's peak for results before farm measured "
-               f"that); first column: the task's score (its metric named where known). "
+               f"that){SCORE_CLAUSE}. "
                f"{NOT_MEASURED}: not measured{unscored}; oom, timeout, failed: how the job ended.")
     repeats = max((r.get("repeat") or 1 for r in rows), default=1)
     if repeats > 1:
@@ -275,6 +278,8 @@ def to_rich(table: ResearchTable, title: str | None = None) -> Table:
     caption = table.caption
     unscored = [t for t in table.tasks
                 if all(cells.get(t, Cell()).score is None for _, cells in table.rows)]
+    if len(unscored) == len(table.tasks):  # no score column left to explain
+        caption = caption.replace(SCORE_CLAUSE, "", 1)
     if unscored:
         caption += (f" No job of {', '.join(unscored)} was scored: "
                     f"{'its' if len(unscored) == 1 else 'their'} score column is left out.")
