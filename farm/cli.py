@@ -230,14 +230,9 @@ def sql_command(query: str = typer.Argument(..., metavar="QUERY",
     elif json_out:
         for row in rows:
             sys.stdout.write(json.dumps(dict(zip(columns, row)), default=str) + "\n")
-    else:
-        from rich.table import Table
-        table = Table(header_style="bold", pad_edge=False)
-        for column in columns:
-            table.add_column(shown(column, lines=False))
-        for row in rows:  # a database's text, shown as it is: brackets and control characters too
-            table.add_row(*[shown(v, lines=False) for v in row])
-        out.print(table)
+    else:  # a database's text, shown as it is: brackets and control characters too
+        from farm.fit import query_table
+        out.print(query_table(columns, rows, out.width))
         err.print(f"[dim]{len(rows)} row(s)[/]")
 
 

@@ -1,8 +1,10 @@
-"""Tables that fit a terminal's width (`farm status`): each column says how much it matters and
-whether its text may be cut; at a given width the columns that matter least are left out until
-the rest fit. Rich, given too little room, shortens every column alike (a figure becomes `1…`,
-or wraps a digit a line); here figures and names are always shown whole, and only text that
-says so is cut (with …) or wrapped at its spaces."""
+"""Tables that fit a terminal's width. `farm status` (fitted): each column says how much it
+matters and whether its text may be cut; at a given width the columns that matter least are
+left out until the rest fit. Rich, given too little room, shortens every column alike (a figure
+becomes `1…`, or wraps a digit a line); here figures and names are always shown whole, and only
+text that says so is cut (with …) or wrapped at its spaces. `farm sql` (query_table): a table
+where every value fits whole, else a block per row. `farm compare`'s thousands of rows (Tall):
+drawn as Rich draws them, at a fraction of the cost."""
 from __future__ import annotations
 
 import textwrap
@@ -327,3 +329,32 @@ def _wrapped(text: Text, column, width: int, console) -> list[Text]:
         return [text]
     return list(text.wrap(console, width, justify=column.justify, overflow=column.overflow,
                           no_wrap=column.no_wrap))
+
+
+def query_table(columns: list[str], rows: list, width: int):
+    """`farm sql`'s answer: a table where each value fits whole in `width` cells; else each row
+    a block of "column  value" lines (psql's expanded display), its values wrapped, none cut.
+    Rich, given a table too wide, cuts every column alike, and a number cut to `0.10…` reads
+    as another number. Values are shown as they are (farm.console.visible: control characters
+    written out, brackets never styles)."""
+    from farm.console import visible
+
+    names = [Text(visible(c, lines=False)) for c in columns]
+    cells = [[Text(visible(v, lines=False)) for v in row] for row in rows]
+    natural = [max([name.cell_len, *(row[i].cell_len for row in cells)])
+               for i, name in enumerate(names)]
+    if not cells or sum(natural) + 3 * len(names) - 1 <= width:  # Rich's rules and padding
+        table = Table(header_style="bold", pad_edge=False)
+        for name in names:
+            table.add_column(name)
+        for row in cells:
+            table.add_row(*row)
+        return table
+    blocks = Table.grid(padding=(0, 2))
+    blocks.add_column(style="bold", no_wrap=True)
+    blocks.add_column(overflow="fold")
+    for i, row in enumerate(cells, 1):
+        blocks.add_row(Text(f"─[ row {i} ]─", style="dim"), "")
+        for name, value in zip(names, row):
+            blocks.add_row(name, value)
+    return blocks

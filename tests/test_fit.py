@@ -1,7 +1,7 @@
 """farm.fit.Tall: a table of thousands of rows (farm compare's, farm table's) drawn by Rich a
 column at a time, or as text without colours, must be the very bytes Rich draws a cell at a
 time: at every width (narrowed and wrapped, too narrow for some columns), on a terminal with
-colours and in a pipe."""
+colours and in a pipe. And farm sql's answer too wide for the terminal: a block per row."""
 from __future__ import annotations
 
 import io
@@ -82,3 +82,34 @@ def test_a_title_holding_the_frames_mark_is_drawn_by_rich():
     table = _table(12)
     table.title = "sweep \ue000"  # the private-use character Tall marks its frame's row with
     assert _drawn(Tall(table), 120, False) == _drawn(table, 120, False)
+
+
+def test_a_query_too_wide_for_the_terminal_is_shown_row_by_row_with_no_value_cut():
+    """farm sql at 80 columns: a result that fits is a table; one that does not is a block of
+    "column  value" lines per row (psql's expanded display), every value whole, where Rich
+    would cut each column to a few characters (`0.10…`)."""
+    from farm.fit import query_table
+
+    def drawn(table, width=80) -> str:
+        console = Console(width=width, record=True, color_system=None, file=io.StringIO())
+        console.print(table)
+        return console.export_text()
+
+    columns = ["sweep", "job_key", "device", "model", "variant", "p50_ms", "per_sample_ms",
+               "memory_mb", "note"]
+    rows = [("scale-grid", "5a06ef1243508579", "nano-1", "bert-tiny", "fp32",
+             0.10285119446241407, 0.10319957026498451, 206.16, "[bold]x\x1b[31m"),
+            ("scale-grid", "69f5b97a935206d9", "xeon-2", "bert-base", "int8", 12.5, None,
+             1024.0, "a " * 60)]
+    text = drawn(query_table(columns, rows, 80))
+    assert "…" not in text and max(map(len, text.splitlines())) <= 80
+    assert "─[ row 1 ]─" in text and "─[ row 2 ]─" in text
+    lines = text.splitlines()
+    for name, value in (("p50_ms", "0.10285119446241407"), ("memory_mb", "1024.0"),
+                        ("per_sample_ms", "0.10319957026498451"), ("job_key", "69f5b97a935206d9"),
+                        ("note", "[bold]x\\x1b[31m")):
+        assert any(line.split() == [name, value] for line in lines), name
+    assert text.count(" a a ") > 0 and "\x1b" not in text  # a long value wraps, whole
+    # what fits stays a table
+    narrow = drawn(query_table(["device", "n"], [("nano-1", 51840), ("xeon-1", 3)], 80))
+    assert "device" in narrow.splitlines()[1] and "51840" in narrow and "row 1" not in narrow
