@@ -123,7 +123,7 @@ def _finish(report) -> None:
 
     out.line()
     sweep = shown(report.sweep)
-    out.print(results_table(f"sweep {sweep}", report.results, report.baselines))
+    out.print(results_table(f"sweep {sweep}", report.results, report.baselines, out.width))
     if has_methods(report.results):
         out.print(methods_table(f"sweep {sweep}: methods against eager fp32", report.results,
                                 report.baselines))

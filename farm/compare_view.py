@@ -7,6 +7,7 @@ from rich.cells import cell_len
 from rich.table import Table
 
 from farm.console import _num, shown
+from farm.fit import KEEP, left_out
 from farm.results import label
 
 
@@ -84,28 +85,18 @@ def differences_table(title: str, differences: list, by: str,
     return table
 
 
-_KEPT = 100  # a column that is never left out
+_KEPT = KEEP  # a column that is never left out
 _FIGURES = {"median ms", "× baseline", "95% interval", "p", "from", "verdict", "Δ MiB",
             "Δ score"}
 _COLOURED = {"× baseline", "verdict"}  # by the verdict
-_BORDERS = 3  # a column's rule and its padding (no padding at the table's edges: one less)
 
 
 def _fit(columns: list[tuple], width: int) -> list[tuple]:
     """The columns, the least important left out first, until the table is within `width`
     cells (the kept ones are kept even where they alone are wider)."""
-    def natural(column) -> int:
-        header, values, _ = column
-        return max(cell_len(header), *(cell_len(v) for v in set(values)))
-
-    widths = [natural(c) for c in columns]
-    out: set[int] = set()
-    for i in sorted(range(len(columns)), key=lambda i: columns[i][2]):
-        total = sum(w for j, w in enumerate(widths) if j not in out)
-        if total + _BORDERS * (len(columns) - len(out)) - 1 <= width or \
-                columns[i][2] == _KEPT:
-            break
-        out.add(i)
+    widths = [max(cell_len(header), *(cell_len(v) for v in set(values)))
+              for header, values, _ in columns]
+    out = left_out(widths, [keep for _, _, keep in columns], width)
     return [c for i, c in enumerate(columns) if i not in out]
 
 

@@ -331,6 +331,38 @@ def _wrapped(text: Text, column, width: int, console) -> list[Text]:
                           no_wrap=column.no_wrap))
 
 
+def left_out(widths: list[int], keeps: list[int], width: int) -> set[int]:
+    """Which columns of a Rich table (its default box, pad_edge=False) to leave out, the least
+    important (`keeps`) first, until the rest are within `width` cells at their natural
+    `widths`; a column kept at KEEP never is (Rich then narrows what may wrap)."""
+    out: set[int] = set()
+    for i in sorted(range(len(widths)), key=lambda i: keeps[i]):
+        kept = [w for j, w in enumerate(widths) if j not in out]
+        if sum(kept) + 3 * len(kept) - 1 <= width or keeps[i] >= KEEP:  # rules and padding
+            break
+        out.add(i)
+    return out
+
+
+def narrowed(widths: list[int], least: list[int | None], width: int) -> list[int]:
+    """The widths of a Rich table's columns (its default box, pad_edge=False) within `width`
+    cells: the widest of those that may be narrowed (least: how far; None: not at all) taken a
+    cell at a time, none below its least (Rich's own narrowing takes every column alike, and
+    crops the table's edge where its minimum widths are in the way)."""
+    widths = list(widths)
+    while sum(widths) + 3 * len(widths) - 1 > width:
+        room = [i for i, w in enumerate(widths) if least[i] is not None and w > least[i]]
+        if not room:
+            break
+        widths[max(room, key=lambda i: widths[i])] -= 1
+    return widths
+
+
+def natural_width(header: str, cells: list[str]) -> int:
+    """The widest line of a column's header and cells (Rich markup), each distinct cell once."""
+    return max(Text.from_markup(text).cell_len for text in {header, *cells})
+
+
 def query_table(columns: list[str], rows: list, width: int):
     """`farm sql`'s answer: a table where each value fits whole in `width` cells; else each row
     a block of "column  value" lines (psql's expanded display), its values wrapped, none cut.

@@ -7,6 +7,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from farm.console import STATUS_STYLE, _num, shown
+from farm.fit import KEEP, left_out, narrowed, natural_width
 from farm.results import Status, label
 
 
@@ -23,11 +24,15 @@ def flags(row: dict) -> str:
 _SAME_JOB = ("model", "variant", "task", "seq_len", "batch_size", "target")
 
 
-def results_table(title: str, rows: list[dict], elsewhere: dict | None = None) -> Table:
+def results_table(title: str, rows: list[dict], elsewhere: dict | None = None,
+                  width: int | None = None) -> Table:
     """One row per job; tasks and sequence lengths get a column only when the sweep varies them.
     An oom row shows the memory its container reached when the job was killed; Δlogit is
     against the model's eager fp32 on the same work, from the rows or `elsewhere`
-    (farm.comparisons.compare)."""
+    (farm.comparisons.compare). A figure column with no figure in it is left out; within
+    `width` cells, where given, so are the figures that matter least (parameters, FLOPs, the
+    limit and headroom, p50, Δlogit, then the status where every job is done), and the names
+    wrap: a figure is never cut."""
     varying = [c for c in ("task", "seq_len", "repeat") if len({r.get(c) for r in rows}) > 1]
     if "repeat" in varying:  # a job's repeats one under the other, in their order
         position = {id(r): i for i, r in enumerate(rows)}
@@ -43,28 +48,55 @@ def results_table(title: str, rows: list[dict], elsewhere: dict | None = None) -
                if any(_memory(r, c) is not None for r in rows)]
     gaps = _logit_gaps(rows, elsewhere)
     flagged = [r for r in rows if flags(r)]
+    # (header, cells, how much it matters at a narrow width: the least is left out first,
+    # KEEP never; what it holds: a NAME may wrap, a KEY or FIGURE never, a figure is
+    # right-aligned)
+    columns = [
+        *[(label(c), [shown(r[c]) for r in rows], KEEP, NAME)
+          for c in ("model", "variant", *varying)],
+        (label("batch_size"), [str(r["batch_size"]) for r in rows], KEEP, KEY),
+        (label("device"), [shown(r["device"]) for r in rows], KEEP, NAME),
+        # all done: the line under the table says so, where there is no room for it
+        (label("status"), [f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]"
+                           for r in rows],
+         5 if all(r["status"] == Status.DONE for r in rows) else KEEP, KEY),
+        *[("score", [f"{r['metric']} {r['score']:.3f}" if r.get("score") is not None else
+                     "[dim]no score[/]" if r.get("score_note") else "–" for r in rows],
+           KEEP, FIGURE)] * scored,
+        (label("p50_ms"), [_num(r["p50_ms"], ".2f") for r in rows], 3, FIGURE),
+        (label("per_sample_ms"), [_num(r["per_sample_ms"], ".2f") for r in rows], KEEP,
+         FIGURE),
+        *[(label(c), [_memory_cell(r, c) for r in rows], KEEP if c == memory else 2, FIGURE)
+          for c in (memory, *limited)],
+        (label("flops"), [_num(r["flops"] and r["flops"] / 1e9, ".3f") for r in rows], 1,
+         FIGURE),
+        (label("params"), [_num(r["params"] and r["params"] / 1e6, ".2f") for r in rows], 0,
+         FIGURE),
+        *[("Δlogit", [_gap_cell(gaps.get(id(r))) for r in rows], 4, FIGURE)] * bool(gaps),
+        *[("doubt", [flags(r) for r in rows], KEEP, NAME)] * bool(flagged)]
+    columns = [c for c in columns if c[3] != FIGURE or any(c[1])]  # a column of no figure
+    widths = [None] * len(columns)
+    if width is not None:
+        out = left_out([natural_width(header, cells) for header, cells, _, _ in columns],
+                       [keep for _, _, keep, _ in columns], width)
+        columns = [c for i, c in enumerate(columns) if i not in out]
+        # then the names wrap, each no narrower than its header
+        widths = narrowed([natural_width(header, cells) for header, cells, _, _ in columns],
+                          [len(header) if holds == NAME else None
+                           for header, _, _, holds in columns], width)
+    shown_gaps = gaps if any(header == "Δlogit" for header, *_ in columns) else {}
     table = Table(title=title, header_style="bold", pad_edge=False,
-                  caption=_results_caption(rows, flagged, gaps) or None)
-    for name in ("model", "variant", *varying, "batch_size", "device", "status"):
-        table.add_column(label(name), no_wrap=True)
-    for name in ("score",) * scored + ("p50_ms", "per_sample_ms", memory, *limited, "flops",
-                                       "params") + ("Δlogit",) * bool(gaps):
-        table.add_column(label(name), justify="right")
-    if flagged:
-        table.add_column("doubt", style="yellow")
-    for r in rows:
-        style = STATUS_STYLE.get(r["status"], "")
-        score = [f"{r['metric']} {r['score']:.3f}" if r.get("score") is not None else
-                 "[dim]no score[/]" if r.get("score_note") else "–"] if scored else []
-        table.add_row(
-            shown(r["model"]), shown(r["variant"]), *[shown(r[c]) for c in varying],
-            str(r["batch_size"]), shown(r["device"]), f"[{style}]{r['status']}[/]", *score,
-            _num(r["p50_ms"], ".2f"), _num(r["per_sample_ms"], ".2f"),
-            *[_memory_cell(r, c) for c in (memory, *limited)],
-            _num(r["flops"] and r["flops"] / 1e9, ".3f"),
-            _num(r["params"] and r["params"] / 1e6, ".2f"),
-            *[_gap_cell(gaps.get(id(r)))] * bool(gaps), *[flags(r)] * bool(flagged))
+                  caption=_results_caption(rows, flagged, shown_gaps) or None)
+    for (header, _, _, holds), at in zip(columns, widths):
+        table.add_column(header, justify="right" if holds == FIGURE else "left",
+                         no_wrap=holds != NAME, overflow="fold", width=at,
+                         style="yellow" if header == "doubt" else None)
+    for row in zip(*(cells for _, cells, _, _ in columns)):
+        table.add_row(*row)
     return table
+
+
+NAME, KEY, FIGURE = "name", "key", "figure"  # what a column of results_table holds
 
 
 def _results_caption(rows: list[dict], flagged: list[dict], gaps: dict) -> str:

@@ -87,6 +87,43 @@ def test_an_oom_row_is_red_where_the_table_shows_container_peaks_only():
     assert (oom["peak MiB"], oom["headroom MiB"]) == ("[red]256[/]", "[red]0[/]")
 
 
+# --- At 80 columns --------------------------------------------------------------------------
+
+def test_at_80_columns_the_figures_that_matter_least_are_left_out_never_cut():
+    """farm submit's table on a terminal of 80 columns: parameters, FLOPs, the limit and the
+    headroom go first, every figure left is whole (Rich cut them all to `…`); a column of no
+    figure (p50 of a one-call job) is never shown; the status stays where a job is not done."""
+    rows = [v_result(variant, device="nano-emu-1", per_sample_ms=ms, p50_ms=None,
+                     job_key=f"s-{variant}", host_busy=busy,
+                     logits_json=json.dumps(INT8_LOGITS if variant != "fp32" else FP32_LOGITS))
+            for variant, ms, busy in (("fp32", 12.3456, 1), ("stream+int8", 4.5678, 0))]
+
+    def printed(rows) -> str:
+        console = Console(width=80, record=True, color_system=None)
+        console.print(results_table("sweep s", rows, width=80))
+        return console.export_text()
+
+    text = printed(rows)
+    head = next(line for line in text.splitlines() if "variant" in line)
+    assert max(map(len, text.splitlines())) <= 80 and "…" not in text
+    assert "params" not in head and "GFLOP" not in head and "p50" not in head
+    assert "ms/sample" in head and "memory MiB" in head and "doubt" in head
+    assert "status" not in head  # every job done: the line under the table says so
+    for ms in ("12.35", "4.57"):  # the names may wrap; every figure is whole
+        line = next(line for line in text.splitlines() if f" {ms} " in line)
+        assert " 400 " in line
+    with_oom = printed([*rows, _oom(device="nano-emu-1")])
+    head = next(line for line in with_oom.splitlines() if "variant" in line)
+    assert "status" in head and " oom " in with_oom
+    assert max(map(len, with_oom.splitlines())) <= 80 and "…" not in with_oom
+    # the caption explains the columns shown, not those left out (Δlogit here)
+    assert "Δlogit" not in head and "Δlogit" not in with_oom
+    # wide: every column with a figure in it
+    wide = _text(results_table("sweep s", rows))
+    assert all(h in wide for h in ("params M", "GFLOP/sample", "limit MiB", "status"))
+    assert "p50" not in wide
+
+
 # --- Δlogit ------------------------------------------------------------------------------------
 
 def test_int8_has_its_delta_logit_against_fp32_of_the_same_sweep():
