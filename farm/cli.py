@@ -126,10 +126,10 @@ def _finish(report) -> None:
     out.print(results_table(f"sweep {sweep}", report.results, report.baselines, out.width))
     if has_methods(report.results):
         out.print(methods_table(f"sweep {sweep}: methods against eager fp32", report.results,
-                                report.baselines))
+                                report.baselines, out.width))
     if has_streams(report.results):
         out.print(streaming_table(f"sweep {sweep}: streamed layers against eager",
-                                  report.results, report.baselines))
+                                  report.results, report.baselines, out.width))
     _exits(f"sweep {sweep}", report.results)
     out.print(submit_summary(report), highlight=False)
     if report.cancelled:

@@ -359,8 +359,10 @@ def narrowed(widths: list[int], least: list[int | None], width: int) -> list[int
 
 
 def natural_width(header: str, cells: list[str]) -> int:
-    """The widest line of a column's header and cells (Rich markup), each distinct cell once."""
-    return max(Text.from_markup(text).cell_len for text in {header, *cells})
+    """The widest line of a column's header and cells (Rich markup), each distinct cell once
+    (read as markup only where it has a bracket: a sweep's thousands of figures have none)."""
+    return max(max(map(cell_len, Text.from_markup(text).plain.split("\n"))) if "[" in text
+               else max(map(cell_len, text.split("\n"))) for text in {header, *cells})
 
 
 def query_table(columns: list[str], rows: list, width: int):

@@ -4,6 +4,8 @@ and where the sweep has them, the variants with methods (methods_table) and the 
 runs and holds the helpers every view shares: together they were past STYLE.md's ~400 lines."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.table import Table
 
 from farm.console import STATUS_STYLE, _num, shown
@@ -30,9 +32,9 @@ def results_table(title: str, rows: list[dict], elsewhere: dict | None = None,
     An oom row shows the memory its container reached when the job was killed; Δlogit is
     against the model's eager fp32 on the same work, from the rows or `elsewhere`
     (farm.comparisons.compare). A figure column with no figure in it is left out; within
-    `width` cells, where given, so are the figures that matter least (parameters, FLOPs, the
-    limit and headroom, p50, Δlogit, then the status where every job is done), and the names
-    wrap: a figure is never cut."""
+    `width` cells, where given, so are the columns that matter least (the status where every
+    job is done, parameters, FLOPs, the limit and headroom, p50, Δlogit), and the names wrap:
+    a figure is never cut."""
     varying = [c for c in ("task", "seq_len", "repeat") if len({r.get(c) for r in rows}) > 1]
     if "repeat" in varying:  # a job's repeats one under the other, in their order
         position = {id(r): i for i, r in enumerate(rows)}
@@ -48,18 +50,8 @@ def results_table(title: str, rows: list[dict], elsewhere: dict | None = None,
                if any(_memory(r, c) is not None for r in rows)]
     gaps = _logit_gaps(rows, elsewhere)
     flagged = [r for r in rows if flags(r)]
-    # (header, cells, how much it matters at a narrow width: the least is left out first,
-    # KEEP never; what it holds: a NAME may wrap, a KEY or FIGURE never, a figure is
-    # right-aligned)
     columns = [
-        *[(label(c), [shown(r[c]) for r in rows], KEEP, NAME)
-          for c in ("model", "variant", *varying)],
-        (label("batch_size"), [str(r["batch_size"]) for r in rows], KEEP, KEY),
-        (label("device"), [shown(r["device"]) for r in rows], KEEP, NAME),
-        # all done: the line under the table says so, where there is no room for it
-        (label("status"), [f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]"
-                           for r in rows],
-         5 if all(r["status"] == Status.DONE for r in rows) else KEEP, KEY),
+        *_work(rows, ("model", "variant", *varying), "device"),
         *[("score", [f"{r['metric']} {r['score']:.3f}" if r.get("score") is not None else
                      "[dim]no score[/]" if r.get("score_note") else "–" for r in rows],
            KEEP, FIGURE)] * scored,
@@ -75,28 +67,71 @@ def results_table(title: str, rows: list[dict], elsewhere: dict | None = None,
         *[("Δlogit", [_gap_cell(gaps.get(id(r))) for r in rows], 4, FIGURE)] * bool(gaps),
         *[("doubt", [flags(r) for r in rows], KEEP, NAME)] * bool(flagged)]
     columns = [c for c in columns if c[3] != FIGURE or any(c[1])]  # a column of no figure
-    widths = [None] * len(columns)
+    return _drawn(title, lambda shown: _results_caption(
+        rows, flagged, gaps if "Δlogit" in shown else {}), columns, width)
+
+
+# What a column of these tables holds: a NAME may wrap (at its width's end), a SHARE ("95.31
+# (87%)") or TEXT at its spaces; a KEY or FIGURE never; figures and shares are right-aligned.
+NAME, KEY, FIGURE, SHARE, TEXT = "name", "key", "figure", "share", "text"
+
+
+def _work(rows: list[dict], names: tuple[str, ...], *more: str) -> list[tuple]:
+    """The columns that say which job a row is: these names (model, variant and what varies),
+    batch, `more` (the device), status; where every job is done, the status is the first
+    column left out at a narrow width (the line under the tables says so)."""
+    done = all(r["status"] == Status.DONE for r in rows)
+    return [*[(label(c), [shown(r[c]) for r in rows], KEEP, NAME) for c in names],
+            (label("batch_size"), [str(r["batch_size"]) for r in rows], KEEP, KEY),
+            *[(label(c), [shown(r[c]) for r in rows], KEEP, NAME) for c in more],
+            (label("status"), [f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]"
+                               for r in rows], -1 if done else KEEP, KEY)]
+
+
+def _drawn(title: str, caption: Callable[[set[str]], str], columns: list[tuple],
+           width: int | None) -> Table:
+    """The table of these columns, its caption made for the headers shown. Within `width`
+    cells, where given: the columns that matter least (their `keep`) left out first, at their
+    natural widths but shares and text at their narrowest (they are made to wrap), and the
+    caption says which; then the names, shares and text narrowed (wrapped) as far as their
+    headers and longest words allow. A figure is never cut or wrapped."""
+    left = []
     if width is not None:
-        out = left_out([natural_width(header, cells) for header, cells, _, _ in columns],
+        out = left_out([_least(header, cells, holds) if holds in (SHARE, TEXT)
+                        else natural_width(header, cells) for header, cells, _, holds in columns],
                        [keep for _, _, keep, _ in columns], width)
+        left = [columns[i][0] for i in sorted(out)]
         columns = [c for i, c in enumerate(columns) if i not in out]
-        # then the names wrap, each no narrower than its header
-        widths = narrowed([natural_width(header, cells) for header, cells, _, _ in columns],
-                          [len(header) if holds == NAME else None
-                           for header, _, _, holds in columns], width)
-    shown_gaps = gaps if any(header == "Δlogit" for header, *_ in columns) else {}
-    table = Table(title=title, header_style="bold", pad_edge=False,
-                  caption=_results_caption(rows, flagged, shown_gaps) or None)
+    text = caption({header for header, *_ in columns})
+    if left:
+        text = (f"{text}; " if text else "") + (f"left out at {width} columns: "
+                                                 f"{', '.join(left)}")
+    widths = [None] * len(columns)
+    if width is not None:  # shares and text first: they wrap at their spaces; then the names
+        widths = [natural_width(header, cells) for header, cells, _, _ in columns]
+        for kinds in ((SHARE, TEXT), (SHARE, TEXT, NAME)):
+            widths = narrowed(widths, [_least(header, cells, holds) if holds in kinds else None
+                                       for header, cells, _, holds in columns], width)
+    table = Table(title=title, header_style="bold", pad_edge=False, caption=text or None)
     for (header, _, _, holds), at in zip(columns, widths):
-        table.add_column(header, justify="right" if holds == FIGURE else "left",
-                         no_wrap=holds != NAME, overflow="fold", width=at,
+        table.add_column(header, justify="right" if holds in (FIGURE, SHARE) else "left",
+                         no_wrap=holds in (KEY, FIGURE), overflow="fold", width=at,
                          style="yellow" if header == "doubt" else None)
     for row in zip(*(cells for _, cells, _, _ in columns)):
         table.add_row(*row)
     return table
 
 
-NAME, KEY, FIGURE = "name", "key", "figure"  # what a column of results_table holds
+def _least(header: str, cells: list[str], holds: str) -> int | None:
+    """How narrow a column may go: a name to its header's width; a share or text to its longest
+    word (wrapped at its spaces, never within a word), and at least 7 (a share) or 16 (text,
+    a figure a line where it can); a key or figure not."""
+    if holds == NAME:
+        return len(header)
+    if holds in (SHARE, TEXT):
+        words = {word for cell in {header, *cells} for word in cell.split()}
+        return max([7 if holds == SHARE else 16, *(len(w) for w in words)])
+    return None
 
 
 def _results_caption(rows: list[dict], flagged: list[dict], gaps: dict) -> str:
@@ -162,19 +197,10 @@ def _elsewhere_note(compared, reference: bool = False) -> str:
             + " (none of that work done in the row's own pool)")
 
 
-def _work_columns(table: Table, rows: list[dict]) -> list[str]:
-    """model, variant, (task, seq and device where they vary), batch, status: the columns that
-    say which job a row is; returns the varying ones."""
-    varying = [c for c in ("task", "seq_len", "device") if len({r[c] for r in rows}) > 1]
-    for name in ("model", "variant", *varying, "batch_size", "status"):
-        table.add_column(label(name), no_wrap=True)
-    return varying
-
-
-def _work_cells(r: dict, varying: list[str]) -> list[str]:
-    style = STATUS_STYLE.get(r["status"], "")
-    return [shown(r["model"]), shown(r["variant"]), *[shown(r[c]) for c in varying],
-            str(r["batch_size"]), f"[{style}]{r['status']}[/]"]
+def _varying(rows: list[dict]) -> tuple[str, ...]:
+    """model, variant, and task, seq and device where they vary: which job a row is."""
+    return ("model", "variant",
+            *[c for c in ("task", "seq_len", "device") if len({r[c] for r in rows}) > 1])
 
 
 def _compared_order(c) -> tuple:
@@ -183,39 +209,45 @@ def _compared_order(c) -> tuple:
             not c.is_baseline, r["variant"])
 
 
-def streaming_table(title: str, rows: list[dict], elsewhere: dict | None = None) -> Table:
+def streaming_table(title: str, rows: list[dict], elsewhere: dict | None = None,
+                    width: int | None = None) -> Table:
     """The stream variants against eager fp32: time, model memory, reads, and whether their
     logits are those of the eager model of their own precision and methods. Baselines and
-    references come from the rows, else from `elsewhere` (farm.comparisons.compare)."""
+    references come from the rows, else from `elsewhere` (farm.comparisons.compare). Within
+    `width` cells, where given, the reads go first, then model MiB and Δlogit."""
     from farm.comparisons import compare
 
     compared = compare(rows, elsewhere)
     streamed = [c for c in compared if c.variant.streamed]
     listed = [c for c in compared if c.variant.streamed or any(
         c.result is o.reference or c.result is o.baseline for o in streamed)]
-    table = Table(title=title, header_style="bold", pad_edge=False,
-                  caption="× eager: per-sample time / eager fp32's; model MiB: peak above the "
-                          "agent idle; per pass: layer MB read, read ms (any thread), wait ms "
-                          "(the pass stalled), compute ms; Δlogit: max |logit − the eager "
-                          "model's of the same precision and methods| on the first batch"
-                          + _elsewhere_note(streamed, reference=True))
-    varying = _work_columns(table, [c.result for c in listed])
-    for name in ("ms/sample", "× eager", "model MiB", "% eager", "MB/pass", "read ms",
-                 "wait ms", "compute ms", "Δlogit"):
-        table.add_column(name, justify="right")
-    for row in sorted(listed, key=_compared_order):
-        r = row.result
-        mb = r.get("bytes_read")
-        table.add_row(
-            *_work_cells(r, varying), _num(r.get("per_sample_ms"), ".1f"),
-            _far(_num(row.latency_ratio, ".2f"), row.baseline_elsewhere),
-            _num(r.get("model_memory_mb"), ".0f"),
-            _far(_num(row.memory_ratio and 100 * row.memory_ratio, ".0f"),
-                 row.baseline_elsewhere),
-            _num(mb and mb / 1e6, ".0f"), _num(r.get("read_ms"), ".1f"),
-            _num(r.get("read_wait_ms"), ".1f"), _num(r.get("compute_ms"), ".1f"),
-            _far(_num(row.stream_gap, ".1e"), row.reference_elsewhere))
-    return table
+    caption = ("× eager: per-sample time / eager fp32's; model MiB: peak above the agent "
+               "idle; per pass: layer MB read, read ms (any thread), wait ms (the pass "
+               "stalled), compute ms; Δlogit: max |logit − the eager model's of the same "
+               "precision and methods| on the first batch"
+               + _elsewhere_note(streamed, reference=True))
+    listed = sorted(listed, key=_compared_order)
+    results = [c.result for c in listed]
+
+    def figure(header: str, values: list[str], keep: int = KEEP) -> tuple:
+        return (header, values, keep, FIGURE)
+
+    columns = [
+        *_work(results, _varying(results)),
+        figure("ms/sample", [_num(r.get("per_sample_ms"), ".1f") for r in results]),
+        figure("× eager", [_far(_num(c.latency_ratio, ".2f"), c.baseline_elsewhere)
+                           for c in listed]),
+        figure("model MiB", [_num(r.get("model_memory_mb"), ".0f") for r in results], 3),
+        figure("% eager", [_far(_num(c.memory_ratio and 100 * c.memory_ratio, ".0f"),
+                                c.baseline_elsewhere) for c in listed]),
+        figure("MB/pass", [_num(r.get("bytes_read") and r["bytes_read"] / 1e6, ".0f")
+                           for r in results], 2),
+        figure("read ms", [_num(r.get("read_ms"), ".1f") for r in results], 1),
+        figure("wait ms", [_num(r.get("read_wait_ms"), ".1f") for r in results], 1),
+        figure("compute ms", [_num(r.get("compute_ms"), ".1f") for r in results], 0),
+        figure("Δlogit", [_far(_num(c.stream_gap, ".1e"), c.reference_elsewhere)
+                          for c in listed], 4)]
+    return _drawn(title, lambda _: caption, columns, width)
 
 
 def _far(text: str, elsewhere: bool) -> str:
@@ -223,7 +255,8 @@ def _far(text: str, elsewhere: bool) -> str:
     return text + "†" if text and elsewhere else text
 
 
-def methods_table(title: str, rows: list[dict], elsewhere: dict | None = None) -> Table:
+def methods_table(title: str, rows: list[dict], elsewhere: dict | None = None,
+                  width: int | None = None) -> Table:
     """The variants with methods against eager fp32 on the same work (from the rows, else from
     `elsewhere`: farm.comparisons.compare): whether their savings in parameters and FLOPs
     became time and memory, what they did to the logits (and the score), and each method's own
@@ -237,42 +270,42 @@ def methods_table(title: str, rows: list[dict], elsewhere: dict | None = None) -
               if c.variant.methods or any(c.result is o.baseline for o in with_methods)]
     fields = [f for f in table_fields() if any(c.result.get(f[0]) is not None for c in listed)]
     scored = any(c.result.get("metric") or c.result.get("score_note") for c in listed)
-    table = Table(title=title, header_style="bold", pad_edge=False,
-                  caption="; ".join(
-                      ["× fp32 and (%): against the eager fp32 model on the same work; model "
-                       "MiB: peak above the agent idle; Δlogit: max |logit − fp32's| on the "
-                       "first batch" + _elsewhere_note(with_methods)]
-                      + [f"{n.replace('_', ' ')}: {what}" for n, _, _, what in fields]))
-    varying = _work_columns(table, [c.result for c in listed])
+    caption = "; ".join(
+        ["× fp32 and (%): against the eager fp32 model on the same work; model MiB: peak above "
+         "the agent idle; Δlogit: max |logit − fp32's| on the first batch"
+         + _elsewhere_note(with_methods)]
+        + [f"{n.replace('_', ' ')}: {what}" for n, _, _, what in fields])
     # masks store zeros: their nonzero parameters, where a variant's are clearly fewer than it
     # stores (a model's own zero biases are a fraction of a percent)
     masked = any(c.result["nonzero_params"] < 0.95 * (c.result.get("params") or 0)
                  for c in listed if c.result.get("nonzero_params") is not None)
+    listed = sorted(listed, key=_compared_order)
+    results = [c.result for c in listed]
     # A number is never wrapped or cut (either reads as another number): a figure with its
     # share may wrap at the space between them; what the methods did is one text column, a
     # figure a line, however many methods there are.
-    for name in ("score",) * scored + ("ms/sample", "× fp32", "params M") + (
-            "nonzero M",) * masked + ("GFLOP/sample", "model MiB", "Δlogit"):
-        shares = name in ("params M", "GFLOP/sample", "model MiB")
-        table.add_column(name, justify="right", no_wrap=not shares,
-                         min_width=7 if shares else None)
-    if fields:
-        table.add_column("what the methods did", min_width=16)
-    for c in sorted(listed, key=_compared_order):
-        r = c.result
-        score = [_num(r.get("score"), ".3f") or ("[dim]no score[/]" if r.get("score_note")
-                                                 else "–")] if scored else []
-        did = "\n".join(name.replace("_", " ") + " " + _num(r[name], FIELD_FORMATS[kind])
-                        for name, kind, *_ in fields if r.get(name) is not None)
-        table.add_row(
-            *_work_cells(r, varying), *score, _num(r.get("per_sample_ms"), ".1f"),
-            _far(_num(c.latency_ratio, ".2f"), c.baseline_elsewhere),
-            _with_share(r.get("params") and r["params"] / 1e6, c.params_ratio, ".2f"),
-            *[_num(r.get("nonzero_params") and r["nonzero_params"] / 1e6, ".2f")] * masked,
-            _with_share(r.get("flops") and r["flops"] / 1e9, c.flops_ratio, ".2f"),
-            _with_share(r.get("model_memory_mb"), c.memory_ratio, ".0f"),
-            _far(_num(c.logit_gap, ".1e"), c.baseline_elsewhere), *[shown(did)] * bool(fields))
-    return table
+    did = ["\n".join(name.replace("_", " ") + " " + _num(r[name], FIELD_FORMATS[kind])
+                      for name, kind, *_ in fields if r.get(name) is not None) for r in results]
+    columns = [
+        *_work(results, _varying(results)),
+        *[("score", [_num(r.get("score"), ".3f") or ("[dim]no score[/]" if r.get("score_note")
+                                                      else "–") for r in results],
+           KEEP, FIGURE)] * scored,
+        ("ms/sample", [_num(r.get("per_sample_ms"), ".1f") for r in results], KEEP, FIGURE),
+        ("× fp32", [_far(_num(c.latency_ratio, ".2f"), c.baseline_elsewhere) for c in listed],
+         KEEP, FIGURE),
+        ("params M", [_with_share(r.get("params") and r["params"] / 1e6, c.params_ratio, ".2f")
+                      for r, c in zip(results, listed)], 3, SHARE),
+        *[("nonzero M", [_num(r.get("nonzero_params") and r["nonzero_params"] / 1e6, ".2f")
+                         for r in results], 2, FIGURE)] * masked,
+        ("GFLOP/sample", [_with_share(r.get("flops") and r["flops"] / 1e9, c.flops_ratio,
+                                      ".2f") for r, c in zip(results, listed)], 1, SHARE),
+        ("model MiB", [_with_share(r.get("model_memory_mb"), c.memory_ratio, ".0f")
+                       for r, c in zip(results, listed)], 4, SHARE),
+        ("Δlogit", [_far(_num(c.logit_gap, ".1e"), c.baseline_elsewhere) for c in listed], 5,
+         FIGURE),
+        *[("what the methods did", [shown(text) for text in did], 0, TEXT)] * bool(fields)]
+    return _drawn(title, lambda _: caption, columns, width)
 
 
 FIELD_FORMATS = {"float": ".4f", "int": "", "text": ""}  # a method's figure by its FIELDS type

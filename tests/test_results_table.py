@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from farm.comparisons import compare
-from farm.results_view import methods_table, results_table
+from farm.results_view import methods_table, results_table, streaming_table
 from farm.results import V_RESULTS, Status
 from farm.store import Store, queries
 from farm.store.clock import utcnow
@@ -116,12 +116,46 @@ def test_at_80_columns_the_figures_that_matter_least_are_left_out_never_cut():
     head = next(line for line in with_oom.splitlines() if "variant" in line)
     assert "status" in head and " oom " in with_oom
     assert max(map(len, with_oom.splitlines())) <= 80 and "…" not in with_oom
-    # the caption explains the columns shown, not those left out (Δlogit here)
-    assert "Δlogit" not in head and "Δlogit" not in with_oom
+    # the caption explains the columns shown, and names those left out (Δlogit here)
+    caption = " ".join(with_oom.split("┘")[-1].split())
+    assert "Δlogit" not in head and "Δlogit: max" not in caption
+    assert "left out at 80 columns:" in caption and "Δlogit" in caption
     # wide: every column with a figure in it
     wide = _text(results_table("sweep s", rows))
     assert all(h in wide for h in ("params M", "GFLOP/sample", "limit MiB", "status"))
     assert "p50" not in wide
+
+
+def test_at_80_columns_the_methods_and_streaming_tables_keep_what_they_compare():
+    """The tables of methods and of streamed variants at 80 columns: the time against fp32
+    (and memory, Δlogit) stay whole, what matters least is left out and the caption names it;
+    wide, every column is there and no caption says so."""
+    heads = json.dumps({"precision": "fp32", "execution": "eager",
+                        "methods": [["prune_heads", {"fraction": 0.5}]]}, sort_keys=True)
+    rows = [v_result("fp32", device="nano-emu-1", job_key="f", per_sample_ms=4.0,
+                     model_memory_mb=26.0),
+            v_result("heads-50", device="nano-emu-1", job_key="h", variant_spec=heads,
+                     per_sample_ms=2.88, model_memory_mb=20.0, params=3_890_000,
+                     logits_json=json.dumps(INT8_LOGITS)),
+            v_result("stream+int8", device="nano-emu-1", job_key="s", per_sample_ms=3.16,
+                     model_memory_mb=9.0, bytes_read=4_000_000, read_ms=0.5, read_wait_ms=0.1,
+                     compute_ms=3.0, logits_json=json.dumps(FP32_LOGITS))]
+
+    def printed(table, width) -> str:
+        console = Console(width=width, record=True, color_system=None)
+        console.print(table)
+        return console.export_text()
+
+    for draw, figures, least in (
+            (methods_table, ("0.72", "6.2e-02"), ("params M", "GFLOP/sample")),
+            (streaming_table, ("0.79",), ("compute ms", "read ms", "wait ms", "MB/pass"))):
+        narrow = printed(draw("sweep s", rows, width=80), 80)
+        head = next(line for line in narrow.splitlines() if "variant" in line)
+        assert max(map(len, narrow.splitlines())) <= 80 and "…" not in narrow
+        assert all(f" {f} " in narrow or f" {f}│" in narrow for f in figures)
+        assert all(h not in head for h in least) and "left out at 80 columns" in narrow
+        wide = printed(draw("sweep s", rows, width=250), 250)
+        assert all(h in wide for h in least) and "left out" not in wide
 
 
 # --- Δlogit ------------------------------------------------------------------------------------
