@@ -53,9 +53,11 @@ def differences_table(title: str, differences: list, by: str,
         ("verdict", [d.verdict for d in differences], _KEPT),
         ("Δ MiB", [_whole_mib(d.memory_diff_mb) for d in differences], 1),
         *([("Δ score", [_score(d) for d in differences], 2)] if scored else [])]
+    every = [header for header, _, _ in columns]
     if width is not None:
         columns = _fit(columns, width)
     names = [header for header, _, _ in columns]
+    left = [header for header in every if header not in names]
     caption = "; ".join(
         part for name, part in (
             ("median ms", "median ms: of the calls, or of the repeats' medians"),
@@ -75,6 +77,8 @@ def differences_table(title: str, differences: list, by: str,
     if any(not d.between_repeats for d in differences):
         caption += ("; judged on calls, the spread between agent processes is unseen (give "
                     "the sweep repeats: 5 to see it)")
+    if left:
+        caption += f"; left out at {width} columns: {', '.join(left)}"
     table = Table(title=title, header_style="bold", pad_edge=False, caption=caption)
     for header, _, _ in columns:  # the names to the left, the figures to the right
         table.add_column(header, no_wrap=True, justify="right" if header in _FIGURES else "left")

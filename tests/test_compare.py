@@ -292,6 +292,7 @@ def test_a_sweep_of_two_pools_names_the_pool_of_each_comparison():
     head, = [line for line in text.splitlines() if "model" in line]
     assert max(map(len, text.splitlines())) <= 80
     assert "┃ baseline" not in head and "Δ MiB" not in head  # the two that matter least
+    assert "left out at 80 columns: baseline" in " ".join(text.split())
     for target, d in by_target.items():
         line, = [line for line in text.splitlines() if f" {target} " in line]
         assert f" {d.ratio:.3f} " in line and d.verdict in line and " int8 " in line
