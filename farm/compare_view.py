@@ -3,11 +3,10 @@
 Apart from farm.results_view, whose tables end a sweep's run: these are verdicts on demand."""
 from __future__ import annotations
 
-from rich.cells import cell_len
 from rich.table import Table
 
 from farm.console import _num, shown
-from farm.fit import KEEP, left_out
+from farm.fit import KEEP, left_out, natural_width
 from farm.results import label
 
 
@@ -36,21 +35,21 @@ def differences_table(title: str, differences: list, by: str,
     apart = {c: cells for c, cells in apart.items()
              if len(set(cells)) > 1 or any(d.baseline[c] != d.other[c] for d in differences)}
     styles = [VERDICT_STYLE[d.verdict] for d in differences]
-    # (header, plain cells, how much it matters: the least is left out first, _KEPT never)
+    # (header, cells, how much it matters: the least is left out first, KEEP never)
     columns = [
-        *[(label(c), [shown(r[c]) for r in rows], _KEPT) for c in ("model", *varying)],
-        (label("batch_size"), [str(r["batch_size"]) for r in rows], _KEPT),
-        *[(label(c), cells, _KEPT) for c, cells in apart.items()],
+        *[(label(c), [shown(r[c]) for r in rows], KEEP) for c in ("model", *varying)],
+        (label("batch_size"), [str(r["batch_size"]) for r in rows], KEEP),
+        *[(label(c), cells, KEEP) for c, cells in apart.items()],
         ("baseline", [shown(_side(d.baseline, by)) for d in differences], 0),
-        (by if by != "sweep" else "against", [shown(_side(r, by)) for r in rows], _KEPT),
+        (by if by != "sweep" else "against", [shown(_side(r, by)) for r in rows], KEEP),
         ("median ms", [f"{_num(d.medians[0], '.2f')} → {_num(d.medians[1], '.2f')}"
                        for d in differences], 4),
-        ("× baseline", [_num(d.ratio, ".3f") for d in differences], _KEPT),
+        ("× baseline", [_num(d.ratio, ".3f") for d in differences], KEEP),
         ("95% interval", [f"[{d.low:.3f}, {d.high:.3f}]" if d.low is not None else ""
                           for d in differences], 6),
         ("p", [_num(d.p_value, ".2g") for d in differences], 5),
         ("from", [_evidence(d) for d in differences], 3),
-        ("verdict", [d.verdict for d in differences], _KEPT),
+        ("verdict", [d.verdict for d in differences], KEEP),
         ("Δ MiB", [_whole_mib(d.memory_diff_mb) for d in differences], 1),
         *([("Δ score", [_score(d) for d in differences], 2)] if scored else [])]
     every = [header for header, _, _ in columns]
@@ -89,7 +88,6 @@ def differences_table(title: str, differences: list, by: str,
     return table
 
 
-_KEPT = KEEP  # a column that is never left out
 _FIGURES = {"median ms", "× baseline", "95% interval", "p", "from", "verdict", "Δ MiB",
             "Δ score"}
 _COLOURED = {"× baseline", "verdict"}  # by the verdict
@@ -98,9 +96,8 @@ _COLOURED = {"× baseline", "verdict"}  # by the verdict
 def _fit(columns: list[tuple], width: int) -> list[tuple]:
     """The columns, the least important left out first, until the table is within `width`
     cells (the kept ones are kept even where they alone are wider)."""
-    widths = [max(cell_len(header), *(cell_len(v) for v in set(values)))
-              for header, values, _ in columns]
-    out = left_out(widths, [keep for _, _, keep in columns], width)
+    out = left_out([natural_width(header, values) for header, values, _ in columns],
+                   [keep for _, _, keep in columns], width)
     return [c for i, c in enumerate(columns) if i not in out]
 
 
