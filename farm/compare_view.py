@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from farm.console import _num, shown
-from farm.fit import KEEP, left_out, natural_width
+from farm.fit import KEEP, natural_width, within
 from farm.results import label
 
 
@@ -52,11 +52,11 @@ def differences_table(title: str, differences: list, by: str,
         ("verdict", [d.verdict for d in differences], KEEP),
         ("Δ MiB", [_whole_mib(d.memory_diff_mb) for d in differences], 1),
         *([("Δ score", [_score(d) for d in differences], 2)] if scored else [])]
-    every = [header for header, _, _ in columns]
+    left = []
     if width is not None:
-        columns = _fit(columns, width)
+        columns, left = within(columns, width, [natural_width(header, values)
+                                                for header, values, _ in columns])
     names = [header for header, _, _ in columns]
-    left = [header for header in every if header not in names]
     caption = "; ".join(
         part for name, part in (
             ("median ms", "median ms: of the calls, or of the repeats' medians"),
@@ -91,14 +91,6 @@ def differences_table(title: str, differences: list, by: str,
 _FIGURES = {"median ms", "× baseline", "95% interval", "p", "from", "verdict", "Δ MiB",
             "Δ score"}
 _COLOURED = {"× baseline", "verdict"}  # by the verdict
-
-
-def _fit(columns: list[tuple], width: int) -> list[tuple]:
-    """The columns, the least important left out first, until the table is within `width`
-    cells (the kept ones are kept even where they alone are wider)."""
-    out = left_out([natural_width(header, values) for header, values, _ in columns],
-                   [keep for _, _, keep in columns], width)
-    return [c for i, c in enumerate(columns) if i not in out]
 
 
 def _score(d) -> str:

@@ -331,17 +331,25 @@ def _wrapped(text: Text, column, width: int, console) -> list[Text]:
                           no_wrap=column.no_wrap))
 
 
-def left_out(widths: list[int], keeps: list[int], width: int) -> set[int]:
-    """Which columns of a Rich table (its default box, pad_edge=False) to leave out, the least
-    important (`keeps`) first, until the rest are within `width` cells at their natural
-    `widths`; a column kept at KEEP never is (Rich then narrows what may wrap)."""
+def _drawn_width(widths: list[int]) -> int:
+    """The width of a Rich table (its default box, pad_edge=False) whose columns' text is this
+    wide: a rule between columns and at each edge, a space of padding either side inside."""
+    return sum(widths) + 3 * len(widths) - 1
+
+
+def within(columns: list[tuple], width: int, widths: list[int]) -> tuple[list[tuple], list[str]]:
+    """Columns (header, cells, keep, ...) of a Rich table (its default box, pad_edge=False)
+    within `width` cells at these `widths`: the least important (`keep`) left out first until
+    the rest fit, one kept at KEEP never (what may wrap is narrowed after); and the headers
+    left out, in the columns' order."""
     out: set[int] = set()
-    for i in sorted(range(len(widths)), key=lambda i: keeps[i]):
-        kept = [w for j, w in enumerate(widths) if j not in out]
-        if sum(kept) + 3 * len(kept) - 1 <= width or keeps[i] >= KEEP:  # rules and padding
+    for i in sorted(range(len(columns)), key=lambda i: columns[i][2]):
+        if _drawn_width([w for j, w in enumerate(widths) if j not in out]) <= width or \
+                columns[i][2] >= KEEP:
             break
         out.add(i)
-    return out
+    return ([c for i, c in enumerate(columns) if i not in out],
+            [c[0] for i, c in enumerate(columns) if i in out])
 
 
 def narrowed(widths: list[int], least: list[int | None], width: int) -> list[int]:
@@ -350,7 +358,7 @@ def narrowed(widths: list[int], least: list[int | None], width: int) -> list[int
     cell at a time, none below its least (Rich's own narrowing takes every column alike, and
     crops the table's edge where its minimum widths are in the way)."""
     widths = list(widths)
-    while sum(widths) + 3 * len(widths) - 1 > width:
+    while _drawn_width(widths) > width:
         room = [i for i, w in enumerate(widths) if least[i] is not None and w > least[i]]
         if not room:
             break
@@ -377,7 +385,7 @@ def query_table(columns: list[str], rows: list, width: int):
     cells = [[Text(visible(v, lines=False)) for v in row] for row in rows]
     natural = [max([name.cell_len, *(row[i].cell_len for row in cells)])
                for i, name in enumerate(names)]
-    if not cells or sum(natural) + 3 * len(names) - 1 <= width:  # Rich's rules and padding
+    if not cells or _drawn_width(natural) <= width:
         table = Table(header_style="bold", pad_edge=False)
         for name in names:
             table.add_column(name)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from rich.table import Table
 
 from farm.console import STATUS_STYLE, _num, shown
-from farm.fit import KEEP, left_out, narrowed, natural_width
+from farm.fit import KEEP, narrowed, natural_width, within
 from farm.results import Status, label
 
 
@@ -95,23 +95,20 @@ def _drawn(title: str, caption: Callable[[set[str]], str], columns: list[tuple],
     natural widths but shares and text at their narrowest (they are made to wrap), and the
     caption says which; then the names, shares and text narrowed (wrapped) as far as their
     headers and longest words allow. A figure is never cut or wrapped."""
-    left = []
+    left, widths = [], [None] * len(columns)
     if width is not None:
-        out = left_out([_least(header, cells, holds) if holds in (SHARE, TEXT)
-                        else natural_width(header, cells) for header, cells, _, holds in columns],
-                       [keep for _, _, keep, _ in columns], width)
-        left = [columns[i][0] for i in sorted(out)]
-        columns = [c for i, c in enumerate(columns) if i not in out]
+        natural = {id(c): natural_width(c[0], c[1]) for c in columns}
+        least = {id(c): _least(c[0], c[1], c[3]) for c in columns}
+        columns, left = within(columns, width, [
+            least[id(c)] if c[3] in (SHARE, TEXT) else natural[id(c)] for c in columns])
+        widths = [natural[id(c)] for c in columns]
+        for kinds in ((SHARE, TEXT), (SHARE, TEXT, NAME)):  # shares and text first: they wrap
+            widths = narrowed(widths, [least[id(c)] if c[3] in kinds else None  # at spaces
+                                       for c in columns], width)
     text = caption({header for header, *_ in columns})
     if left:
         text = (f"{text}; " if text else "") + (f"left out at {width} columns: "
                                                  f"{', '.join(left)}")
-    widths = [None] * len(columns)
-    if width is not None:  # shares and text first: they wrap at their spaces; then the names
-        widths = [natural_width(header, cells) for header, cells, _, _ in columns]
-        for kinds in ((SHARE, TEXT), (SHARE, TEXT, NAME)):
-            widths = narrowed(widths, [_least(header, cells, holds) if holds in kinds else None
-                                       for header, cells, _, holds in columns], width)
     table = Table(title=title, header_style="bold", pad_edge=False, caption=text or None)
     for (header, _, _, holds), at in zip(columns, widths):
         table.add_column(header, justify="right" if holds in (FIGURE, SHARE) else "left",

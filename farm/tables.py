@@ -74,18 +74,18 @@ def research_table(rows, by_device: bool | None = None, *,
     Rows of several sequence lengths get a `seq_len` key column rather than being mixed.
     """
     rows = list(rows)
-    if by_device:
-        return _laid_out(rows, ("model", "variant", "device"), batch_size)
-    tries = [("model", "variant")]
-    if by_device is None and len(_distinct(r.get("target") for r in rows)) > 1:
-        tries.append(("model", "variant", "target"))
-    for i, keys in enumerate(tries):
+    work = ("model", "variant")
+    if by_device is not None:
+        tries = [work + ("device",) if by_device else work]
+    else:  # the first layout with one result per cell; the last one's error, if none has
+        pools = len(_distinct(r.get("target") for r in rows)) > 1
+        tries = [work, *[work + ("target",)] * pools, work + ("device",)]
+    for keys in tries[:-1]:
         try:
             return _laid_out(rows, keys, batch_size)
         except ValueError:
-            if by_device is False and i == len(tries) - 1:
-                raise
-    return _laid_out(rows, ("model", "variant", "device"), batch_size)
+            pass
+    return _laid_out(rows, tries[-1], batch_size)
 
 
 def _laid_out(rows: list[dict], keys: tuple[str, ...], batch_size: int | None) -> ResearchTable:
@@ -269,7 +269,7 @@ def _latex_cell(table: ResearchTable, cell: Cell) -> str:
 
 
 def to_rich(table: ResearchTable, title: str | None = None) -> Table:
-    """Task groups in the header as "task" over its column's name (e.g. "sst2\naccuracy"); a
+    """Task groups in the header as "task" over its column's name (e.g. "sst2\\naccuracy"); a
     table of one task names it in the title, over one-line headers. A task whose jobs no score
     came from (synthetic text has no labels) shows no score column: a column of – alone says
     nothing, and takes the room that keeps the others whole at 80 columns."""
