@@ -1,11 +1,11 @@
-"""The Ray side of a run: joining a cluster with this user's token, one worker (a Ray actor)
-per device on the node its inventory's `node:` names, and whether a node that held devices is
-gone.
+"""The Ray side of a run: joining a cluster with this user's token, a worker for each device on
+the node its inventory's `node:` names (one Ray actor for the devices placed alike), and whether
+a node that held devices is gone.
 
 A node is named by its id, its name (`ray start --node-name NAME`; by default its IP) or its IP,
 tried in that order, so that two nodes on one host, which share an IP, can each hold devices.
 Where the Ray instance declares a `farm_device:<name>` resource (the private local instance
-always does), the device's worker holds it, so no second worker for that device can be placed.
+always does), the device's actor holds it, so no second worker for that device can be placed.
 """
 from __future__ import annotations
 
@@ -190,41 +190,74 @@ def run_at_niceness(niceness: int) -> int:
     return os.getpriority(os.PRIO_PROCESS, 0)
 
 
-@ray.remote(num_cpus=0, max_concurrency=2)  # a second thread answers events() and cancel()
+@ray.remote(num_cpus=0)
 class DeviceWorker:
-    def __init__(self, device):
-        from farm.devices import runner_for
-        self.device = device
-        self.runner = runner_for(device)
-        self.pending_events = deque()
+    """The devices placed alike (pinned to one node, or holding resources one node declares, or
+    neither), each with its runner, in one Ray worker. A Ray worker costs about a second of a
+    core to start and some 100 MB to keep, and a sweep's devices all start theirs at once, while
+    their agents import: one per device kept the cores busy with Ray's start-up for seconds
+    before the first job, and dozens of boards driven from one node would each have held one.
+    A device's calls run on threads of their own (max_concurrency), each runner on its own."""
 
-    def prepare(self, owner: Owner | None = None, niceness: int | None = None) -> dict:
+    def __init__(self, devices: list):
+        self.devices = {device.name: device for device in devices}
+        self.runners: dict = {}
+        self.pending_events = {device.name: deque() for device in devices}
+
+    def prepare(self, device: str, owner: Owner | None = None,
+                niceness: int | None = None) -> dict:
+        from farm.devices import runner_for
         if niceness is not None:  # before any agent starts: they inherit it
             run_at_niceness(niceness)
-        facts = self.runner.prepare(owner, host=socket.gethostname(),
-                                    ray_node=ray.get_runtime_context().get_node_id())
-        self.runner.warm()  # its imports overlap what the controller still prepares
+        if device not in self.runners:  # here, not in __init__: a device that cannot have one
+            self.runners[device] = runner_for(self.devices[device])  # is refused alone
+        runner = self.runners[device]
+        facts = runner.prepare(owner, host=socket.gethostname(),
+                               ray_node=ray.get_runtime_context().get_node_id())
+        runner.warm()  # its imports overlap what the controller still prepares
         return facts
 
-    def run_job(self, job: dict, texts: list | None = None) -> dict:
+    def run_job(self, device: str, job: dict, texts: list | None = None) -> dict:
         if texts is not None:  # a task's examples travel once per task, as a Ray object
             job = dict(job, texts=texts)
-        return self.runner.run(job, self.pending_events.append)
+        return self.runners[device].run(job, self.pending_events[device].append)
 
-    def events(self) -> list[dict]:
-        drained = []
-        while self.pending_events:
-            drained.append(self.pending_events.popleft())
+    def events(self, device: str) -> list[dict]:
+        pending, drained = self.pending_events[device], []
+        while pending:
+            drained.append(pending.popleft())
         return drained
 
-    def cancel(self) -> None:
-        self.runner.cancel()
+    def cancel(self, device: str) -> None:
+        self.runners[device].cancel()
 
-    def close(self) -> None:
-        self.runner.close()
+    def close(self, device: str) -> None:
+        if device in self.runners:
+            self.runners[device].close()
 
-    def node(self) -> str:
+    def node(self, device: str) -> str:
         return ray.get_runtime_context().get_node_id()
+
+
+class Worker:
+    """One device's calls of the DeviceWorker it shares, as the controller makes them
+    (`worker.run_job.remote(job, texts)`): the device's name goes first."""
+
+    def __init__(self, actor, device: str):
+        self.actor, self.device = actor, device
+
+    def __getattr__(self, method: str) -> _Call:
+        if method.startswith("_"):  # copy's and pickle's looks, before __init__ has run
+            raise AttributeError(method)
+        return _Call(getattr(self.actor, method), self.device)
+
+
+class _Call:
+    def __init__(self, method, device: str):
+        self.method, self.device = method, device
+
+    def remote(self, *args):
+        return self.method.remote(self.device, *args)
 
 
 class Unplaced:
@@ -234,24 +267,40 @@ class Unplaced:
         self.error = error
 
 
-def start_workers(devices: list) -> dict[str, object]:
-    """One actor per device, pinned to its node where the inventory names one (an Unplaced
-    where that node cannot be found: prepare_workers refuses that device alone)."""
-    available = ray.cluster_resources()
-    workers = {}
+def start_workers(devices: list) -> dict[str, Worker | Unplaced]:
+    """A worker for each device: one actor (DeviceWorker) for the devices that must run on the
+    same node, the one their `node:` names or the one that declares their `farm_device:<name>`
+    resources, and one for those that may run anywhere. The actor is kept on its node and holds
+    its devices' declared resources. A device whose `node:` cannot be found gets an Unplaced
+    (prepare_workers refuses that device alone)."""
+    declared = {resource: entry["NodeID"] for entry in ray.nodes() if entry["Alive"]
+                for resource in entry.get("Resources", {})
+                if resource.startswith(DEVICE_RESOURCE.format(""))}
+    pinned: dict[str, str] = {}  # node: as written -> its node's id
+    groups: dict[str | None, list] = {}  # node id (None: anywhere) -> its devices
+    workers: dict[str, Worker | Unplaced] = {}
     for device in devices:
-        options = {}
-        resource = DEVICE_RESOURCE.format(device.name)
-        if available.get(resource, 0) >= 1:
-            options["resources"] = {resource: 1}
         try:
-            if device.node:
-                options.update(placement(device.node))
+            if device.node and device.node not in pinned:
+                pinned[device.node] = placement(device.node)["scheduling_strategy"].node_id
         except DeviceError as error:
             workers[device.name] = Unplaced(error)
             continue
-        workers[device.name] = DeviceWorker.options(**options).remote(device)
-    return workers
+        node = pinned[device.node] if device.node else declared.get(
+            DEVICE_RESOURCE.format(device.name))
+        groups.setdefault(node, []).append(device)
+    for node, group in groups.items():
+        # A thread for each device's job and one for its other calls (events, cancel).
+        options: dict = {"max_concurrency": 2 * len(group) + 1}
+        if node is not None:
+            options.update(placement(node))
+        held = {DEVICE_RESOURCE.format(d.name): 1 for d in group
+                if DEVICE_RESOURCE.format(d.name) in declared}
+        if held:
+            options["resources"] = held
+        actor = DeviceWorker.options(**options).remote(group)
+        workers.update((device.name, Worker(actor, device.name)) for device in group)
+    return {device.name: workers[device.name] for device in devices}
 
 
 def prepare_workers(workers: dict[str, object], owner: Owner | None = None
@@ -285,16 +334,16 @@ def prepare_workers(workers: dict[str, object], owner: Owner | None = None
 def close_workers(workers: dict[str, object]) -> None:
     """Each live worker empties and releases its device before it is killed (one that died,
     with its node or alone, answers at once with an error: the others are still waited for)."""
-    actors = [w for w in workers.values() if not isinstance(w, Unplaced)]
-    refs = [w.close.remote() for w in actors]
+    placed = [w for w in workers.values() if not isinstance(w, Unplaced)]
+    refs = [w.close.remote() for w in placed]
     deadline = time.monotonic() + 60
     for ref in refs:
         try:
             ray.get(ref, timeout=max(0.1, deadline - time.monotonic()))
         except RayError:
             pass
-    for worker in actors:
-        ray.kill(worker)
+    for actor in {id(w.actor): w.actor for w in placed}.values():
+        ray.kill(actor)
 
 
 def placement(node: str) -> dict:

@@ -1,10 +1,10 @@
 """Scheduling a sweep's jobs over devices with Ray.
 
-Each device's worker (farm.cluster: one Ray actor per device) runs its jobs one at a time. The
-controller (this process) hands each idle device its next job, preferring the (model, variant)
-it already has loaded, and is the only writer of the database: outcomes are stored as they
-arrive. A device whose worker dies is out of the run, its job retried elsewhere; where its Ray
-node is gone, every device of that node goes `offline`.
+Each device's worker (farm.cluster: its runner, in the Ray actor of the devices placed alike)
+runs its jobs one at a time. The controller (this process) hands each idle device its next job,
+preferring the (model, variant) it already has loaded, and is the only writer of the database:
+outcomes are stored as they arrive. A device whose worker dies is out of the run, its job
+retried elsewhere; where its Ray node is gone, every device of that node goes `offline`.
 """
 from __future__ import annotations
 

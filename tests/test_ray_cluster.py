@@ -217,6 +217,61 @@ def test_node_names_a_node_by_id_name_or_ip_and_an_ip_of_two_nodes_is_refused(cl
     assert "'head'" in message and "'second'" in message and "--node-name" in hint
 
 
+WORKERS = """
+import json, logging, sys
+import ray
+from ray._private.state import actors
+from farm.cluster import Unplaced, close_workers, start_workers, use_token
+from farm.inventory import load_inventory
+use_token()
+ray.init(address=sys.argv[1], logging_level=logging.ERROR, log_to_driver=False)
+workers = start_workers(load_inventory(sys.argv[2]).devices)
+nodes = {name: ray.get(worker.node.remote(), timeout=60) for name, worker in workers.items()
+         if not isinstance(worker, Unplaced)}
+alive = [(a["Address"]["NodeID"], a["Pid"]) for a in actors(
+    job_id=ray.get_runtime_context().job_id, actor_state_name="ALIVE").values()
+         if a["ActorClassName"] == "DeviceWorker"]
+free = {name: value for name, value in ray.available_resources().items()
+        if name.startswith("farm_device:")}
+close_workers(workers)
+print(json.dumps({"nodes": nodes, "alive": alive, "free": free,
+                  "unplaced": {n: w.error.message for n, w in workers.items()
+                               if isinstance(w, Unplaced)}}))
+"""
+
+
+def test_the_devices_of_a_node_share_one_worker_that_holds_their_resources(cluster, tmp_path):
+    """One Ray worker per node for the devices that must run there (pinned to it, or whose
+    farm_device resource it declares), one for the devices that may run anywhere, and each
+    declared resource held: a worker process per device cost a second of a core each at every
+    sweep's start."""
+    on_head, on_second = cluster.devices
+    local = {"kind": "local", "cpus": 1}
+    (tmp_path / "inventory.yaml").write_text(json.dumps({"devices": [
+        {"name": on_head, **local}, {"name": f"{on_head}2", "node": "head", **local},
+        {"name": on_second, **local}, {"name": f"{on_second}2", "node": "second", **local},
+        {"name": f"{on_head}-any", **local}, {"name": f"{on_head}-lost", "node": "gone", **local}]}))
+    done = subprocess.run([sys.executable, "-c", WORKERS, cluster.address,
+                           str(tmp_path / "inventory.yaml")], capture_output=True, text=True,
+                          env=cluster.env(), timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    head, second = cluster.head.node_id, cluster.second.node_id
+    nodes = found["nodes"]
+    assert {name: nodes[name] for name in (on_head, f"{on_head}2", on_second,
+                                           f"{on_second}2")} == {
+        on_head: head, f"{on_head}2": head, on_second: second, f"{on_second}2": second}
+    assert nodes[f"{on_head}-any"] in (head, second)
+    # three processes: the head's devices, the second node's, the one that may run anywhere
+    assert sorted(node for node, _ in found["alive"]) == sorted([head, second,
+                                                                 nodes[f"{on_head}-any"]])
+    assert len({pid for _, pid in found["alive"]}) == 3
+    # both declared resources held while the workers lived: no second worker could be placed
+    assert found["free"].get(f"farm_device:{on_head}", 0) == 0
+    assert found["free"].get(f"farm_device:{on_second}", 0) == 0
+    assert found["unplaced"] == {f"{on_head}-lost": "no live Ray node 'gone' for a device's node:"}
+
+
 @pytest.mark.parametrize("mode", [{}, {"RAY_AUTH_MODE": "token"}], ids=["as-is", "token-mode"])
 def test_without_the_token_the_cluster_refuses_farm_with_a_hint(cluster, tmp_path, mode):
     _write_sweep(tmp_path, cluster, {"name": "no-token", "seq_lens": [16], "measure": QUICK})
