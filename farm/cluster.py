@@ -222,10 +222,13 @@ class DeviceWorker:
             job = dict(job, texts=texts)
         return self.runners[device].run(job, self.pending_events[device].append)
 
-    def events(self, device: str) -> list[dict]:
-        pending, drained = self.pending_events[device], []
-        while pending:
-            drained.append(pending.popleft())
+    def events(self, devices: list[str]) -> dict[str, list[dict]]:
+        """What each of `devices` has reported since it was last asked."""
+        drained: dict[str, list[dict]] = {}
+        for device in devices:
+            pending, drained[device] = self.pending_events[device], []
+            while pending:
+                drained[device].append(pending.popleft())
         return drained
 
     def cancel(self, device: str) -> None:
@@ -250,6 +253,16 @@ class Worker:
         if method.startswith("_"):  # copy's and pickle's looks, before __init__ has run
             raise AttributeError(method)
         return _Call(getattr(self.actor, method), self.device)
+
+
+def ask_events(workers: dict[str, Worker], devices: list[str]) -> dict[object, list[str]]:
+    """One DeviceWorker.events call for each worker process that holds some of `devices`: the
+    call's ObjectRef -> the devices it asks for (a dozen boards on one node: one call)."""
+    asked: dict[int, tuple[object, list[str]]] = {}
+    for device in devices:
+        actor = workers[device].actor
+        asked.setdefault(id(actor), (actor, []))[1].append(device)
+    return {actor.events.remote(mine): mine for actor, mine in asked.values()}
 
 
 class _Call:

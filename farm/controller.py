@@ -20,7 +20,7 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from agents.catalog import CATALOG
 from agents.methods import Variant
-from farm.cluster import first_line, node_gone
+from farm.cluster import ask_events, first_line, node_gone
 from farm.devices import group_key
 from farm.dispatch import PendingJobs, repeat_of
 from farm.errors import FarmError
@@ -109,7 +109,7 @@ class Scheduler:
         self.loaded: dict[str, str] = {}  # device -> group it has loaded
         self.live: set[str] = set(workers)  # devices still usable
         self.running: dict[object, tuple[QueuedJob, str]] = {}  # ObjectRef -> (job, device)
-        self.asked: dict[object, str] = {}  # ObjectRef of an events() call -> its device
+        self.asked: dict[object, list[str]] = {}  # ObjectRef of an events() call -> devices
         self.pending = PendingJobs()
         self.stranded: list[QueuedJob] = []
         self.heartbeats: dict[str, float] = {}  # device -> when its last heartbeat was written
@@ -239,35 +239,40 @@ class Scheduler:
         return self.texts[task]
 
     def _forward_events(self) -> None:
-        """The running jobs' phases, without waiting on any device: every POLL_S each busy
-        device with no question outstanding is asked for what it has, and what has come back
-        by now is taken, all in one ray.wait that never blocks (a slow or dead worker holds up
+        """The running jobs' phases, without waiting on any device: every POLL_S the busy
+        devices with no question outstanding are asked for what they have, one call for each
+        worker process that holds some (farm.cluster.ask_events), and what has come back by now
+        is taken, all in one ray.wait that never blocks (a slow or dead worker holds up
         nothing; its answer is taken on a later turn, or dropped with its job)."""
         if not self.running:
             return
         if time.monotonic() - self._events_asked >= POLL_S:
             self._events_asked = time.monotonic()
-            asked = set(self.asked.values())
-            for _, device in self.running.values():
-                if device not in asked:
-                    self.asked[self.workers[device].events.remote()] = device
+            asked = {device for devices in self.asked.values() for device in devices}
+            busy = sorted({device for _, device in self.running.values()} - asked)
+            self.asked.update(ask_events(self.workers, busy))
         answered, _ = ray.wait(list(self.asked), num_returns=len(self.asked), timeout=0)
         current = {device: job for job, device in self.running.values()}
         for ref in answered:
-            device = self.asked.pop(ref)
+            devices = self.asked.pop(ref)
             try:
-                events = ray.get(ref)
+                reported = ray.get(ref)
             except RayError:
                 continue
-            if time.monotonic() - self.heartbeats.get(device, 0.0) > HEARTBEAT_S:
-                self.heartbeats[device] = time.monotonic()
-                self.store.device_seen(device)
-            job = current.get(device)  # an answer may cross the end of the job it was asked in
-            phases = [e["phase"] for e in events
-                      if e.get("event") == "phase" and job is not None and e.get("job") == job.key]
-            if phases:
-                self.store.job_phase(job.id, phases[-1])
-                self.observer.job_phase(job, device, phases[-1])
+            for device in devices:
+                self._forward(device, current.get(device), reported[device])
+
+    def _forward(self, device: str, job: QueuedJob | None, events: list[dict]) -> None:
+        """A device's heartbeat (every HEARTBEAT_S at most) and its job's latest phase. `job`:
+        the one it runs now; an answer may cross the end of the job it was asked in."""
+        if time.monotonic() - self.heartbeats.get(device, 0.0) > HEARTBEAT_S:
+            self.heartbeats[device] = time.monotonic()
+            self.store.device_seen(device)
+        phases = [e["phase"] for e in events
+                  if e.get("event") == "phase" and job is not None and e.get("job") == job.key]
+        if phases:
+            self.store.job_phase(job.id, phases[-1])
+            self.observer.job_phase(job, device, phases[-1])
 
     def _collect(self, ref) -> set[str]:
         """Store one finished job; return the devices that can no longer be used."""

@@ -221,7 +221,7 @@ WORKERS = """
 import json, logging, sys
 import ray
 from ray._private.state import actors
-from farm.cluster import Unplaced, close_workers, start_workers, use_token
+from farm.cluster import Unplaced, ask_events, close_workers, start_workers, use_token
 from farm.inventory import load_inventory
 use_token()
 ray.init(address=sys.argv[1], logging_level=logging.ERROR, log_to_driver=False)
@@ -233,8 +233,13 @@ alive = [(a["Address"]["NodeID"], a["Pid"]) for a in actors(
          if a["ActorClassName"] == "DeviceWorker"]
 free = {name: value for name, value in ray.available_resources().items()
         if name.startswith("farm_device:")}
+asked = ask_events(workers, sorted(nodes))
+events = {}
+for ref, devices in asked.items():
+    events.update(ray.get(ref, timeout=60))
 close_workers(workers)
-print(json.dumps({"nodes": nodes, "alive": alive, "free": free,
+print(json.dumps({"nodes": nodes, "alive": alive, "free": free, "asked": len(asked),
+                  "events": events,
                   "unplaced": {n: w.error.message for n, w in workers.items()
                                if isinstance(w, Unplaced)}}))
 """
@@ -243,8 +248,8 @@ print(json.dumps({"nodes": nodes, "alive": alive, "free": free,
 def test_the_devices_of_a_node_share_one_worker_that_holds_their_resources(cluster, tmp_path):
     """One Ray worker per node for the devices that must run there (pinned to it, or whose
     farm_device resource it declares), one for the devices that may run anywhere, and each
-    declared resource held: a worker process per device cost a second of a core each at every
-    sweep's start."""
+    declared resource held (a worker process per device cost a second of a core each at every
+    sweep's start); their events are asked in one call per worker."""
     on_head, on_second = cluster.devices
     local = {"kind": "local", "cpus": 1}
     (tmp_path / "inventory.yaml").write_text(json.dumps({"devices": [
@@ -270,6 +275,8 @@ def test_the_devices_of_a_node_share_one_worker_that_holds_their_resources(clust
     assert found["free"].get(f"farm_device:{on_head}", 0) == 0
     assert found["free"].get(f"farm_device:{on_second}", 0) == 0
     assert found["unplaced"] == {f"{on_head}-lost": "no live Ray node 'gone' for a device's node:"}
+    # the five devices' events asked in one call per worker process, each device answered
+    assert found["asked"] == 3 and found["events"] == {name: [] for name in nodes}
 
 
 @pytest.mark.parametrize("mode", [{}, {"RAY_AUTH_MODE": "token"}], ids=["as-is", "token-mode"])
