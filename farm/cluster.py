@@ -194,10 +194,11 @@ def run_at_niceness(niceness: int) -> int:
 class DeviceWorker:
     """The devices placed alike (pinned to one node, or holding resources one node declares, or
     neither), each with its runner, in one Ray worker. A Ray worker costs about a second of a
-    core to start and some 100 MB to keep, and a sweep's devices all start theirs at once, while
-    their agents import: one per device kept the cores busy with Ray's start-up for seconds
-    before the first job, and dozens of boards driven from one node would each have held one.
-    A device's calls run on threads of their own (max_concurrency), each runner on its own."""
+    core to start and 125 MiB to keep (README), and a sweep's devices all start theirs at
+    once, while their agents import: one per device kept the cores busy with Ray's start-up
+    for seconds before the first job, and dozens of boards driven from one node would each
+    have held one. A device's calls run on threads of their own (max_concurrency), each runner
+    on its own."""
 
     def __init__(self, devices: list):
         self.devices = {device.name: device for device in devices}
