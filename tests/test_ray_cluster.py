@@ -255,7 +255,8 @@ def test_the_devices_of_a_node_share_one_worker_that_holds_their_resources(clust
     (tmp_path / "inventory.yaml").write_text(json.dumps({"devices": [
         {"name": on_head, **local}, {"name": f"{on_head}2", "node": "head", **local},
         {"name": on_second, **local}, {"name": f"{on_second}2", "node": "second", **local},
-        {"name": f"{on_head}-any", **local}, {"name": f"{on_head}-lost", "node": "gone", **local}]}))
+        {"name": f"{on_head}-any", **local},
+        {"name": f"{on_head}-lost", "node": "gone", **local}]}))
     done = subprocess.run([sys.executable, "-c", WORKERS, cluster.address,
                            str(tmp_path / "inventory.yaml")], capture_output=True, text=True,
                           env=cluster.env(), timeout=180)
