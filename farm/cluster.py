@@ -306,8 +306,8 @@ def start_workers(devices: list) -> dict[str, Worker | Unplaced]:
     for node, group in groups.items():
         # A thread for each device's job and one for its other calls (events, cancel).
         options: dict = {"max_concurrency": 2 * len(group) + 1}
-        if node is not None:
-            options.update(placement(node))
+        if node is not None:  # its id, looked up already: no second reading of Ray's nodes
+            options.update(on_node(node))
         held = {DEVICE_RESOURCE.format(d.name): 1 for d in group
                 if DEVICE_RESOURCE.format(d.name) in declared}
         if held:
@@ -360,10 +360,15 @@ def close_workers(workers: dict[str, object]) -> None:
         ray.kill(actor)
 
 
-def placement(node: str) -> dict:
-    """Ray options that keep an actor on the live node `node:` names."""
+def on_node(node_id: str) -> dict:
+    """Ray options that keep an actor on the node of this id."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
+
+
+def placement(node: str) -> dict:
+    """Ray options that keep an actor on the live node `node:` names."""
     alive = [entry for entry in ray.nodes() if entry["Alive"]]
     for field in ("NodeID", "NodeName", "NodeManagerAddress"):
         found = [entry for entry in alive if entry.get(field) == node]
@@ -373,8 +378,7 @@ def placement(node: str) -> dict:
                               "give each its own name (ray start --node-name NAME) and write "
                               "that name, or write a node id")
         if found:
-            return {"scheduling_strategy": NodeAffinitySchedulingStrategy(found[0]["NodeID"],
-                                                                          soft=False)}
+            return on_node(found[0]["NodeID"])
     raise DeviceUnreachable(f"no live Ray node {node!r} for a device's node:",
                             "use a live node's id, name or IP (`ray status`, `ray list nodes`), "
                             "or remove node:")

@@ -98,7 +98,8 @@ def _drawn(title: str, caption: Callable[[set[str]], str], columns: list[tuple],
     left, widths = [], [None] * len(columns)
     if width is not None:
         natural = {id(c): natural_width(c[0], c[1]) for c in columns}
-        least = {id(c): _least(c[0], c[1], c[3]) for c in columns}
+        least = {id(c): _least(c[0], c[1], c[3]) for c in columns  # what may wrap or fold
+                 if c[3] in (SHARE, TEXT, NAME)}
         columns, left = within(columns, width, [
             least[id(c)] if c[3] in (SHARE, TEXT) else natural[id(c)] for c in columns])
         widths = [natural[id(c)] for c in columns]
