@@ -266,6 +266,14 @@ def ask_events(workers: dict[str, Worker], devices: list[str]) -> dict[object, l
     return {actor.events.remote(mine): mine for actor, mine in asked.values()}
 
 
+def sharing(workers: dict[str, object], device: str) -> list[str]:
+    """The devices whose calls go to the same worker process as device's, device among them."""
+    actor = getattr(workers[device], "actor", None)
+    if actor is None:
+        return [device]
+    return [name for name, worker in workers.items() if getattr(worker, "actor", None) is actor]
+
+
 class _Call:
     def __init__(self, method, device: str):
         self.method, self.device = method, device

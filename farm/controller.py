@@ -20,7 +20,7 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from agents.catalog import CATALOG
 from agents.methods import Variant
-from farm.cluster import ask_events, first_line, node_gone
+from farm.cluster import ask_events, first_line, node_gone, sharing
 from farm.devices import group_key
 from farm.dispatch import PendingJobs, repeat_of
 from farm.errors import FarmError
@@ -311,9 +311,11 @@ class Scheduler:
 
     def _worker_failed(self, device: str, error: Exception
                        ) -> tuple[dict, dict[str, tuple[str, str | None]]]:
-        """The outcome of a job whose device's worker died, and the devices lost with it: the
-        device alone (`error`), or, where its Ray node is gone, every device of that node
-        (`offline`, with why; None: the job's error says it)."""
+        """The outcome of a job whose device's worker died, and the devices lost with it:
+        where its Ray node is gone, every device of that node (`offline`, with why; None: the
+        job's error says it); else every live device of its worker process (`error`), which
+        share it: one left live would be handed the next job only to fail it, an
+        infrastructure failure counted against a job that never ran."""
         node = self.nodes.get(device)
         gone = node_gone(node) if node and isinstance(error, RayActorError) else None
         now = time.time()
@@ -322,7 +324,13 @@ class Scheduler:
                    "error": f"device {device!r} went offline: {gone}" if gone else
                    f"device worker for {device!r} failed: {first_line(error)}"}
         if not gone:
-            return outcome, {device: ("error", None)}
+            if not isinstance(error, RayActorError):  # the call failed, the process lives on
+                return outcome, {device: ("error", None)}
+            return outcome, {name: ("error", None if name == device else
+                                    f"device {name!r} lost its Ray worker, which it shared with "
+                                    f"{device!r}: {first_line(error)}")
+                             for name in sharing(self.workers, device)
+                             if name == device or name in self.live}
         return outcome, {name: ("offline", None if name == device else
                                 f"device {name!r} went offline: {gone}")
                          for name, at in self.nodes.items() if at == node}

@@ -8,6 +8,7 @@ which would stop every cluster of this machine).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -295,40 +296,94 @@ def test_without_the_token_the_cluster_refuses_farm_with_a_hint(cluster, tmp_pat
     assert _rows(tmp_path, "select * from jobs") == []
 
 
+# A timing window long enough that a kill lands in it: on a loaded machine the job's "timing"
+# phase reached the database 3 s late once, and the job ended done before the kill.
+LONG = {"warmup": 1, "min_iters": 3, "min_seconds": 10.0}
+
+
+@contextlib.contextmanager
+def _submitted(folder: Path, address: str, env: dict):
+    """`farm submit` of folder's sweep on the cluster, running; killed if the test ends first."""
+    farm = subprocess.Popen(
+        [FARM, "submit", "sweep.yaml", "-i", "inventory.yaml", "--ray-address", address],
+        cwd=folder, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)
+    try:
+        yield farm
+    finally:
+        if farm.poll() is None:
+            os.killpg(farm.pid, signal.SIGKILL)
+            farm.wait()
+
+
+def _timing_on(farm: subprocess.Popen, folder: Path, device: str) -> dict:
+    """The job of device's once it is in its timed window."""
+    deadline = time.monotonic() + 120
+    while not _rows(folder, "select key from jobs where status = 'running' and "
+                            "phase = 'timing' and device = ?", device):
+        assert farm.poll() is None, farm.communicate()
+        assert time.monotonic() < deadline, f"no job reached its timing on {device}"
+        time.sleep(0.2)
+    return _rows(folder, "select id, key from jobs where device = ?", device)[0]
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_worker_process_that_dies_takes_all_its_devices_and_its_job_goes_to_another_node(
+        cluster, tmp_path):
+    """The head's two devices share one Ray worker; it is killed while one of them runs a job
+    and the other is idle. Both are out of the run at once (the idle one handed the retry
+    would only have failed it again), and the job runs on the second node's device."""
+    on_head, on_second = cluster.devices
+    # Named to come after the second node's device: the sweep's two jobs go to the first two
+    # devices by name, so this one is idle when the worker dies.
+    idle = f"{on_second[:-2]}-t"
+    _write_sweep(tmp_path, cluster, {"name": "lost-worker", "seq_lens": [32], "measure": LONG},
+                 more=[{"name": idle, "kind": "local", "cpus": 1, "node": "head",
+                        "tags": ["pool"]}])
+    with _submitted(tmp_path, cluster.address, cluster.env()) as farm:
+        killed = _timing_on(farm, tmp_path, on_head)["id"]
+        agents = [pid for pid, argv in descendants(cluster.head.raylet).items()
+                  if argv[1:3] == [b"-m", b"agents"]]
+        # each device's agent, started as it was readied, a child of the one worker
+        assert len(agents) == 2 and len({_parent(pid) for pid in agents}) == 1, agents
+        os.kill(_parent(agents[0]), signal.SIGKILL)
+        stdout, stderr = farm.communicate(timeout=180)
+    assert farm.returncode == 0, stdout + stderr
+    assert [j["status"] for j in _rows(tmp_path, "select status from jobs")] == ["done"] * 2
+    attempts = _rows(tmp_path, "select * from attempts order by job_id, attempt")
+    assert [(a["job_id"] == killed, a["device"], a["status"], a["failure"])
+            for a in attempts if a["job_id"] == killed] == [
+        (True, on_head, "failed", "infra"), (True, on_second, "done", None)]
+    assert idle not in {a["device"] for a in attempts}, attempts
+    states = {d["device"]: d for d in _rows(tmp_path, "select * from v_devices")}
+    assert states[on_head]["state"] == states[idle]["state"] == "error", states
+    assert (f"device {idle!r} lost its Ray worker, which it shared with {on_head!r}"
+            in states[idle]["last_error"]), states[idle]
+    assert _ran_on(tmp_path) == {(on_second, cluster.second.node_id)}
+
+
 def test_a_node_killed_mid_job_sends_its_job_to_the_other_node_and_its_device_offline(
         cluster, tmp_path):
     """Run last: the second node does not come back."""
     on_head, on_second = cluster.devices
     # A third device's node left before the sweep: that device alone is refused.
     gone = {"name": f"{on_head[:-2]}-g", "kind": "local", "node": "gone", "tags": ["pool"]}
-    # A timing window long enough that the kill lands in it: on a loaded machine the job's
-    # "timing" phase reached the database 3 s late once, and the job ended done before the kill.
-    _write_sweep(tmp_path, cluster, {"name": "lost-node", "seq_lens": [32], "measure": {
-        "warmup": 1, "min_iters": 3, "min_seconds": 10.0}}, more=[gone])
+    _write_sweep(tmp_path, cluster, {"name": "lost-node", "seq_lens": [32], "measure": LONG},
+                 more=[gone])
     # The token from RAY_AUTH_TOKEN this time, with no ~/.ray/auth_token.
     stranger = tmp_path / "stranger"
     stranger.mkdir()
-    farm = subprocess.Popen(
-        [FARM, "submit", "sweep.yaml", "-i", "inventory.yaml", "--ray-address", cluster.address],
-        cwd=tmp_path, env=cluster.env(HOME=str(stranger), RAY_AUTH_TOKEN=cluster.token),
-        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not _rows(tmp_path, "select key from jobs where status = 'running' and "
-                                  "phase = 'timing' and device = ?", on_second):
-            assert farm.poll() is None, farm.communicate()
-            assert time.monotonic() < deadline, "no job reached its timing on the second node"
-            time.sleep(0.2)
-        killed = _rows(tmp_path, "select id, key from jobs where device = ?", on_second)[0]
+    with _submitted(tmp_path, cluster.address, cluster.env(
+            HOME=str(stranger), RAY_AUTH_TOKEN=cluster.token)) as farm:
+        killed = _timing_on(farm, tmp_path, on_second)
         agents = [pid for pid, argv in descendants(cluster.second.raylet).items()
                   if argv[1:3] == [b"-m", b"agents"]]
         assert len(agents) == 1
         os.kill(cluster.second.raylet, signal.SIGKILL)
         stdout, stderr = farm.communicate(timeout=180)
-    finally:
-        if farm.poll() is None:
-            os.killpg(farm.pid, signal.SIGKILL)
-            farm.wait()
     assert farm.returncode == 0, stdout + stderr
     assert not _running(agents[0]), "the lost node's agent still runs"
     assert [j["status"] for j in _rows(tmp_path, "select status from jobs")] == ["done"] * 2
