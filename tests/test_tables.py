@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -147,6 +147,23 @@ def test_export_csv_round_trips(rows, tmp_path):
     assert first["per_sample_ms"] == "1.234" and first["energy_mj"] == ""
     assert first["started_at"] == "2026-11-21T10:00:00.250000+00:00"
     assert dict(zip(header, body[4]))["status"] == "oom" and body[4][-1] == ""
+
+
+def test_export_csv_of_rows_unalike_writes_every_cell_as_its_text(tmp_path):
+    """Rows of different keys (a later row's new key follows), a time in a column not named
+    *_at, naive and aware times, a list, bytes, a quote and a comma: each cell as _text writes
+    it, times in UTC."""
+    rows = [{"job_key": "a", "started_at": datetime(2026, 1, 1, 12), "x": 1.5, "l": [1, 2],
+             "b": True, "s": 'q,"w'},
+            {"job_key": "b", "started_at": "2026-01-01T12:00:00", "x": None,
+             "when": datetime(2026, 1, 2, tzinfo=timezone(timedelta(hours=2)))},
+            {"job_key": "c", "x": 3, "extra": b"z", "l": None}]
+    out = export_rows(rows, {"a": [1, 2.5], "c": [3]}, "csv", tmp_path / "unalike.csv")
+    assert out.read_text().splitlines() == [
+        "job_key,started_at,x,l,b,s,when,extra,latencies_ms",
+        'a,2026-01-01T12:00:00+00:00,1.5,"[1, 2]",True,"q,""w",,,"[1.0, 2.5]"',
+        "b,2026-01-01T12:00:00+00:00,,,,,2026-01-01T22:00:00+00:00,,",
+        "c,,3,,,,,b'z',[3.0]"]
 
 
 def test_export_json_round_trips(rows, tmp_path):
