@@ -5,7 +5,8 @@ a node that held devices is gone.
 A node is named by its id, its name (`ray start --node-name NAME`; by default its IP) or its IP,
 tried in that order, so that two nodes on one host, which share an IP, can each hold devices.
 Where the Ray instance declares a `farm_device:<name>` resource (the private local instance
-always does), the device's actor holds it, so no second worker for that device can be placed.
+always does), the device's actor holds it, so no second worker for that device can be placed;
+where another farm's worker holds it already, the device's lock refuses this run instead.
 """
 from __future__ import annotations
 
@@ -293,11 +294,17 @@ def start_workers(devices: list) -> dict[str, Worker | Unplaced]:
     """A worker for each device: one actor (DeviceWorker) for the devices that must run on the
     same node, the one their `node:` names or the one that declares their `farm_device:<name>`
     resources, and one for those that may run anywhere. The actor is kept on its node and holds
-    its devices' declared resources. A device whose `node:` cannot be found gets an Unplaced
-    (prepare_workers refuses that device alone)."""
+    its devices' declared resources that are free. A device whose `node:` cannot be found gets
+    an Unplaced (prepare_workers refuses that device alone)."""
     declared = {resource: entry["NodeID"] for entry in ray.nodes() if entry["Alive"]
                 for resource in entry.get("Resources", {})
                 if resource.startswith(DEVICE_RESOURCE.format(""))}
+    # A resource another worker holds now (another farm's, on a cluster they share) is not
+    # asked for: the actor would wait, unplaced and silent, until that run ended. Kept on its
+    # node all the same, it is readied, and the device's lock refuses it (Busy), naming the
+    # run that holds it.
+    free = {resource for resource, count in ray.available_resources().items()
+            if resource in declared and count >= 1}
     pinned: dict[str, str] = {}  # node: as written -> its node's id
     groups: dict[str | None, list] = {}  # node id (None: anywhere) -> its devices
     workers: dict[str, Worker | Unplaced] = {}
@@ -317,7 +324,7 @@ def start_workers(devices: list) -> dict[str, Worker | Unplaced]:
         if node is not None:  # its id, looked up already: no second reading of Ray's nodes
             options.update(on_node(node))
         held = {DEVICE_RESOURCE.format(d.name): 1 for d in group
-                if DEVICE_RESOURCE.format(d.name) in declared}
+                if DEVICE_RESOURCE.format(d.name) in free}
         if held:
             options["resources"] = held
         actor = DeviceWorker.options(**options).remote(group)

@@ -331,6 +331,33 @@ def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+def test_a_device_another_farm_holds_on_the_cluster_is_refused_at_once_naming_that_run(
+        cluster, tmp_path):
+    """Two users' farms share the cluster and one device: the second is refused (Busy, exit 5)
+    by the device's lock as it readies it, naming the run that holds it, and writes nothing;
+    its worker waited, unplaced and silent, for the first's resource until that run ended."""
+    on_head, _ = cluster.devices
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "inventory.yaml").write_text(json.dumps({"devices": [
+            {"name": on_head, "kind": "local", "cpus": 1, "node": "head"}]}))
+        (tmp_path / name / "sweep.yaml").write_text(json.dumps({
+            "name": name, "models": ["bert-tiny"], "batch_sizes": [1], "seq_lens": [32],
+            "measure": LONG, "devices": [on_head]}))
+    with _submitted(tmp_path / "first", cluster.address, cluster.env()) as first:
+        _timing_on(first, tmp_path / "first", on_head)
+        with _submitted(tmp_path / "second", cluster.address, cluster.env()) as second:
+            stdout, stderr = second.communicate(timeout=60)
+            assert first.poll() is None, "the first run ended before the second was refused"
+        assert second.returncode == 5, stdout + stderr
+        assert (f"device {on_head!r} is in use by another farm run: sweep 'first'" in stderr
+                and "Traceback" not in stderr), stderr
+        assert _rows(tmp_path / "second", "select * from jobs") == []
+        done = first.communicate(timeout=120)
+    assert first.returncode == 0, done
+    assert [j["status"] for j in _rows(tmp_path / "first", "select status from jobs")] == ["done"]
+
+
 def test_a_worker_process_that_dies_takes_all_its_devices_and_its_job_goes_to_another_node(
         cluster, tmp_path):
     """The head's two devices share one Ray worker; it is killed while one of them runs a job
