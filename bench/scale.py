@@ -17,6 +17,9 @@ one job in 200 fails.
 
 .venv/bin/python bench/scale.py readers --db /tmp/lab.db --rounds 3   # time the readers
 
+With --alone, each sweep's readers are timed on a database of that sweep alone too, in turn
+with the others: what the other 95,000 results cost a reader, against what its sweep does.
+
 The controller's side is bench/scale_run.py's, run from here too:
 
 .venv/bin/python bench/scale.py controller --sizes 100,1000,5000   # controller time per job
@@ -121,11 +124,12 @@ class BatchedStore(Store):
         super().close()
 
 
-def fill(url: str, results: int, say: Callable[[str], None]) -> float:
-    """Every sweep added and every job run through the store, as a controller writes them;
-    the seconds it took."""
+def fill(url: str, results: int, say: Callable[[str], None],
+         sweeps: list[Sweep] | None = None) -> float:
+    """Every sweep (the lab's, or those given) added and every job run through the store, as a
+    controller writes them; the seconds it took."""
     start, rng, lab = time.perf_counter(), random.Random(0), inventory()
-    sweeps = lab_sweeps(results)
+    sweeps = sweeps or lab_sweeps(results)
     store = BatchedStore(url)
     try:
         for device in lab.devices:
@@ -211,38 +215,46 @@ class Reader:
     sweep: str  # the sweep it reads ("" for the whole database)
     argv: list[str]  # after `farm`
     call: Callable[[], object]  # the API behind it, in this process
+    url: str  # the database it reads
+    alone: bool = False  # a database of its sweep alone
 
     @property
     def name(self) -> str:
-        return f"{self.command} {self.sweep}".strip()
+        return f"{self.command} {self.sweep}{' alone' if self.alone else ''}".strip()
 
 
 QUERY = "select count(*) from v_results"
 
 
-def readers(url: str, sweeps: list[str], out: Path) -> list[Reader]:
-    """Status and farm sql over the whole database; the sweep's readers for each sweep."""
+def readers(url: str, sweeps: list[str], out: Path,
+            alone: dict[str, str] | None = None) -> list[Reader]:
+    """Status and farm sql over the whole database; the sweep's readers for each sweep, and
+    for each of `alone` (sweep -> a database of it alone) the same on that database."""
     from farm.readers import sql, status_snapshot
 
-    return [Reader("farm status --once", "", ["status", "--once"], lambda: status_snapshot(url)),
+    return [Reader("farm status --once", "", ["status", "--once"], lambda: status_snapshot(url),
+                   url),
             *(reader for sweep in sweeps for reader in _sweep_readers(url, sweep, out / sweep)),
-            Reader("farm sql count(*)", "", ["sql", QUERY], lambda: sql(QUERY, url))]
+            *(reader for sweep, its in (alone or {}).items()
+              for reader in _sweep_readers(its, sweep, out / f"{sweep}-alone", alone=True)),
+            Reader("farm sql count(*)", "", ["sql", QUERY], lambda: sql(QUERY, url), url)]
 
 
-def _sweep_readers(url: str, sweep: str, out: Path) -> list[Reader]:
+def _sweep_readers(url: str, sweep: str, out: Path, alone: bool = False) -> list[Reader]:
     from farm.export import export_rows
     from farm.readers import compare, sweep_rows, table_rows
     from farm.tables import research_table
 
     return [
         Reader("farm table", sweep, ["table", sweep],
-               lambda: research_table(table_rows(sweep, url))),
+               lambda: research_table(table_rows(sweep, url)), url, alone),
         Reader("farm report", sweep, ["report", sweep, "--out", str(out / "report")],
-               lambda: _report(sweep, url, out / "report-api")),
-        Reader("farm compare", sweep, ["compare", sweep], lambda: compare(sweep, db=url)),
+               lambda: _report(sweep, url, out / "report-api"), url, alone),
+        Reader("farm compare", sweep, ["compare", sweep], lambda: compare(sweep, db=url), url,
+               alone),
         Reader("farm export", sweep, ["export", sweep, "--out", str(out / "export.csv")],
                lambda: export_rows(*sweep_rows(sweep, url, with_latencies=True), "csv",
-                                   out / "export-api.csv"))]
+                                   out / "export-api.csv"), url, alone)]
 
 
 def _report(sweep: str, url: str, out: Path) -> list[Path]:
@@ -260,11 +272,12 @@ def _report(sweep: str, url: str, out: Path) -> list[Path]:
 USERS_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def time_cli(reader: Reader, url: str, timeout_s: float) -> float:
+def time_cli(reader: Reader, timeout_s: float) -> float:
     """Seconds the command took; infinity where it ran past timeout_s (then stopped)."""
     start = time.perf_counter()
     try:
-        done = subprocess.run([FARM, *reader.argv, "--db", url], capture_output=True, text=True,
+        done = subprocess.run([FARM, *reader.argv, "--db", reader.url], capture_output=True,
+                              text=True,
                               cwd=ROOT, timeout=timeout_s, env=USERS_ENV)
     except subprocess.TimeoutExpired:
         return math.inf
@@ -298,12 +311,12 @@ def held(url: str) -> tuple[int, int] | None:
 
 
 def measure(url: str, sweeps: list[str], rounds: int, only: list[str], timeout_s: float,
-            say) -> Table:
+            say, alone: dict[str, str] | None = None) -> Table:
     # compiled as a user's first command leaves them, so that no round pays for it
     subprocess.run([sys.executable, "-m", "compileall", "-q", "farm", "agents"], cwd=ROOT,
                    env=USERS_ENV, check=True)
     with tempfile.TemporaryDirectory(prefix="farm-bench-scale-out-") as scratch:
-        chosen = [r for r in readers(url, sweeps, Path(scratch))
+        chosen = [r for r in readers(url, sweeps, Path(scratch), alone)
                   if not only or any(word in r.name for word in only)]
         times = {r.name: ([], []) for r in chosen}
         for round_ in range(rounds):
@@ -311,7 +324,7 @@ def measure(url: str, sweeps: list[str], rounds: int, only: list[str], timeout_s
             for reader in chosen[shift:] + chosen[:shift]:
                 if math.inf in times[reader.name][0]:
                     continue  # it ran past the time limit once: once is enough
-                cli = time_cli(reader, url, timeout_s)
+                cli = time_cli(reader, timeout_s)
                 # Past the limit on the command line, it would be as slow here.
                 api = time_api(reader) if cli < math.inf else math.inf
                 times[reader.name][0].append(cli)
@@ -339,7 +352,8 @@ def _table(chosen: list[Reader], times: dict, sizes: dict[str, int], timeout_s: 
     for reader in chosen:
         cli, api = times[reader.name]
         median = statistics.median(cli)
-        table.add_row(reader.command, reader.sweep or "(all)",
+        where = f"{reader.sweep or '(all)'}{' alone' if reader.alone else ''}"
+        table.add_row(reader.command, where,
                       str(sizes.get(reader.sweep, "")),
                       *(_seconds(v, timeout_s) for v in (median, min(cli), max(cli))),
                       str(len(cli)), _seconds(statistics.median(api), timeout_s),
@@ -386,6 +400,10 @@ def arguments() -> argparse.Namespace:
                                  "the size of most)")
             command.add_argument("--only", default="", help="comma-separated words: time only "
                                  "the readers whose command holds one (e.g. table,compare)")
+            command.add_argument("--alone", action="store_true", help="also time each sweep's "
+                                 "readers on a database of that sweep alone (SQLite, filled "
+                                 "the same way: its shapes, figures of its own), in turn with "
+                                 "the others: what the database's other results cost")
     return parser.parse_args()
 
 
@@ -414,7 +432,17 @@ def main() -> None:
         if args.command == "readers":
             only = [w for w in args.only.split(",") if w]
             sweeps = [w for w in args.sweeps.split(",") if w]
-            console.print(measure(url, sweeps, args.rounds, only, args.timeout, console.print))
+            alone = {}
+            for sweep in sweeps if args.alone else []:
+                its = [s for s in lab_sweeps(args.results) if s.name == sweep]
+                if not its:
+                    raise SystemExit(f"--alone: {sweep} is not one of the lab's sweeps")
+                alone[sweep] = resolve_url(str(Path(stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="farm-bench-alone-"))) / "alone.db"))
+                took = fill(alone[sweep], 0, console.print, its)
+                console.print(f"{sweep} alone in {url_shown(alone[sweep])}, {took:.0f} s")
+            console.print(measure(url, sweeps, args.rounds, only, args.timeout, console.print,
+                                  alone))
 
 
 if __name__ == "__main__":
