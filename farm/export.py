@@ -15,6 +15,9 @@ from operator import itemgetter
 from pathlib import Path
 
 LATENCIES = "latencies_ms"
+# What csv's writer writes as _text does (None as "", the rest as str() does); a column that
+# holds anything else in some row (a time, a list) is written through _text.
+PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 def export_rows(rows, latencies: dict[str, list[float]], fmt: str, out: Path) -> Path:
@@ -28,7 +31,7 @@ def export_rows(rows, latencies: dict[str, list[float]], fmt: str, out: Path) ->
     # The rows' distinct key orders, then their keys: each row's keys gone over once, in C.
     shapes = dict.fromkeys(map(tuple, rows))
     columns = list(dict.fromkeys(k for shape in shapes for k in shape if k != LATENCIES))
-    held = {k for r in rows for k, v in r.items() if isinstance(v, (datetime, list))}
+    held = {k for r in rows for k, v in r.items() if type(v) not in PLAIN}
     times = {c for c in columns if c.endswith("_at")
              or c in held and any(isinstance(r.get(c), datetime) for r in rows)}
     out = Path(out)
@@ -38,8 +41,7 @@ def export_rows(rows, latencies: dict[str, list[float]], fmt: str, out: Path) ->
 
 class _Rows:
     """What a writer writes: the rows' columns (then LATENCIES), which of them are times
-    (`times`) and which hold a time or a list in some row (`held`: the others hold what
-    str() writes as _text does)."""
+    (`times`) and which hold something not PLAIN in some row (`held`)."""
 
     def __init__(self, rows: list[dict], columns: list[str], times: set[str], held: set[str],
                  latencies: dict[str, list[float]], alike: bool):
@@ -84,9 +86,9 @@ def _text(value) -> str:
 
 
 def _write_csv(rows: _Rows, out: Path) -> None:
-    """csv's writer writes None as "" and any other value as str() does, as _text would: only
-    the times, the lists and the latencies go through _text (the grid's 20,736 rows of 120
-    columns took a second more as a record each, every value through _text)."""
+    """Only the columns `held` (times, lists) and the latencies go through _text; csv's writer
+    writes the PLAIN values as _text would (the grid's 20,736 rows of 120 columns took a
+    second more as a record each, every value through _text)."""
     columns = rows.columns
     if rows.alike and len(columns) > 1:  # every row has every column: taken in C
         values = itemgetter(*columns)
