@@ -81,11 +81,18 @@ def ray_connection(address: str | None, inventory: Inventory):
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         else:
             # address="local": a private instance, never a cluster `ray start` left running.
+            # Without Ray's memory monitor, unless RAY_memory_monitor_refresh_ms asks for it: on a
+            # host whose memory passed its threshold (95%) it stops a Ray worker, and farm's
+            # worker holds the devices, not the memory. The agents hold it, each within its
+            # device's limit, and an agent that outgrows it ends that job `oom` alone.
+            monitor = ({} if "RAY_memory_monitor_refresh_ms" in os.environ
+                       else {"_system_config": {"memory_monitor_refresh_ms": 0}})
             start_local_instance(
                 num_cpus=os.cpu_count(), include_dashboard=False,
                 object_store_memory=128 * 2**20, logging_level=logging.ERROR,
                 log_to_driver=False,
-                resources={DEVICE_RESOURCE.format(d.name): 1 for d in inventory.devices})
+                resources={DEVICE_RESOURCE.format(d.name): 1 for d in inventory.devices},
+                **monitor)
     except (ConnectionError, RuntimeError, ValueError) as error:
         hint = "check --ray-address (HOST:PORT of `ray start --head`)"
         if "auth" in repr(error.__cause__ or error).lower() or "token" in str(error).lower():

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import OutOfMemoryError, RayError, RayTaskError
 
 from farm.devices.lock import Owner
 from farm.errors import Busy, DeviceError, DeviceUnreachable, FarmError
@@ -352,8 +352,8 @@ def prepare_workers(workers: dict[str, object], owner: Owner | None = None
             cause = error.cause
             refused[name] = cause if isinstance(cause, FarmError) else DeviceError(
                 f"device {name!r} failed to prepare: {cause}")
-        except RayActorError as error:
-            refused[name] = DeviceError(f"device {name!r}: its worker died: {first_line(error)}")
+        except RayError as error:  # the worker died, or Ray stopped it
+            refused[name] = DeviceError(f"device {name!r}: its worker died: {why_lost(error)}")
     busy = [error for error in refused.values() if isinstance(error, Busy)]
     if busy:
         raise busy[0]
@@ -426,6 +426,16 @@ def described(entry: dict) -> str:
     name, ip = entry.get("NodeName") or "", entry["NodeManagerAddress"]
     where = f"{name!r} at {ip}" if name and name != ip else ip
     return f"{where}, id {entry['NodeID'][:12]}"
+
+
+def why_lost(error: Exception) -> str:
+    """Why a call of a worker failed, in a line: Ray's own message for its memory monitor's
+    stop is a page of process tables."""
+    if isinstance(error, OutOfMemoryError):
+        return ("Ray's memory monitor stopped it: its node's memory was over Ray's threshold "
+                "(RAY_memory_usage_threshold; farm's own Ray runs without the monitor, each "
+                "agent held by its device's memory limit)")
+    return first_line(error)
 
 
 def first_line(error: Exception) -> str:

@@ -16,11 +16,11 @@ import time
 from typing import Protocol
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
+from ray.exceptions import RayError, RayTaskError
 
 from agents.catalog import CATALOG
 from agents.methods import Variant
-from farm.cluster import ask_events, first_line, node_gone, sharing
+from farm.cluster import ask_events, node_gone, sharing, why_lost
 from farm.devices import group_key
 from farm.dispatch import PendingJobs, repeat_of
 from farm.errors import FarmError
@@ -280,7 +280,7 @@ class Scheduler:
         lost: dict[str, tuple[str, str | None]] = {}  # device -> (its state, why)
         try:
             outcome = ray.get(ref)
-        except (RayActorError, RayTaskError) as error:
+        except RayError as error:  # its worker died or was stopped, or the call failed there
             outcome, lost = self._worker_failed(device, error)
         score(job.spec, self.data.get(job.spec["task"]), outcome)
         infra = outcome.get("failure") == Failure.INFRA
@@ -317,18 +317,22 @@ class Scheduler:
         share it: one left live would be handed the next job only to fail it, an
         infrastructure failure counted against a job that never ran."""
         node = self.nodes.get(device)
-        gone = node_gone(node) if node and isinstance(error, RayActorError) else None
+        # Anything but the call's own exception (RayTaskError) says the worker process is gone:
+        # it died, its node did, or Ray stopped it (its memory monitor: OutOfMemoryError).
+        died = not isinstance(error, RayTaskError)
+        gone = node_gone(node) if node and died else None
+        why = why_lost(error)
         now = time.time()
         outcome = {"status": Status.FAILED, "failure": Failure.INFRA, "device": device,
                    "started_at": now, "finished_at": now, "result": {},
                    "error": f"device {device!r} went offline: {gone}" if gone else
-                   f"device worker for {device!r} failed: {first_line(error)}"}
+                   f"device worker for {device!r} failed: {why}"}
         if not gone:
-            if not isinstance(error, RayActorError):  # the call failed, the process lives on
+            if not died:  # the call failed, the process lives on
                 return outcome, {device: ("error", None)}
             return outcome, {name: ("error", None if name == device else
                                     f"device {name!r} lost its Ray worker, which it shared with "
-                                    f"{device!r}: {first_line(error)}")
+                                    f"{device!r}: {why}")
                              for name in sharing(self.workers, device)
                              if name == device or name in self.live}
         return outcome, {name: ("offline", None if name == device else

@@ -4,15 +4,18 @@ up) and its node never registered. farm stops waiting for that node at once (not
 240 s, nor Ray's 30), stops every process the start left, and starts the instance again."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 import ray
 from ray._private import services
 
-from conftest import descendants
+from conftest import QUICK, descendants, farm_cli
 from farm import cluster
 
 
@@ -102,3 +105,31 @@ def test_the_node_is_looked_up_once_it_is_listed(monkeypatch):
         assert time.monotonic() - started < 5  # its raylet gone: no wait at all
     finally:
         ray.shutdown()
+
+
+def test_farms_own_ray_runs_without_rays_memory_monitor_and_a_stop_by_it_is_said_plainly(
+        tmp_path):
+    """Ray's memory monitor stops a Ray worker once its node's memory passes a threshold (95%):
+    here 1% of this machine's, which every run passes. farm's private instance runs without it,
+    and the sweep is done. Asked for by RAY_memory_monitor_refresh_ms, the monitor stops the
+    device's worker, and farm says so in a line: it was an internal error with Ray's page of
+    process tables, exit 70."""
+    (tmp_path / "inventory.yaml").write_text(json.dumps({"devices": [
+        {"name": f"mm-{uuid.uuid4().hex[:6]}", "kind": "local", "cpus": 1}]}))
+    (tmp_path / "sweep.yaml").write_text(json.dumps({
+        "name": "monitor", "models": ["bert-tiny"], "batch_sizes": [1], "seq_lens": [16],
+        "measure": QUICK}))
+    over = dict(os.environ, RAY_memory_usage_threshold="0.01")
+    done = farm_cli("submit", "sweep.yaml", "-i", "inventory.yaml", cwd=tmp_path, env=over)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 job (1 done" in done.stdout, done.stdout
+    stopped = farm_cli("submit", "sweep.yaml", "-i", "inventory.yaml", "--db", "stopped.db",
+                       cwd=tmp_path, env=dict(over, RAY_memory_monitor_refresh_ms="100"))
+    # exit 3: no usable device, whether the monitor stopped the worker as it readied the device
+    # (the first task it ran: the usual) or during the job
+    assert stopped.returncode == 3, stopped.stdout + stopped.stderr
+    assert "internal error" not in stopped.stderr and "Traceback" not in stopped.stderr
+    with sqlite3.connect(tmp_path / "stopped.db") as db:
+        why = db.execute("select last_error from v_devices").fetchone()
+    said = "Ray's memory monitor stopped it: its node's memory was over Ray's threshold"
+    assert said in stopped.stderr or (why and said in why[0]), (stopped.stderr, why)
