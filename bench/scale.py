@@ -124,12 +124,10 @@ class BatchedStore(Store):
         super().close()
 
 
-def fill(url: str, results: int, say: Callable[[str], None],
-         sweeps: list[Sweep] | None = None) -> float:
-    """Every sweep (the lab's, or those given) added and every job run through the store, as a
-    controller writes them; the seconds it took."""
+def fill(url: str, sweeps: list[Sweep], say: Callable[[str], None]) -> float:
+    """Every sweep added and every job run through the store, as a controller writes them;
+    the seconds it took."""
     start, rng, lab = time.perf_counter(), random.Random(0), inventory()
-    sweeps = sweeps or lab_sweeps(results)
     store = BatchedStore(url)
     try:
         for device in lab.devices:
@@ -219,8 +217,12 @@ class Reader:
     alone: bool = False  # a database of its sweep alone
 
     @property
+    def where(self) -> str:
+        return f"{self.sweep}{' alone' if self.alone else ''}"
+
+    @property
     def name(self) -> str:
-        return f"{self.command} {self.sweep}{' alone' if self.alone else ''}".strip()
+        return f"{self.command} {self.where}".strip()
 
 
 QUERY = "select count(*) from v_results"
@@ -277,8 +279,7 @@ def time_cli(reader: Reader, timeout_s: float) -> float:
     start = time.perf_counter()
     try:
         done = subprocess.run([FARM, *reader.argv, "--db", reader.url], capture_output=True,
-                              text=True,
-                              cwd=ROOT, timeout=timeout_s, env=USERS_ENV)
+                              text=True, cwd=ROOT, timeout=timeout_s, env=USERS_ENV)
     except subprocess.TimeoutExpired:
         return math.inf
     took = time.perf_counter() - start
@@ -352,8 +353,7 @@ def _table(chosen: list[Reader], times: dict, sizes: dict[str, int], timeout_s: 
     for reader in chosen:
         cli, api = times[reader.name]
         median = statistics.median(cli)
-        where = f"{reader.sweep or '(all)'}{' alone' if reader.alone else ''}"
-        table.add_row(reader.command, where,
+        table.add_row(reader.command, reader.where or "(all)",
                       str(sizes.get(reader.sweep, "")),
                       *(_seconds(v, timeout_s) for v in (median, min(cli), max(cli))),
                       str(len(cli)), _seconds(statistics.median(api), timeout_s),
@@ -422,7 +422,7 @@ def main() -> None:
         url = resolve_url(url)
         found = held(url)
         if found is None:
-            took = fill(url, args.results, console.print)
+            took = fill(url, lab_sweeps(args.results), console.print)
             found = held(url)
             console.print(f"filled {url_shown(url)}: {found[0]} jobs, {found[1]} results rows "
                           f"in {took:.0f} s ({1000 * took / found[0]:.1f} ms a job)")
@@ -439,7 +439,7 @@ def main() -> None:
                     raise SystemExit(f"--alone: {sweep} is not one of the lab's sweeps")
                 alone[sweep] = resolve_url(str(Path(stack.enter_context(
                     tempfile.TemporaryDirectory(prefix="farm-bench-alone-"))) / "alone.db"))
-                took = fill(alone[sweep], 0, console.print, its)
+                took = fill(alone[sweep], its, console.print)
                 console.print(f"{sweep} alone in {url_shown(alone[sweep])}, {took:.0f} s")
             console.print(measure(url, sweeps, args.rounds, only, args.timeout, console.print,
                                   alone))

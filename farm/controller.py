@@ -327,17 +327,17 @@ class Scheduler:
                    "started_at": now, "finished_at": now, "result": {},
                    "error": f"device {device!r} went offline: {gone}" if gone else
                    f"device worker for {device!r} failed: {why}"}
-        if not gone:
-            if not died:  # the call failed, the process lives on
-                return outcome, {device: ("error", None)}
-            return outcome, {name: ("error", None if name == device else
-                                    f"device {name!r} lost its Ray worker, which it shared with "
-                                    f"{device!r}: {why}")
-                             for name in sharing(self.workers, device)
-                             if name == device or name in self.live}
-        return outcome, {name: ("offline", None if name == device else
-                                f"device {name!r} went offline: {gone}")
-                         for name, at in self.nodes.items() if at == node}
+        if gone:
+            return outcome, {name: ("offline", None if name == device else
+                                    f"device {name!r} went offline: {gone}")
+                             for name, at in self.nodes.items() if at == node}
+        if not died:  # the call failed, the process lives on
+            return outcome, {device: ("error", None)}
+        return outcome, {name: ("error", None if name == device else
+                                f"device {name!r} lost its Ray worker, which it shared with "
+                                f"{device!r}: {why}")
+                         for name in sharing(self.workers, device)
+                         if name == device or name in self.live}
 
     def _cancel_all(self, reason: str) -> None:
         """Stop what runs and what waits: both end `cancelled`; done results stay as they are."""
